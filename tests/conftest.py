@@ -1,0 +1,79 @@
+"""Shared fixtures: a moto server on 127.0.0.1, the bundled sample logs, and ../shared data."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE_LOGS = REPO / "sample_logs"
+SHARED_REAL = REPO.parent / "shared" / "cloudtrail-real"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    """A real moto HTTP server on 127.0.0.1; yields its endpoint URL. boto3 talks to it as to AWS."""
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                break
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError("moto server exited at start")
+            time.sleep(0.1)
+    else:
+        proc.kill()
+        raise RuntimeError("moto server did not start in 30 s")
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture
+def aws_env(monkeypatch, moto_server):
+    """Fake credentials and region so boto3's standard chain works against the moto server."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    import requests
+
+    requests.post(f"{moto_server}/moto-api/reset", timeout=10)  # each test starts from an empty account
+    return moto_server
+
+
+@pytest.fixture(scope="session")
+def sample_logs() -> Path:
+    """The bundled sample logs."""
+    assert SAMPLE_LOGS.is_dir(), "sample_logs/ is missing: run python scripts/gen_sample_logs.py --out sample_logs"
+    return SAMPLE_LOGS
+
+
+@pytest.fixture(scope="session")
+def shared_real() -> Path:
+    """../shared/cloudtrail-real, or skip when this checkout has no ../shared."""
+    if not SHARED_REAL.is_dir():
+        pytest.skip("../shared/cloudtrail-real is absent")
+    return SHARED_REAL
