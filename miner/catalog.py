@@ -54,6 +54,8 @@ class Catalog:
         self._dir = Path(data_dir)
         self._actions: dict[str, dict[str, dict]] = {}
         self._resources: dict[str, dict[str, dict]] = {}
+        self._info: dict[str, ActionInfo | None] = {}
+        self._service_templates: dict[str, tuple[tuple[str, ArnTemplate], ...]] = {}
 
     # -- versions ---------------------------------------------------------------------------
     @cached_property
@@ -115,6 +117,12 @@ class Catalog:
 
     def info(self, action: str) -> ActionInfo | None:
         """Access levels and resource types of an action, or ``None`` if unknown."""
+        key = action.lower()
+        if key not in self._info:
+            self._info[key] = self._make_info(action)
+        return self._info[key]
+
+    def _make_info(self, action: str) -> ActionInfo | None:
         canon = self.canonical(action)
         if canon is None:
             return None
@@ -136,6 +144,24 @@ class Catalog:
     def resource_types(self, prefix: str) -> dict[str, str]:
         """Resource type name -> ARN template for one service."""
         return {v.get("key", k): v.get("arn", "") for k, v in self._service_resources(prefix).items()}
+
+    def service_templates(self, prefix: str) -> tuple[tuple[str, "ArnTemplate"], ...]:
+        """Every compiled ARN template of one service, as ``(resource type, template)`` pairs.
+
+        Args:
+            prefix: an IAM service prefix (or the service field of an ARN, e.g. ``s3``).
+
+        Returns:
+            The pairs (empty for an unknown service); a type whose template lists several ARN forms
+            (``a, b``) appears once per form.
+        """
+        prefix = (prefix or "").lower()
+        if prefix not in self._service_templates:
+            pairs = []
+            for name, tmpl in self.resource_types(prefix).items():
+                pairs.extend((name, t) for t in arn_templates(tmpl))
+            self._service_templates[prefix] = tuple(pairs)
+        return self._service_templates[prefix]
 
     def expand(self, pattern: str) -> set[str]:
         """Expand an IAM action pattern (``*``, ``s3:*``, ``s3:Get*``, ``ec2:Describe?``) to catalogue actions.
@@ -166,6 +192,113 @@ class Catalog:
                 if rx.match(key):
                     out.add(f"{p}:{entry['name']}")
         return out
+
+
+#: Template variables filled from the event itself rather than from request parameters.
+CONTEXT_VARIABLES = frozenset({"Partition", "Region", "Account"})
+_VAR = re.compile(r"\$\{([^}]+)\}")
+_CONTEXT_PATTERNS = {"Partition": r"aws[a-z-]*", "Region": r"[a-z0-9-]*\*?", "Account": r"[^:]*"}
+
+
+@dataclass(frozen=True)
+class ArnTemplate:
+    """One compiled catalogue ARN template, e.g. ``arn:${Partition}:s3:::${BucketName}/${ObjectName}``.
+
+    A variable in the middle of the template matches up to the separator that follows it (``[^/]+``);
+    the last one matches the rest (``.+``), so ``table/${TableName}`` also matches an index ARN: callers
+    that classify ARNs prefer the template with the most literal characters (:attr:`specificity`).
+    """
+
+    template: str
+    variables: tuple[str, ...]  # in template order, duplicates kept
+    pattern: re.Pattern
+    prefixes: tuple[tuple[re.Pattern, tuple[str, ...]], ...]  # leading parts that end at a variable
+    specificity: int  # number of literal characters
+
+    @property
+    def service(self) -> str:
+        """The service field of the template (``s3`` in ``arn:${Partition}:s3:::...``)."""
+        parts = self.template.split(":", 3)
+        return parts[2] if len(parts) > 2 else ""
+
+    @property
+    def identifying_variables(self) -> tuple[str, ...]:
+        """The variables other than partition, region and account, without duplicates."""
+        return tuple(dict.fromkeys(v for v in self.variables if v not in CONTEXT_VARIABLES))
+
+    def match(self, arn: str) -> dict[str, str] | None:
+        """The variable values when ``arn`` matches the whole template, else ``None``."""
+        m = self.pattern.fullmatch(arn)
+        return _groups(m, self.variables) if m else None
+
+    def match_prefix(self, arn: str) -> dict[str, str] | None:
+        """Variable values when ``arn`` is a parent of this template (matches a leading part ending at a variable).
+
+        E.g. ``arn:aws:dynamodb:us-east-1:1:table/orders`` against ``...:table/${TableName}/index/${IndexName}``
+        gives ``{"TableName": "orders", ...}``.
+        """
+        for rx, names in self.prefixes:
+            m = rx.fullmatch(arn)
+            if m:
+                return _groups(m, names)
+        return None
+
+    def fill(self, values: dict[str, str]) -> str:
+        """The template with variables replaced; unknown ones become ``*``."""
+        return _VAR.sub(lambda m: str(values.get(m.group(1)) or "*"), self.template)
+
+
+def _groups(m: re.Match, names: tuple[str, ...]) -> dict[str, str] | None:
+    out: dict[str, str] = {}
+    for name, value in zip(names, m.groups()):
+        if name in out and out[name] != value:
+            return None
+        out[name] = value
+    return out
+
+
+def _compile(parts: list[str], final_sep: str | None) -> tuple[str, tuple[str, ...]]:
+    """Regex for ``parts`` (literal, var, literal, ...); a trailing variable stops at ``final_sep`` (None: matches the rest)."""
+    rx, names = [], []
+    for i, part in enumerate(parts):
+        if i % 2 == 0:
+            rx.append(re.escape(part))
+            continue
+        names.append(part)
+        if part in _CONTEXT_PATTERNS:
+            rx.append(f"({_CONTEXT_PATTERNS[part]})")
+            continue
+        nxt = parts[i + 1][:1] if i + 1 < len(parts) else ""
+        sep = nxt or final_sep
+        rx.append(f"([^{re.escape(sep)}]+)" if sep else "(.+)")
+    return "".join(rx), tuple(names)
+
+
+@lru_cache(maxsize=None)
+def arn_templates(template: str) -> tuple[ArnTemplate, ...]:
+    """Compile a catalogue ARN template string (which may list several forms separated by ``, ``).
+
+    Args:
+        template: e.g. ``arn:${Partition}:lambda:${Region}:${Account}:function:${FunctionName}``.
+
+    Returns:
+        One :class:`ArnTemplate` per form (empty for an empty string).
+    """
+    out = []
+    for form in (f.strip() for f in (template or "").split(",")):
+        if not form.startswith("arn:"):
+            continue
+        parts = _VAR.split(form)
+        full, names = _compile(parts, None)
+        prefixes = []
+        for end in range(len(parts) - 2, 0, -2):  # cut after each variable, longest parent first
+            if parts[end] in CONTEXT_VARIABLES or end == len(parts) - 2 and parts[-1] == "":
+                continue  # a context variable, or the cut that is the whole template
+            rx, pnames = _compile(parts[: end + 1] + [""], parts[end + 1][:1] or None)
+            prefixes.append((re.compile(rx), pnames))
+        literal = sum(len(p) for p in parts[0::2])
+        out.append(ArnTemplate(form, names, re.compile(full), tuple(prefixes), literal))
+    return tuple(out)
 
 
 @lru_cache(maxsize=4)

@@ -1,15 +1,53 @@
 """Maps CloudTrail events to the IAM actions and resource ARNs that authorised them.
 
-PLACEHOLDER first version (naive prefix:eventName); the mapping stage replaces the internals but keeps
-the public API: ``MappedAction``, ``MappingResult``, ``map_event`` and ``get_mapper().map(...)``.
+Public API (stable): :class:`MappedAction`, :class:`MappingResult`, :func:`map_event`, :func:`get_mapper`
+(``get_mapper().map(...)``), plus :func:`map_frame` (vectorised, one row per event x action),
+:func:`coverage`, :func:`load_rules` and :func:`rules_version`.
+
+How an event is mapped (details in ``miner/data/mapping/*.csv``, one rule per row, each with a comment):
+
+1. ``eventType`` decides first (``event_types.csv``): service events, sign-ins, insights are not API calls.
+2. The event-source host gives candidate IAM prefixes: ``sources.csv`` exceptions, the host itself when it is a
+   catalogue prefix, then botocore's models (``endpointPrefix``/``signingName``/``serviceId``).
+3. The operation gives actions: a local AWS Service Reference copy when configured (it wins where it has an
+   answer), then ``rules.csv`` (many-to-one, one-to-many, conditional and no-permission families), then the
+   direct ``prefix:EventName`` catalogue action, then versioned names (``versioned.csv``) normalised only when
+   the stripped name is a botocore operation and maps to a catalogue action.
+4. Resources per action: ``resources[].ARN`` matched to the action's resource types by the catalogue's ARN
+   templates, else ARNs given in the request, else templates filled from request parameters
+   (``bindings.csv``), partial ARNs (``stack/name/*``) when only part is known, ``*`` with a reason otherwise.
+5. Implicit extras: ``iam:PassRole`` on every role a write request hands to a service (``passrole.csv``).
+
+Every emitted action exists in the pinned catalogue. Nothing is dropped: an event that maps to nothing has
+status ``unmapped`` (or ``no_permission``/``service_event``/``not_api_call``) and a note saying why.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import csv
+import fnmatch
+import hashlib
+import itertools
+import re
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable, Iterable
+from urllib.parse import quote, unquote
 
-from miner.catalog import get_catalog
+from miner.catalog import ArnTemplate, Catalog, arn_templates, get_catalog
+
+# ----------------------------------------------------------------------------- public types
+
+#: Event statuses: mapped (>= 1 action), no_permission (a call no IAM action authorises), service_event
+#: (AwsServiceEvent: AWS did it), not_api_call (insight / VPC-endpoint records), unmapped (a gap: listed).
+STATUSES = ("mapped", "no_permission", "service_event", "not_api_call", "unmapped")
+#: How a resource was derived.
+DERIVATIONS = ("record_arn", "template", "star")
+#: The reason given when the action cannot be scoped to resources at all.
+REASON_NO_RESOURCE_LEVEL = "action has no resource-level permissions"
 
 
 @dataclass(frozen=True)
@@ -17,39 +55,1370 @@ class MappedAction:
     """One IAM action an event needed, on one resource."""
 
     action: str  # canonical catalogue spelling, e.g. "s3:GetObject"
-    resource: str  # an ARN, or "*"
+    resource: str  # an ARN (possibly with wildcards for unknown parts), or "*"
     derivation: str  # "record_arn" | "template" | "star"
-    reason: str | None = None  # why the resource is "*" (or other notes)
+    reason: str | None = None  # why the resource is "*" or partial, or where it came from
     implicit: bool = False  # True for extra actions such as iam:PassRole
+    resource_type: str | None = None  # the catalogue resource type the ARN was matched to
 
 
 @dataclass(frozen=True)
 class MappingResult:
     """What one event maps to."""
 
-    status: str  # "mapped" | "no_permission" | "unmapped"
+    status: str  # one of STATUSES
     actions: tuple[MappedAction, ...] = ()
     note: str | None = None
+    via: str | None = None  # how the actions were found: direct | rule | versioned | service_reference
+
+
+# ----------------------------------------------------------------------------- rules as data
+
+DATA_DIR = Path(__file__).resolve().parent / "data" / "mapping"
+RULE_FILES = ("sources.csv", "event_types.csv", "rules.csv", "versioned.csv", "passrole.csv", "bindings.csv")
+#: Resource strategies that rules.csv may name in its ``resource`` column (code, because they parse values).
+STRATEGIES = ("copy_source", "s3_destination", "kms_reencrypt_source", "kms_reencrypt_destination", "partiql",
+              "apigateway_rest")
+#: Transforms that bindings.csv may name.
+TRANSFORMS = ("", "arn_or_name", "lambda_function", "kms_key", "kms_alias", "secret_id", "sqs_queue",
+              "iam_with_path", "strip_leading_slash", "log_group", "ecs_task_definition", "ec2_id",
+              "bedrock_foundation_model", "bedrock_inference_profile")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One row of rules.csv."""
+
+    source: str
+    event_name: str
+    action: str
+    resource: str
+    when: str
+    implicit: bool
+    status: str
+    comment: str
+    line: int
+
+
+@dataclass(frozen=True)
+class Binding:
+    """One row of bindings.csv: where a template variable's value comes from."""
+
+    scope: str
+    resource_type: str
+    variable: str
+    parameters: tuple[str, ...]
+    transform: str
+    comment: str
+
+
+@dataclass
+class Rules:
+    """The mapping rules loaded from one directory of CSV files."""
+
+    directory: str
+    sources: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    event_types: dict[str, tuple[str, str]] = field(default_factory=dict)
+    exact: dict[tuple[str, str], list[Rule]] = field(default_factory=dict)
+    patterns: dict[str, list[Rule]] = field(default_factory=dict)
+    versioned: list[tuple[str, re.Pattern, str]] = field(default_factory=list)
+    passrole: dict[str, dict[str, str]] = field(default_factory=dict)  # kind -> {name_lower: comment}
+    bindings: dict[tuple[str, str, str], Binding] = field(default_factory=dict)
+    rows: dict[str, list[dict]] = field(default_factory=dict)
+    version: str = ""
+
+    def all_rules(self) -> list[Rule]:
+        """Every rules.csv row, in file order."""
+        out = [r for rs in self.exact.values() for r in rs] + [r for rs in self.patterns.values() for r in rs]
+        return sorted(out, key=lambda r: r.line)
+
+
+def _read_csv(path: Path) -> list[dict]:
+    with path.open(newline="", encoding="utf-8") as fh:
+        return [{k: (v or "").strip() for k, v in row.items()} for row in csv.DictReader(fh)
+                if any((v or "").strip() for v in row.values())]
+
+
+@lru_cache(maxsize=4)
+def load_rules(directory: str | None = None) -> Rules:
+    """Load the rule files (cached per directory).
+
+    Args:
+        directory: a folder holding the files named in :data:`RULE_FILES`; default: the packaged rules.
+
+    Returns:
+        The parsed :class:`Rules`; ``version`` is a hash of the files' bytes.
+
+    Raises:
+        ValueError: when a row is malformed (unknown strategy/transform, bad regex).
+    """
+    root = Path(directory) if directory else DATA_DIR
+    rules = Rules(str(root))
+    digest = hashlib.sha256()
+    for name in RULE_FILES:
+        path = root / name
+        digest.update(name.encode() + b"\0" + path.read_bytes())
+        rules.rows[name] = _read_csv(path)
+    rules.version = "rules " + digest.hexdigest()[:12]
+    for row in rules.rows["sources.csv"]:
+        rules.sources[row["event_source"].lower()] = tuple(p.strip().lower() for p in row["iam_prefixes"].split(";") if p.strip())
+    for row in rules.rows["event_types.csv"]:
+        rules.event_types[row["event_type"]] = (row["status"], row["comment"])
+    for i, row in enumerate(rules.rows["rules.csv"], start=2):
+        rule = Rule(row["source"].lower(), row["event_name"], row["action"], row["resource"], row["when"],
+                    row["implicit"].lower() in ("true", "1", "yes"), row["status"], row["comment"], i)
+        if rule.resource and rule.resource not in STRATEGIES:
+            raise ValueError(f"rules.csv line {i}: unknown resource strategy {rule.resource!r}")
+        if any(ch in rule.event_name for ch in "*?["):
+            rules.patterns.setdefault(rule.source, []).append(rule)
+        else:
+            rules.exact.setdefault((rule.source, rule.event_name.lower()), []).append(rule)
+    for row in rules.rows["versioned.csv"]:
+        try:
+            rules.versioned.append((row["source"].lower(), re.compile(row["pattern"]), row["comment"]))
+        except re.error as e:
+            raise ValueError(f"versioned.csv: bad pattern {row['pattern']!r}: {e}") from None
+    for row in rules.rows["passrole.csv"]:
+        rules.passrole.setdefault(row["kind"], {})[row["name"].lower()] = row["comment"]
+    for row in rules.rows["bindings.csv"]:
+        if row["transform"] not in TRANSFORMS:
+            raise ValueError(f"bindings.csv: unknown transform {row['transform']!r}")
+        b = Binding(row["scope"].lower(), row["resource_type"].lower(), row["variable"],
+                    tuple(p.strip() for p in row["parameters"].split("|") if p.strip()), row["transform"], row["comment"])
+        rules.bindings[(b.scope, b.resource_type, b.variable)] = b
+    return rules
+
+
+def rules_version(directory: str | None = None) -> str:
+    """A version string for the mapping rules in use (a hash of the data files)."""
+    return load_rules(directory).version
+
+
+# ----------------------------------------------------------------------------- request context
+
+_MAX_NODES = 5000
+
+
+def _loads(value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        value = bytes(value).decode("utf-8", "replace")
+    if isinstance(value, str):
+        text = value.strip()
+        if not text or text == "null":
+            return None
+        try:
+            import orjson
+
+            value = orjson.loads(text)
+        except Exception:
+            return None
+        if isinstance(value, str):  # double-encoded JSON (seen in real data)
+            return _loads(value)
+    return value
+
+
+def _arn_of(entry: Any) -> str | None:
+    if isinstance(entry, str):
+        return entry if entry.startswith("arn:") else None
+    if not isinstance(entry, dict):
+        return None
+    for key in ("ARN", "arn", "Arn"):
+        if isinstance(entry.get(key), str) and entry[key].startswith("arn:"):
+            return entry[key]
+    for key in ("ARNPrefix", "arnPrefix", "arnprefix"):
+        if isinstance(entry.get(key), str) and entry[key].startswith("arn:"):
+            return entry[key] + "*"
+    return None
+
+
+class EventContext:
+    """One event's request parameters, record ARNs and location, with lazy lookups."""
+
+    def __init__(self, params: Any, resources: Any, account: str, region: str, partition: str):
+        params = _loads(params)
+        self.params: dict = params if isinstance(params, dict) else ({"_": params} if params is not None else {})
+        res = _loads(resources)
+        if isinstance(res, dict):
+            res = [res]
+        self.record_arns: list[str] = list(dict.fromkeys(a for a in (_arn_of(e) for e in (res or [])) if a))
+        self.account = account or ""
+        self.region = region or ""
+        self.partition = partition or "aws"
+        self._index: dict[str, list] | None = None
+        self._items: list[tuple[str, Any]] = []
+        self._param_arns: list[str] | None = None
+        self.used: list[str] = []  # parameter names a derivation read
+
+    @property
+    def index(self) -> dict[str, list]:
+        """Lower-case key -> every value found under that key at any depth (breadth first)."""
+        if self._index is None:
+            index: dict[str, list] = {}
+            queue = deque([self.params])
+            seen = 0
+            while queue and seen < _MAX_NODES:
+                node = queue.popleft()
+                seen += 1
+                if isinstance(node, dict):
+                    for k, v in node.items():
+                        if isinstance(v, dict) and set(v) <= {"tag", "content"} and "content" in v:
+                            v = v["content"]  # EC2's {"tag": 1, "content": "vpc-..."} wrapper
+                        index.setdefault(str(k).lower(), []).append(v)
+                        self._items.append((str(k), v))
+                        if isinstance(v, (dict, list)):
+                            queue.append(v)
+                elif isinstance(node, list):
+                    queue.extend(x for x in node if isinstance(x, (dict, list)))
+            self._index = index
+        return self._index
+
+    def has(self, key: str) -> bool:
+        """True when the key occurs anywhere with a value that is not null (an empty string counts: S3 flags)."""
+        return any(v is not None for v in self.index.get(key.lower(), ()))
+
+    def values(self, key: str) -> list[str]:
+        """Scalar values under a key (anywhere; ``a.b`` for a path from the root), lists flattened."""
+        if "." in key:
+            nodes: list = [self.params]
+            for part in key.split("."):
+                nxt = []
+                for n in nodes:
+                    for x in (n if isinstance(n, list) else [n]):
+                        if isinstance(x, dict):
+                            for k, v in x.items():
+                                if k.lower() == part.lower():
+                                    nxt.append(v)
+                nodes = nxt
+            raw = nodes
+        else:
+            raw = self.index.get(key.lower(), [])
+        out: list[str] = []
+        for v in raw:
+            for x in (v if isinstance(v, list) else [v]):
+                if isinstance(x, (str, int)) and not isinstance(x, bool) and str(x).strip() != "":
+                    out.append(str(x))
+        return list(dict.fromkeys(out))
+
+    def lookup(self, keys: Iterable[str]) -> tuple[str | None, list[str]]:
+        """The first key (in order) that has values, and its values."""
+        for key in keys:
+            vals = self.values(key)
+            if vals:
+                self.used.append(key)
+                return key, vals
+        return None, []
+
+    @property
+    def param_arns(self) -> list[str]:
+        """Every ARN-looking string value in the request parameters."""
+        if self._param_arns is None:
+            out = []
+            for vals in self.index.values():
+                for v in vals:
+                    for x in (v if isinstance(v, list) else [v]):
+                        if isinstance(x, str) and x.startswith("arn:") and len(out) < 200:
+                            out.append(x)
+            self._param_arns = list(dict.fromkeys(out))
+        return self._param_arns
+
+    def items(self) -> list[tuple[str, Any]]:
+        """Every (key as logged, value) pair at any depth, breadth first."""
+        _ = self.index
+        return self._items
+
+
+# ----------------------------------------------------------------------------- value transforms
+
+_ID_VALUE = re.compile(r"^[\w+=,.@/:-]+$")
+
+
+@dataclass(frozen=True)
+class Value:
+    """A bound value: a variable's text, or a whole ARN."""
+
+    text: str
+    is_arn: bool = False
+
+
+def _t_arn_or_name(v: str, ctx: EventContext) -> list[Value]:
+    return [Value(v, v.startswith("arn:"))]
+
+
+def _t_lambda_function(v: str, ctx: EventContext) -> list[Value]:
+    if v.startswith("arn:"):
+        arn = v
+    else:
+        parts = v.split(":")
+        if len(parts) >= 3 and parts[1] == "function":  # 123456789012:function:name[:qualifier]
+            arn = f"arn:{ctx.partition}:lambda:{ctx.region}:{parts[0]}:function:{':'.join(parts[2:])}"
+        else:
+            arn = f"arn:{ctx.partition}:lambda:{ctx.region}:{ctx.account}:function:{v}"
+    _, quals = ctx.lookup(["qualifier"])
+    if quals and arn.count(":") == 6:
+        arn = f"{arn}:{quals[0]}"
+    return [Value(arn, True)]
+
+
+_KEY_ID = re.compile(r"^(mrk-)?[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$|^mrk-[0-9a-f]{32}$", re.I)
+
+
+def _t_kms_key(v: str, ctx: EventContext) -> list[Value]:
+    if v.startswith("arn:"):
+        return [Value(v, True)] if ":key/" in v else []
+    if v.startswith("alias/"):
+        return []  # an alias does not name the key; the record's resources[] usually does
+    return [Value(v)] if _KEY_ID.match(v) or _ID_VALUE.match(v) else []
+
+
+def _t_kms_alias(v: str, ctx: EventContext) -> list[Value]:
+    if v.startswith("arn:"):
+        return [Value(v, True)] if ":alias/" in v else []
+    return [Value(v[len("alias/"):] if v.startswith("alias/") else v)]
+
+
+def _t_secret_id(v: str, ctx: EventContext) -> list[Value]:
+    if v.startswith("arn:"):
+        return [Value(v, True)]
+    return [Value(f"{v}-??????")]  # secret ARNs end in -<6 random characters>
+
+
+_QUEUE_URL = re.compile(r"^https?://(?:sqs\.)?([a-z0-9-]+)?\.?(?:queue\.)?amazonaws\.com(?:\.cn)?/(\d+|[^/]+)/([^/?#]+)", re.I)
+
+
+def _t_sqs_queue(v: str, ctx: EventContext) -> list[Value]:
+    if v.startswith("arn:"):
+        return [Value(v, True)]
+    m = _QUEUE_URL.match(v)
+    if m:
+        region = m.group(1) or ctx.region
+        if region in ("sqs", "queue"):
+            region = ctx.region
+        return [Value(f"arn:{ctx.partition}:sqs:{region}:{m.group(2)}:{m.group(3)}", True)]
+    if v.startswith("http"):
+        return []
+    return [Value(v)]
+
+
+def _t_iam_with_path(v: str, ctx: EventContext) -> list[Value]:
+    if v.startswith("arn:"):
+        return [Value(v, True)]
+    _, paths = ctx.lookup(["path"])
+    if paths:
+        path = paths[0].strip("/")
+        return [Value(f"{path}/{v}" if path else v)]
+    if "/" in v:
+        return [Value(v)]
+    return [Value(v), Value(f"*/{v}")]  # the path is unknown: the name at the root or under any path
+
+
+def _t_strip_leading_slash(v: str, ctx: EventContext) -> list[Value]:
+    if v.startswith("arn:"):
+        return [Value(v, True)]
+    return [Value(v.lstrip("/"))]
+
+
+def _t_log_group(v: str, ctx: EventContext) -> list[Value]:
+    if v.startswith("arn:"):
+        m = re.match(r"^(arn:[^:]+:logs:[^:]*:[^:]*:log-group:[^:]+)", v)
+        return [Value(m.group(1), True)] if m else []
+    return [Value(v)]
+
+
+def _t_ecs_task_definition(v: str, ctx: EventContext) -> list[Value]:
+    if v.startswith("arn:"):
+        return [Value(v, True)]
+    family = v.split(":")[0]
+    rev = v.split(":")[1] if ":" in v else "*"
+    return [Value(f"arn:{ctx.partition}:ecs:{ctx.region}:{ctx.account}:task-definition/{family}:{rev}", True)]
+
+
+_EC2_ID = re.compile(r"^([a-z]+(?:-[a-z]+)*)-[0-9A-Za-z]+$")
+
+
+def _t_ec2_id(v: str, ctx: EventContext) -> list[Value]:
+    """EC2 ids keep their type in a prefix (vpc-, subnet-, eni-, fl-, nat-, tgw-): checked by the caller's variable."""
+    if v.startswith("arn:"):
+        return [Value(v, True)]
+    return [Value(v)] if _EC2_ID.match(v) else []
+
+
+#: EC2 template variable -> id prefix a value must have (a flow log's ResourceId may be a VPC, subnet or ENI).
+_EC2_PREFIXES = {"VpcId": "vpc-", "SubnetId": "subnet-", "NetworkInterfaceId": "eni-", "VpcFlowLogId": "fl-",
+                 "NatGatewayId": "nat-", "TransitGatewayId": "tgw-", "TransitGatewayAttachmentId": "tgw-attach-",
+                 "InstanceId": "i-", "SecurityGroupId": "sg-", "VolumeId": "vol-", "SnapshotId": "snap-",
+                 "ImageId": "ami-", "InternetGatewayId": "igw-", "RouteTableId": "rtb-"}
+_REGION_GROUPS = ("us.", "eu.", "apac.", "global.", "us-gov.", "jp.", "au.", "ca.")
+
+
+def _t_bedrock_foundation_model(v: str, ctx: EventContext) -> list[Value]:
+    if v.startswith("arn:"):
+        return [Value(v, True)]
+    return [] if v.startswith(_REGION_GROUPS) else [Value(v)]
+
+
+def _t_bedrock_inference_profile(v: str, ctx: EventContext) -> list[Value]:
+    if v.startswith("arn:"):
+        return [Value(v, True)]
+    return [Value(v)] if v.startswith(_REGION_GROUPS) else []
+
+
+_TRANSFORM_FUNCS: dict[str, Callable[[str, EventContext], list[Value]]] = {
+    "": _t_arn_or_name, "arn_or_name": _t_arn_or_name, "lambda_function": _t_lambda_function,
+    "kms_key": _t_kms_key, "kms_alias": _t_kms_alias, "secret_id": _t_secret_id, "sqs_queue": _t_sqs_queue,
+    "iam_with_path": _t_iam_with_path, "strip_leading_slash": _t_strip_leading_slash, "log_group": _t_log_group,
+    "ecs_task_definition": _t_ecs_task_definition, "ec2_id": _t_ec2_id,
+    "bedrock_foundation_model": _t_bedrock_foundation_model, "bedrock_inference_profile": _t_bedrock_inference_profile,
+}
+
+
+# ----------------------------------------------------------------------------- plans
+
+@dataclass(frozen=True)
+class Step:
+    """One action a plan emits, with how to find its resources and when it applies."""
+
+    action: str
+    strategy: str = ""
+    when: str = ""
+    implicit: bool = False
+    extra: tuple = ()
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The mapping of one (event source, event name, event type), computed once and cached."""
+
+    status: str
+    steps: tuple[Step, ...] = ()
+    note: str | None = None
+    via: str | None = None
+    prefix: str = ""
+
+
+_PARTIQL_VERB = re.compile(r"^\s*(SELECT|INSERT|UPDATE|DELETE|EXISTS)\b", re.I)
+_PARTIQL_TABLE = re.compile(
+    r"""(?:\bFROM|\bINTO|^\s*UPDATE)\s+("(?:[^"]|"")+"|[A-Za-z0-9_.\-]+)(?:\s*\.\s*("(?:[^"]|"")+"|[A-Za-z0-9_.\-]+))?""",
+    re.I,
+)
+
+
+def _partiql_verbs(ctx: EventContext) -> set[str]:
+    verbs = set()
+    for stmt in ctx.values("statement"):
+        m = _PARTIQL_VERB.match(stmt)
+        if m:
+            verbs.add("SELECT" if m.group(1).upper() == "EXISTS" else m.group(1).upper())
+    return verbs
+
+
+def _when(cond: str, ctx: EventContext) -> bool:
+    for part in (p.strip() for p in cond.split("&") if p.strip()):
+        neg = part.startswith("!")
+        kind, _, arg = part.lstrip("!").partition(":")
+        if kind == "has":
+            ok = ctx.has(arg)
+        elif kind == "partiql":
+            ok = arg.upper() in _partiql_verbs(ctx)
+        else:
+            raise ValueError(f"unknown condition {part!r}")
+        if ok == neg:
+            return False
+    return True
+
+
+class Mapper:
+    """Maps events to actions and resources; plans are cached per (source, name, type), results per input."""
+
+    def __init__(self, catalog: Catalog | None = None, rules: Rules | None = None, service_reference=None,
+                 models=None):
+        """Create a mapper.
+
+        Args:
+            catalog: the IAM catalogue (default: the pinned one).
+            rules: mapping rules (default: the packaged CSV files).
+            service_reference: a :class:`miner.servicereference.ServiceReference` whose answers win, or ``None``.
+            models: a :class:`miner.servicereference.BotocoreModels` (default: the process-wide one).
+        """
+        self.catalog = catalog or get_catalog()
+        self.rules = rules or load_rules()
+        self.service_reference = service_reference
+        self._models = models
+        self._plans: dict[tuple, Plan] = {}
+        self._results: dict[tuple, MappingResult] = {}
+        self._static: dict[tuple, MappingResult] = {}
+        self._prefix_cache: dict[str, tuple[str, ...]] = {}
+        self._best_cache: dict[tuple[str, str], frozenset] = {}
+
+    # -- versions ---------------------------------------------------------------------------
+    @property
+    def models(self):
+        """botocore's service models (loaded on first use)."""
+        if self._models is None:
+            from miner.servicereference import get_botocore_models
+
+            self._models = get_botocore_models()
+        return self._models
+
+    @property
+    def version(self) -> str:
+        """Catalogue + rules (+ service reference) versions, for reports."""
+        parts = [self.catalog.version, self.rules.version]
+        if self.service_reference is not None:
+            parts.append(f"service reference {self.service_reference.version}")
+        return "; ".join(parts)
+
+    # -- prefixes ---------------------------------------------------------------------------
+    def cheap_prefixes(self, key: str) -> tuple[str, ...]:
+        """IAM prefixes for an event-source key without loading botocore (sources.csv, then the key itself)."""
+        out = list(self.rules.sources.get(key, ()))
+        if key in self.catalog.prefixes:
+            out.append(key)
+        return tuple(p for p in dict.fromkeys(out) if p in self.catalog.prefixes)
+
+    def prefixes(self, key: str) -> tuple[str, ...]:
+        """Every candidate IAM prefix for an event-source key, best first (botocore models included)."""
+        if key not in self._prefix_cache:
+            out = list(self.cheap_prefixes(key))
+            for model in self.models.models_for_host(key):
+                out.extend(p for p in model.prefix_candidates() if p in self.catalog.prefixes)
+            self._prefix_cache[key] = tuple(dict.fromkeys(out))
+        return self._prefix_cache[key]
+
+    # -- plans ------------------------------------------------------------------------------
+    def plan(self, event_source: str, event_name: str, event_type: str | None = None) -> Plan:
+        """The cached plan of an event kind (see the module docstring for the order of the steps)."""
+        k = (event_source, event_name, event_type)
+        p = self._plans.get(k)
+        if p is None:
+            p = self._plans[k] = self._make_plan(event_source, event_name, event_type)
+        return p
+
+    def _make_plan(self, event_source: str, event_name: str, event_type: str | None) -> Plan:
+        from miner.servicereference import host_key
+
+        if event_type:
+            status, comment = self.rules.event_types.get(event_type, ("", ""))
+            if status:
+                return Plan(status, note=f"{event_type}: {comment}", via="event_type")
+        key = host_key(event_source)
+        name = (event_name or "").strip()
+        if not key or not name:
+            return Plan("unmapped", note="the record has no event source or event name")
+        cheap = self.cheap_prefixes(key)
+        found = self._resolve(key, name, cheap)
+        if found is None:
+            more = tuple(p for p in self.prefixes(key) if p not in cheap)
+            found = self._resolve(key, name, more) if more else None
+            cheap = cheap + more
+        if found is None:
+            found = self._resolve_versioned(key, name, cheap)
+        if found is not None:
+            return found
+        tried = ", ".join(f"{p}:{name}" for p in cheap) or f"no IAM prefix known for {key}"
+        return Plan("unmapped", note=f"no catalogue action or rule for {event_source} {name} (tried {tried})",
+                    prefix=cheap[0] if cheap else "")
+
+    def _resolve(self, key: str, name: str, prefixes: tuple[str, ...], via_suffix: str = "") -> Plan | None:
+        # 1. a local AWS Service Reference copy wins where it has an answer
+        if self.service_reference is not None:
+            for p in prefixes:
+                acts = self.service_reference.authorized_actions(p, name)
+                if not acts:
+                    continue
+                known = [c for c in (self.catalog.canonical(a) for a in acts) if c]
+                if not known:
+                    continue
+                builtin = {s.action: s for s in (self._rule_steps(key, name, prefixes)[0] or ())}
+                steps = tuple(Step(a, builtin[a].strategy if a in builtin else "", "",
+                                   a.split(":")[0] != p) for a in dict.fromkeys(known))
+                dropped = [a for a in acts if not self.catalog.canonical(a)]
+                note = f"service reference: {', '.join(acts)}" + (f" (not in the catalogue: {', '.join(dropped)})" if dropped else "")
+                return Plan("mapped", steps, note, "service_reference" + via_suffix, p)
+        # 2. rules.csv
+        steps, status, note, p = self._rule_steps(key, name, prefixes)
+        if status:
+            return Plan(status, note=note, via="rule" + via_suffix, prefix=p)
+        if steps:
+            return Plan("mapped", steps, None, "rule" + via_suffix, p)
+        # 3. the catalogue action of the same name
+        for p in prefixes:
+            canon = self.catalog.canonical(f"{p}:{name}")
+            if canon:
+                return Plan("mapped", (Step(canon),), None, "direct" + via_suffix, p)
+        return None
+
+    def _rule_steps(self, key: str, name: str, prefixes: tuple[str, ...]):
+        for src in (key, *prefixes):
+            rows = self.rules.exact.get((src, name.lower()))
+            if not rows:
+                rows = [r for r in self.rules.patterns.get(src, ()) if fnmatch.fnmatchcase(name, r.event_name)]
+            if not rows:
+                continue
+            status_rows = [r for r in rows if r.status]
+            if status_rows:
+                return None, status_rows[0].status, status_rows[0].comment, src
+            steps = []
+            for r in rows:
+                if "{http_method}" in r.action:
+                    cands = self._apigateway_candidates(key, name)
+                    if not cands:
+                        continue
+                    action = self.catalog.canonical(r.action.replace("{http_method}", cands[0][1]))
+                    if action:
+                        steps.append(Step(action, r.resource, r.when, r.implicit, tuple(cands)))
+                    continue
+                action = self.catalog.canonical(r.action)
+                if action:  # tests guarantee every rule action exists
+                    steps.append(Step(action, r.resource, r.when, r.implicit))
+            if steps:
+                return tuple(steps), "", None, src
+        return None, "", None, ""
+
+    def _apigateway_candidates(self, key: str, name: str) -> list[tuple]:
+        out = []
+        for model in self.models.models_for_host(key):
+            op = model.operations.get(name)
+            if op and op.http_method:
+                method = {"HEAD": "GET", "OPTIONS": "GET"}.get(op.http_method.upper(), op.http_method.upper())
+                out.append((model.name, method, op.request_uri, op.uri_members))
+        return out
+
+    def _resolve_versioned(self, key: str, name: str, prefixes: tuple[str, ...]) -> Plan | None:
+        for src, rx, _comment in self.rules.versioned:
+            if src != "*" and src != key and src not in prefixes:
+                continue
+            m = rx.fullmatch(name)
+            if not m or not m.group("op") or m.group("op") == name:
+                continue
+            op = m.group("op")
+            if self.models.operation(key, op) is None:
+                continue  # not a real operation: never invent names
+            found = self._resolve(key, op, prefixes or self.prefixes(key), via_suffix="")
+            if found is not None and found.status == "mapped":
+                return Plan("mapped", found.steps, f"versioned name {name} -> {op}", "versioned", found.prefix)
+        return None
+
+    # -- mapping one event ------------------------------------------------------------------
+    def map(self, event_source: str, event_name: str, request_parameters=None, resources=None,
+            account: str = "", region: str = "", partition: str = "aws", event_type: str | None = None) -> MappingResult:
+        """Map one event.
+
+        Args:
+            event_source: ``eventSource`` host, e.g. ``s3.amazonaws.com``.
+            event_name: ``eventName`` as logged.
+            request_parameters: ``requestParameters`` as a dict, JSON text or ``None``.
+            resources: ``resources`` as a list, JSON text or ``None``.
+            account: the recipient account id (string).
+            region: ``awsRegion``.
+            partition: ``aws``, ``aws-us-gov`` or ``aws-cn``.
+            event_type: ``eventType`` when known (``AwsApiCall`` is assumed otherwise).
+
+        Returns:
+            The :class:`MappingResult` (cached per distinct input).
+        """
+        plan = self.plan(event_source, event_name, event_type)
+        if plan.status != "mapped":
+            return MappingResult(plan.status, (), plan.note, plan.via)
+        account = "" if account is None else str(account)
+        region = region or ""
+        partition = partition or "aws"
+        static_key = (event_source, event_name, event_type, account, region, partition)
+        if static_key in self._static:
+            return self._static[static_key]
+        try:
+            key = (event_source, event_name, event_type, _hashable(request_parameters), _hashable(resources),
+                   account, region, partition)
+        except TypeError:  # pragma: no cover - unhashable exotic input
+            key = None
+        if key is not None and key in self._results:
+            return self._results[key]
+        ctx = EventContext(request_parameters, resources, account, region, partition)
+        result, static = self._apply(plan, ctx)
+        if static:
+            self._static[static_key] = result
+        elif key is not None:
+            if len(self._results) > 500_000:
+                self._results.clear()
+            self._results[key] = result
+        return result
+
+    def _apply(self, plan: Plan, ctx: EventContext) -> tuple[MappingResult, bool]:
+        active = [s for s in plan.steps if _when(s.when, ctx)]
+        if not active:
+            conds = ", ".join(sorted({s.when for s in plan.steps}))
+            return MappingResult("unmapped", (), f"no rule applies: the record lacks what the rules need ({conds})",
+                                 plan.via), False
+        out: list[MappedAction] = []
+        static = all(not s.when and not s.strategy for s in plan.steps)
+        for step in active:
+            got, step_static = self._resources(step, ctx)
+            static = static and step_static
+            out.extend(got)
+        extra = self._passrole(active, ctx)
+        if extra is None:
+            static = False
+        else:
+            out.extend(extra)
+            if extra:
+                static = False
+        seen, uniq = set(), []
+        for a in out:
+            if (a.action, a.resource) not in seen:
+                seen.add((a.action, a.resource))
+                uniq.append(a)
+        return MappingResult("mapped", tuple(uniq), plan.note, plan.via), static
+
+    # -- resources --------------------------------------------------------------------------
+    def _resources(self, step: Step, ctx: EventContext) -> tuple[list[MappedAction], bool]:
+        """The (action, resource) pairs of one step, and whether they are the same for every event."""
+        if step.strategy:
+            got = _STRATEGY_FUNCS[step.strategy](self, step, ctx)
+            if got:
+                return got, False
+        info = self.catalog.info(step.action)
+        if info is None or not info.resource_types:
+            return [MappedAction(step.action, "*", "star", REASON_NO_RESOURCE_LEVEL, step.implicit)], True
+        prefix = step.action.split(":")[0]
+        complete: list[tuple[str, str, str, str, ArnTemplate]] = []  # (type, arn, derivation, reason, template)
+        partial: dict[str, list[tuple[str, str]]] = {}
+        needs: list[str] = []
+        typed = [(rt, arn_templates(rt.arn_template)) for rt in info.resource_types]
+        typed = [(rt, t) for rt, t in typed if t]
+        pending = []
+        for rt, tmpls in typed:  # 1. ARNs the record or the request names
+            got = [(a, "record_arn", "ARN from the record's resources[]") for a in ctx.record_arns
+                   if self._fits(a, tmpls, prefix)]
+            if not got:
+                got = [(a, "template", "ARN given in the request parameters") for a in ctx.param_arns
+                       if self._fits(a, tmpls, prefix)]
+            if got:
+                complete.extend((rt.name, arn, der, why, next((t for t in tmpls if t.match(arn) is not None), tmpls[0]))
+                                for arn, der, why in got)
+            else:
+                pending.append((rt, tmpls))
+        for rt, tmpls in pending:  # 2. templates filled from request parameters
+            # once something is complete, an optional type only counts when it can be filled completely
+            quick = bool(complete) and not rt.required
+            full, part, missing = self._fill(prefix, rt.name, tmpls, ctx, rt.required, quick)
+            if part:
+                partial[rt.name] = part
+            if missing:
+                needs.append(f"{rt.name} ({', '.join(missing)})")
+            for arn, der, why in full:
+                complete.append((rt.name, arn, der, why, next((t for t in tmpls if t.match(arn) is not None), tmpls[0])))
+        if complete:
+            # a call on a sub-resource (table/t/index/i) is authorised on it, not on its parent (table/t)
+            arns = {c[1] for c in complete}
+            complete = [c for c in complete if not any(o != c[1] and o.startswith(c[1] + "/") for o in arns)]
+            out = [MappedAction(step.action, arn, der, why, step.implicit, rtype) for rtype, arn, der, why, _t in complete]
+            have = {c[0] for c in complete}
+            have_tmpls = [c[4].template for c in complete]
+            have_vars = {v for c in complete for v in c[4].identifying_variables}
+            for rt in info.resource_types:
+                if not rt.required or rt.name in have:
+                    continue
+                tmpls = arn_templates(rt.arn_template)
+                if not tmpls or any(h.startswith(t.template + "/") or t.template.startswith(h + "/")
+                                    for h in have_tmpls for t in tmpls):
+                    continue  # satisfied by a sub- or parent resource already emitted
+                if all(set(t.identifying_variables) <= have_vars for t in tmpls):
+                    continue  # an alternative form identified by the same value (bedrock model kinds), not a second resource
+                if rt.name in partial:
+                    out.extend(MappedAction(step.action, arn, "template", why, step.implicit, rt.name)
+                               for arn, why in partial[rt.name])
+                    continue
+                for t in tmpls[:1]:
+                    values = {"Partition": ctx.partition, "Region": ctx.region, "Account": ctx.account}
+                    out.append(MappedAction(step.action, t.fill(values), "template",
+                                            f"partial: required {rt.name} not in the request, any {rt.name} "
+                                            f"in the account/region", step.implicit, rt.name))
+            return out, False
+        if partial:
+            return [MappedAction(step.action, arn, "template", why, step.implicit, rtype)
+                    for rtype, items in partial.items() for arn, why in items], False
+        types = ", ".join(rt.name for rt in info.resource_types)
+        why = f"could not derive a resource ARN ({types}) from the record" + (f": needs {'; '.join(needs[:3])}" if needs else "")
+        return [MappedAction(step.action, "*", "star", why, step.implicit)], False
+
+    def _ranked(self, service: str, prefix: str) -> tuple[ArnTemplate, ...]:
+        k = ("\0ranked", service, prefix)
+        got = self._best_cache.get(k)
+        if got is None:
+            tm = {t.template: t for _n, t in itertools.chain(self.catalog.service_templates(service),
+                                                             self.catalog.service_templates(prefix))}
+            got = self._best_cache[k] = tuple(sorted(tm.values(), key=lambda t: -t.specificity))
+        return got
+
+    def _best(self, arn: str, prefix: str) -> frozenset:
+        """Templates (strings) that match an ARN with the highest specificity among its service's and ``prefix``'s."""
+        k = (arn, prefix)
+        got = self._best_cache.get(k)
+        if got is None:
+            service = arn.split(":", 3)[2] if arn.count(":") >= 3 else ""
+            best, spec = set(), -1
+            for t in self._ranked(service, prefix):
+                if t.specificity < spec:
+                    break
+                if t.pattern.fullmatch(arn) is not None:
+                    best.add(t.template)
+                    spec = t.specificity
+            got = frozenset(best)
+            if len(self._best_cache) > 200_000:
+                self._best_cache.clear()
+            self._best_cache[k] = got
+        return got
+
+    def _fits(self, arn: str, tmpls: tuple[ArnTemplate, ...], prefix: str) -> bool:
+        if not any(t.pattern.fullmatch(arn) for t in tmpls):
+            return False
+        best = self._best(arn, prefix)
+        return any(t.template in best for t in tmpls)
+
+    def _binding(self, prefix: str, rtype: str, var: str) -> Binding | None:
+        b = self.rules.bindings
+        for k in ((prefix, rtype.lower(), var), (prefix, "*", var), ("*", rtype.lower(), var), ("*", "*", var)):
+            if k in b:
+                return b[k]
+        return None
+
+    def _bind(self, prefix: str, rtype: str, var: str, ctx: EventContext) -> tuple[str | None, list[Value]]:
+        b = self._binding(prefix, rtype, var)
+        if b is not None:
+            keys, transform = b.parameters, b.transform
+        else:  # generic: the variable's own name (singular, plural, *List), then names made from the type
+            keys, transform = _generic_keys(var, rtype), ""
+        key, raw = ctx.lookup(keys)
+        out: list[Value] = []
+        for v in raw[:50]:
+            out.extend(_TRANSFORM_FUNCS[transform](v, ctx))
+        if prefix == "ec2" and var in _EC2_PREFIXES:
+            out = [v for v in out if v.is_arn or v.text.startswith(_EC2_PREFIXES[var])]
+        return key, out
+
+    def _fill(self, prefix: str, rtype: str, tmpls: tuple[ArnTemplate, ...], ctx: EventContext, required: bool = False,
+              quick: bool = False):
+        """Fill a type's templates: (complete ARNs, partial ARNs, missing variables); ``quick`` stops at a gap."""
+        full: list[tuple[str, str, str]] = []
+        partial: list[tuple[str, str]] = []
+        missing_any: list[str] = []
+        for t in tmpls:
+            base = {"Partition": ctx.partition, "Region": ctx.region, "Account": ctx.account}
+            anchored = False
+            for arn in itertools.chain(ctx.record_arns, ctx.param_arns):
+                m = t.match_prefix(arn)
+                if m:
+                    base.update(m)
+                    anchored = True
+                    break
+            ids = t.identifying_variables
+            options: dict[str, list[str]] = {}
+            keys_used = []
+            for var in ids:
+                if var in base:
+                    continue
+                key, vals = self._bind(prefix, rtype, var, ctx)
+                arns = [v.text for v in vals if v.is_arn and t.match(v.text) is not None]
+                if arns and len(ids) == 1:
+                    full.extend((a, "template", f"ARN from request parameter {key}") for a in arns)
+                    break
+                texts = [v.text for v in vals if not v.is_arn]
+                if not texts:
+                    for v in vals:  # an ARN of this type given where a name was expected: take its values
+                        m = t.match(v.text) if v.is_arn else None
+                        if m and m.get(var):
+                            texts.append(m[var])
+                if texts:
+                    options[var] = texts
+                    keys_used.append(key)
+                elif quick:
+                    break
+            else:
+                missing = [v for v in ids if v not in base and v not in options]
+                known = [v for v in ids if v in base or v in options]
+                if not ids:  # e.g. glue's catalog, arn:...:glue:<region>:<account>:catalog: one per account
+                    if required:
+                        full.append((t.fill(base), "template", "the account's only resource of this type"))
+                    continue
+                combos = [dict(zip(options, c)) for c in itertools.islice(itertools.product(*options.values()), 100)]
+                src = "record ARN and " if anchored else ""
+                if not missing:
+                    for c in combos:
+                        full.append((t.fill({**base, **c}), "template",
+                                     f"built from {src}request parameters ({', '.join(k for k in keys_used if k)})"
+                                     if keys_used else "built from the record's resources[]"))
+                elif known:
+                    for c in combos:
+                        partial.append((t.fill({**base, **c}), f"partial: {', '.join(missing)} not in the request"))
+                    missing_any.extend(missing)
+                else:
+                    missing_any.extend(missing)
+        return list(dict.fromkeys(full)), list(dict.fromkeys(partial)), list(dict.fromkeys(missing_any))
+
+    # -- implicit iam:PassRole --------------------------------------------------------------
+    def _passrole(self, steps: list[Step], ctx: EventContext) -> list[MappedAction] | None:
+        """PassRole extras; ``None`` means the request may pass a role (so results depend on parameters)."""
+        pr = self.rules.passrole
+        primary = [s.action for s in steps if not s.implicit]
+        excluded = pr.get("exclude_action", {})
+        if not primary or any(a.lower() in excluded for a in primary):
+            return []
+        levels = set()
+        for a in primary:
+            info = self.catalog.info(a)
+            levels.update(info.access_levels if info else ())
+        if levels and levels <= {"Read", "List"}:
+            return []
+        exact = pr.get("param", {})
+        name_ok = pr.get("param_or_name", {})
+        suffixes = tuple(pr.get("param_suffix", {}))
+        profiles = pr.get("instance_profile", {})
+        passrole = self.catalog.canonical("iam:PassRole") or "iam:PassRole"
+        out: list[MappedAction] = []
+        for orig, value in ctx.items():
+            key = orig.lower()
+            if key in profiles:
+                label = value
+                if isinstance(value, dict):
+                    label = value.get("arn") or value.get("Arn") or value.get("name") or value.get("Name")
+                if label:
+                    out.append(MappedAction(passrole, f"arn:{ctx.partition}:iam::{ctx.account}:role/*", "template",
+                                            f"instance profile {label} passes its role; the record does not name "
+                                            f"the role, so any role in the account", True, "role"))
+                continue
+            if not (key in exact or key in name_ok or key.endswith(suffixes)):
+                continue
+            for v in (value if isinstance(value, list) else [value]):
+                if not isinstance(v, str):
+                    continue
+                if v.startswith("arn:") and ":role/" in v and ":iam:" in v:
+                    out.append(MappedAction(passrole, v, "template", f"role passed in request parameter {orig}",
+                                            True, "role"))
+                elif key in name_ok and re.fullmatch(r"[\w+=,.@-]{1,64}", v):
+                    for rn in (v, f"*/{v}"):
+                        out.append(MappedAction(passrole, f"arn:{ctx.partition}:iam::{ctx.account}:role/{rn}",
+                                                "template", f"role name passed in request parameter {orig} "
+                                                "(path unknown)", True, "role"))
+        return out if out else None
+
+
+@lru_cache(maxsize=None)
+def _generic_keys(var: str, rtype: str) -> tuple[str, ...]:
+    """Parameter names tried for a variable without a bindings.csv row.
+
+    ``FunctionName`` -> functionName(s|List); generic variables (``ResourceId``, ``Id``, ``Name``) also try the
+    resource type's own name: type ``resolver-query-log-config`` -> resolverQueryLogConfigId.
+    """
+    base = var[0].lower() + var[1:]
+    keys = [base, base + "s", base + "List"]
+    words = [w for w in re.split(r"[^A-Za-z0-9]+", rtype) if w]
+    if words:
+        camel = words[0][0].lower() + words[0][1:] + "".join(w[0].upper() + w[1:] for w in words[1:])
+        suffixes = ("Id", "Identifier") if var.endswith("Id") else ("Name",) if var.endswith("Name") else ()
+        for suffix in suffixes:
+            keys += [camel + suffix, camel + suffix + "s"]
+    return tuple(dict.fromkeys(keys))
+
+
+def _hashable(value: Any):
+    if value is None or isinstance(value, (str, bytes, int, float)):
+        return value
+    import orjson
+
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
+# ----------------------------------------------------------------------------- resource strategies
+
+def _s_copy_source(mapper: Mapper, step: Step, ctx: EventContext) -> list[MappedAction]:
+    key, vals = ctx.lookup(["x-amz-copy-source", "copySource", "CopySource"])
+    out = []
+    for v in vals[:1]:
+        src = unquote(v).split("?", 1)[0].lstrip("/")
+        if src.startswith("arn:"):
+            arn = src.replace("/object/", "/object/", 1)
+        elif "/" in src:
+            arn = f"arn:{ctx.partition}:s3:::{src}"
+        else:
+            continue
+        out.append(MappedAction(step.action, arn, "template", f"source object from {key}", step.implicit, "object"))
+    return out
+
+
+def _s_s3_destination(mapper: Mapper, step: Step, ctx: EventContext) -> list[MappedAction]:
+    _, buckets = ctx.lookup(["bucketName", "bucket"])
+    _, keys = ctx.lookup(["key"])
+    if buckets and keys:
+        return [MappedAction(step.action, f"arn:{ctx.partition}:s3:::{buckets[0]}/{keys[0]}", "template",
+                             "destination object from bucketName and key", step.implicit, "object")]
+    return []
+
+
+def _kms_key_arns(values: list[str], ctx: EventContext) -> list[str]:
+    out = []
+    for v in values:
+        for val in _t_kms_key(v, ctx):
+            out.append(val.text if val.is_arn else f"arn:{ctx.partition}:kms:{ctx.region}:{ctx.account}:key/{val.text}")
+    return out
+
+
+def _s_kms_source(mapper: Mapper, step: Step, ctx: EventContext) -> list[MappedAction]:
+    _, vals = ctx.lookup(["sourceKeyId"])
+    arns = _kms_key_arns(vals, ctx)
+    why = "source key from sourceKeyId"
+    if not arns:
+        dest = set(_kms_key_arns(ctx.lookup(["destinationKeyId"])[1], ctx))
+        arns = [a for a in ctx.record_arns if ":key/" in a and a not in dest]
+        why = "source key: the record's key ARN that is not the destination key"
+    return [MappedAction(step.action, a, "record_arn" if why.startswith("source key:") else "template", why,
+                         step.implicit, "key") for a in arns]
+
+
+def _s_kms_destination(mapper: Mapper, step: Step, ctx: EventContext) -> list[MappedAction]:
+    arns = _kms_key_arns(ctx.lookup(["destinationKeyId"])[1], ctx)
+    return [MappedAction(step.action, a, "template", "destination key from destinationKeyId", step.implicit, "key")
+            for a in arns]
+
+
+def _unquote_ident(s: str) -> str:
+    s = s.strip()
+    return s[1:-1].replace('""', '"') if len(s) >= 2 and s[0] == s[-1] == '"' else s
+
+
+def _s_partiql(mapper: Mapper, step: Step, ctx: EventContext) -> list[MappedAction]:
+    verb = step.when.partition(":")[2].upper() if step.when.startswith("partiql:") else ""
+    out = []
+    for stmt in ctx.values("statement"):
+        m = _PARTIQL_VERB.match(stmt)
+        if not m or (verb and ("SELECT" if m.group(1).upper() == "EXISTS" else m.group(1).upper()) != verb):
+            continue
+        t = _PARTIQL_TABLE.search(stmt)
+        if not t:
+            continue
+        table, index = _unquote_ident(t.group(1)), _unquote_ident(t.group(2)) if t.group(2) else None
+        region, account = ctx.region, ctx.account
+        for arn in ctx.record_arns:  # the record's table ARN carries the table's own region/account
+            mm = re.match(r"^arn:[^:]+:dynamodb:([^:]*):([^:]*):table/([^/]+)$", arn)
+            if mm and mm.group(3) == table:
+                region, account = mm.group(1), mm.group(2)
+        arn = f"arn:{ctx.partition}:dynamodb:{region}:{account}:table/{table}" + (f"/index/{index}" if index else "")
+        out.append(MappedAction(step.action, arn, "template", "table from the PartiQL statement", step.implicit,
+                                "index" if index else "table"))
+    return list({a.resource: a for a in out}.values())
+
+
+def _s_apigateway(mapper: Mapper, step: Step, ctx: EventContext) -> list[MappedAction]:
+    cands = list(step.extra)
+    if not cands:
+        return []
+
+    def present(c):
+        return sum(1 for _ph, member in c[3] if ctx.values(member))
+
+    cands.sort(key=lambda c: (-(present(c) == len(c[3])), -present(c)))
+    _model, method, uri, members = cands[0]
+    values = {}
+    for placeholder, member in members:
+        vals = ctx.values(member)
+        values[placeholder] = quote(vals[0], safe="") if vals else "*"
+    path = re.sub(r"\{([^}+]+)\+?\}", lambda m: values.get(m.group(1), "*"), uri.split("?", 1)[0])
+    if path.startswith("/v2/"):
+        path = path[3:]
+    action = mapper.catalog.canonical(f"apigateway:{method}") or step.action
+    return [MappedAction(action, f"arn:{ctx.partition}:apigateway:{ctx.region}::{path}", "template",
+                         f"API Gateway: HTTP {method} on the request path (botocore)", step.implicit)]
+
+
+_STRATEGY_FUNCS: dict[str, Callable[[Mapper, Step, EventContext], list[MappedAction]]] = {
+    "copy_source": _s_copy_source, "s3_destination": _s_s3_destination, "kms_reencrypt_source": _s_kms_source,
+    "kms_reencrypt_destination": _s_kms_destination, "partiql": _s_partiql, "apigateway_rest": _s_apigateway,
+}
+
+
+# ----------------------------------------------------------------------------- module-level API
+
+@lru_cache(maxsize=8)
+def _mapper_for(service_reference: str | None) -> Mapper:
+    ref = None
+    if service_reference:
+        from miner.servicereference import load_service_reference
+
+        ref = load_service_reference(service_reference)
+    return Mapper(service_reference=ref)
+
+
+def get_mapper(service_reference: str | None = None) -> Mapper:
+    """The process-wide mapper (created on first use; plans and results are cached in it).
+
+    Args:
+        service_reference: a directory of AWS Service Reference files whose answers take precedence over the
+            built-in rules; default ``$MINER_SERVICE_REFERENCE``; ``""`` forces fully offline built-in rules.
+
+    Returns:
+        A cached :class:`Mapper`; call ``.map(...)`` on it.
+    """
+    from miner.servicereference import service_reference_dir
+
+    return _mapper_for(service_reference_dir(service_reference))
 
 
 def map_event(event_source: str, event_name: str, request_parameters=None, resources=None,
-              account: str = "", region: str = "", partition: str = "aws") -> MappingResult:
-    """Map one event (see module docstring); naive placeholder."""
-    prefix = (event_source or "").split(".")[0]
-    action = get_catalog().canonical(f"{prefix}:{event_name}")
-    if action is None:
-        return MappingResult("unmapped", (), f"no catalogue action for {prefix}:{event_name}")
-    return MappingResult("mapped", (MappedAction(action, "*", "star", "placeholder mapper"),))
+              account: str = "", region: str = "", partition: str = "aws", event_type: str | None = None) -> MappingResult:
+    """Map one CloudTrail event to the IAM actions and resources that authorised it.
+
+    Args:
+        event_source: ``eventSource`` host.
+        event_name: ``eventName``.
+        request_parameters: dict, JSON text or ``None``.
+        resources: list, JSON text or ``None``.
+        account: recipient account id.
+        region: ``awsRegion``.
+        partition: ``aws``/``aws-us-gov``/``aws-cn``.
+        event_type: ``eventType`` if known.
+
+    Returns:
+        The :class:`MappingResult`.
+    """
+    return get_mapper().map(event_source, event_name, request_parameters, resources, account, region, partition,
+                            event_type)
 
 
-@lru_cache(maxsize=1)
-def get_mapper():
-    """The process-wide mapper (placeholder: the module itself)."""
-    import sys
-
-    return sys.modules[__name__]
-
-
-def map(*args, **kwargs) -> MappingResult:  # noqa: A001 - placeholder API
+def map(*args, **kwargs) -> MappingResult:  # noqa: A001 - kept from the placeholder API
     """Alias of :func:`map_event`."""
     return map_event(*args, **kwargs)
+
+
+#: Input columns of :func:`map_frame` (``event_type`` is optional).
+FRAME_INPUTS = ("event_source", "event_name", "request_parameters", "resources", "account_id", "aws_region", "partition")
+#: Columns :func:`map_frame` adds.
+FRAME_OUTPUTS = ("action", "resource", "derivation", "reason", "implicit", "resource_type", "status", "note", "via")
+
+
+def map_frame(df, mapper: Mapper | None = None):
+    """Map a DataFrame of events: one output row per (input row x mapped action).
+
+    Identical input tuples are mapped once. Rows that map to no action (unmapped, no_permission, service
+    events) are kept as one row with ``action`` null and their ``status``/``note``, so nothing is dropped.
+
+    Args:
+        df: a pandas DataFrame with columns :data:`FRAME_INPUTS` (``event_type`` used when present); other
+            columns are passed through.
+        mapper: the mapper to use (default :func:`get_mapper`).
+
+    Returns:
+        A new DataFrame: the input columns (rows repeated per action, in input order, keeping the input's
+        index labels so ``out.index`` names the input row) plus :data:`FRAME_OUTPUTS`.
+    """
+    import numpy as np
+    import pandas as pd
+
+    mapper = mapper or get_mapper()
+    n = len(df)
+    cols = [c for c in FRAME_INPUTS + ("event_type",) if c in df.columns]
+    for required in ("event_source", "event_name"):
+        if required not in df.columns:
+            raise KeyError(f"map_frame needs a {required!r} column")
+    code = np.zeros(n, dtype=np.int64)
+    for c in cols:  # combine per-column codes, re-factorising to keep the key small
+        try:
+            col_codes, _ = pd.factorize(df[c], use_na_sentinel=True)
+        except TypeError:  # dicts/lists given instead of JSON text
+            col_codes, _ = pd.factorize(df[c].map(_hashable), use_na_sentinel=True)
+        col_codes = col_codes.astype(np.int64) + 1
+        code = code * (int(col_codes.max(initial=0)) + 1) + col_codes
+        code, _ = pd.factorize(code)
+        code = code.astype(np.int64)
+    uniq_codes, first = np.unique(code, return_index=True)
+    firsts = {c: df[c].iloc[first].astype(object).tolist() for c in cols}  # only the rows that get mapped
+
+    def get(c, u):
+        if c not in firsts:
+            return None
+        v = firsts[c][u]
+        return None if v is None or (isinstance(v, float) and v != v) or v is pd.NA else v
+
+    res_cols: dict[str, list] = {c: [] for c in FRAME_OUTPUTS}
+    counts = np.zeros(len(uniq_codes), dtype=np.int64)
+    for u in range(len(first)):
+        r = mapper.map(get("event_source", u), get("event_name", u), get("request_parameters", u), get("resources", u),
+                       get("account_id", u) or "", get("aws_region", u) or "", get("partition", u) or "aws",
+                       get("event_type", u))
+        acts = r.actions or (None,)
+        counts[u] = len(acts)
+        for a in acts:
+            res_cols["action"].append(a.action if a else None)
+            res_cols["resource"].append(a.resource if a else None)
+            res_cols["derivation"].append(a.derivation if a else None)
+            res_cols["reason"].append(a.reason if a else None)
+            res_cols["implicit"].append(a.implicit if a else False)
+            res_cols["resource_type"].append(a.resource_type if a else None)
+            res_cols["status"].append(r.status)
+            res_cols["note"].append(r.note)
+            res_cols["via"].append(r.via)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64) if len(counts) else np.zeros(0, dtype=np.int64)
+    code_to_u = np.empty(int(code.max(initial=-1)) + 1, dtype=np.int64)
+    code_to_u[uniq_codes] = np.arange(len(uniq_codes))
+    u_of_row = code_to_u[code] if n else np.zeros(0, dtype=np.int64)
+    row_counts = counts[u_of_row] if n else np.zeros(0, dtype=np.int64)
+    if n and (row_counts == 1).all():
+        out = df.copy()  # one output row per input row: no repeat needed
+        pos = starts[u_of_row]
+    else:
+        out_rows = np.repeat(np.arange(n), row_counts)
+        offsets = np.arange(len(out_rows)) - np.repeat(np.cumsum(row_counts) - row_counts, row_counts)
+        pos = starts[u_of_row[out_rows]] + offsets if n else np.zeros(0, dtype=np.int64)
+        out = df.take(out_rows)
+    import pyarrow as pa
+
+    take = pa.array(pos, type=pa.int64())
+    str_dtype = pd.StringDtype("pyarrow", na_value=np.nan)
+    for c in FRAME_OUTPUTS:
+        if c == "implicit":
+            out[c] = np.array(res_cols[c], dtype=bool)[pos]
+        else:
+            out[c] = pd.array(pa.array(res_cols[c], type=pa.string()).take(take), dtype=str_dtype)
+    return out
+
+
+# ----------------------------------------------------------------------------- coverage
+
+@dataclass
+class Coverage:
+    """Mapping coverage of a set of events: per (event source, event name), and a summary."""
+
+    by_event: Any  # pandas DataFrame
+    summary: dict
+
+    def unmapped(self):
+        """Only the gaps: rows whose status is ``unmapped``."""
+        return self.by_event[self.by_event["status"].str.contains("unmapped")].reset_index(drop=True)
+
+    def to_dict(self, unmapped_only: bool = False) -> dict:
+        """A JSON-ready dict (``summary`` and ``events`` rows)."""
+        df = self.unmapped() if unmapped_only else self.by_event
+        rows = df.to_dict(orient="records")
+        for r in rows:
+            r["actions"] = list(r["actions"])
+        return {"summary": self.summary, "events": rows}
+
+
+_SHAPE_COLS = FRAME_INPUTS + ("event_type",)
+
+
+def _shapes_from_frame(df):
+    import pandas as pd
+
+    df = df.copy()
+    for c in _SHAPE_COLS + ("outcome", "principal_type"):
+        if c not in df.columns:
+            df[c] = None
+    keys = list(_SHAPE_COLS + ("outcome", "principal_type"))
+    if "events" in df.columns:
+        return df
+    g = df[keys].astype(object).where(df[keys].notna(), "\x00")
+    shapes = g.groupby(keys, sort=False, dropna=False).size().reset_index(name="events")
+    shapes = shapes.replace("\x00", None)
+    return pd.DataFrame(shapes)
+
+
+def coverage(con_or_df, since: datetime | None = None, until: datetime | None = None,
+             mapper: Mapper | None = None) -> Coverage:
+    """How well the events of a store (or a DataFrame) map to IAM actions and resources.
+
+    Args:
+        con_or_df: a DuckDB connection with the store's ``events`` view (aggregated by ``queries/event_shapes.sql``),
+            or a pandas DataFrame of events (columns as in the store; an ``events`` count column marks shapes).
+        since: window start (UTC, inclusive); default: the beginning of time.
+        until: window end (UTC, exclusive); default: far future.
+        mapper: the mapper (default :func:`get_mapper`).
+
+    Returns:
+        A :class:`Coverage`. ``by_event`` columns: event_source, event_name, events, status (``a; b`` when shapes
+        differ), actions, record_arn/template/star/no_resource_level (event counts by how the primary actions'
+        resources were derived), denied, note. ``summary`` holds totals and shares, including those of
+        authorised, non-service API calls (the target population).
+    """
+    import pandas as pd
+
+    if hasattr(con_or_df, "execute"):
+        from miner import queries
+
+        since = since or datetime(1970, 1, 1, tzinfo=timezone.utc)
+        until = until or datetime(2200, 1, 1, tzinfo=timezone.utc)
+        shapes = queries.run(con_or_df, "event_shapes", since=since, until=until)
+    else:
+        shapes = _shapes_from_frame(con_or_df)
+    shapes = shapes.reset_index(drop=True)
+    shapes["_shape"] = range(len(shapes))
+    mapped = map_frame(shapes, mapper)
+    prim = mapped[~mapped["implicit"] & mapped["action"].notna()]
+    res_level = prim[prim["reason"] != REASON_NO_RESOURCE_LEVEL]
+    star_shapes = set(res_level.loc[res_level["resource"] == "*", "_shape"])
+    tmpl_shapes = set(res_level.loc[res_level["derivation"] == "template", "_shape"])
+    rl_shapes = set(res_level["_shape"])
+    acts = prim.groupby("_shape")["action"].agg(lambda s: tuple(sorted(set(s))))
+
+    def klass(i):
+        if i not in rl_shapes:
+            return "no_resource_level"
+        if i in star_shapes:
+            return "star"
+        return "template" if i in tmpl_shapes else "record_arn"
+
+    shapes["klass"] = [klass(i) for i in shapes["_shape"]]
+    status_of = mapped.groupby("_shape")["status"].first()
+    note_of = mapped.groupby("_shape")["note"].first()
+    shapes["status"] = shapes["_shape"].map(status_of)
+    shapes["note"] = shapes["_shape"].map(note_of)
+    shapes["actions"] = shapes["_shape"].map(acts).apply(lambda v: v if isinstance(v, tuple) else ())
+    shapes["denied"] = shapes["outcome"].eq("denied") if "outcome" in shapes else False
+    rows = []
+    for (src, name), g in shapes.groupby(["event_source", "event_name"], dropna=False, sort=True):
+        w = g["events"].astype("int64")
+        by_k = {k: int(w[g["klass"] == k].sum()) for k in ("record_arn", "template", "star", "no_resource_level")}
+        mapped_w = g["status"] == "mapped"
+        rows.append({
+            "event_source": src, "event_name": name, "events": int(w.sum()),
+            "status": "; ".join(sorted(set(g["status"]))),
+            "actions": tuple(sorted({a for t in g["actions"] for a in t})),
+            "record_arn": by_k["record_arn"], "template": by_k["template"], "star": by_k["star"],
+            "no_resource_level": int(w[(g["klass"] == "no_resource_level") & mapped_w].sum()),
+            "denied": int(w[g["denied"]].sum()) if "denied" in g else 0,
+            "note": next((x for x in g["note"] if isinstance(x, str) and x), None),
+        })
+    by_event = pd.DataFrame(rows, columns=["event_source", "event_name", "events", "status", "actions", "record_arn",
+                                           "template", "star", "no_resource_level", "denied", "note"])
+    by_event = by_event.sort_values(["events", "event_source", "event_name"], ascending=[False, True, True]).reset_index(drop=True)
+
+    def shares(mask) -> dict:
+        s = shapes[mask]
+        w = s["events"].astype("int64")
+        total = int(w.sum())
+        by_status = {st: int(w[s["status"] == st].sum()) for st in STATUSES if (s["status"] == st).any()}
+        need = by_status.get("mapped", 0) + by_status.get("unmapped", 0)
+        rl = s["klass"].isin(["record_arn", "template", "star"]) & (s["status"] == "mapped")
+        narrow = s["klass"].isin(["record_arn", "template"]) & (s["status"] == "mapped")
+        return {
+            "events": total,
+            "by_status": by_status,
+            "mapped_share": round(by_status.get("mapped", 0) / need, 6) if need else None,
+            "resource_level_events": int(w[rl].sum()),
+            "narrow_share": round(int(w[narrow].sum()) / int(w[rl].sum()), 6) if int(w[rl].sum()) else None,
+            "record_arn_events": int(w[(s["klass"] == "record_arn") & (s["status"] == "mapped")].sum()),
+            "template_events": int(w[(s["klass"] == "template") & (s["status"] == "mapped")].sum()),
+            "star_events": int(w[(s["klass"] == "star") & (s["status"] == "mapped")].sum()),
+        }
+
+    everything = shares(pd.Series(True, index=shapes.index))
+    ptype = shapes["principal_type"] if "principal_type" in shapes else pd.Series(None, index=shapes.index)
+    etype = shapes["event_type"] if "event_type" in shapes else pd.Series(None, index=shapes.index)
+    target = (~shapes["denied"]) & (ptype.fillna("") != "AWSService") & (etype.fillna("AwsApiCall") == "AwsApiCall")
+    summary = {
+        "versions": (mapper or get_mapper()).version,
+        **everything,
+        "authorised_non_service_api_calls": shares(target),
+        "unmapped_event_kinds": int((by_event["status"].str.contains("unmapped")).sum()),
+        "event_kinds": int(len(by_event)),
+    }
+    return Coverage(by_event, summary)
