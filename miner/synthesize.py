@@ -1,0 +1,580 @@
+"""Least-privilege policy synthesis from observed (action, resource) usage, and Terraform/CloudFormation rendering."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import pandas as pd
+
+#: The managed-policy size limit, in characters without whitespace (as IAM counts).
+MANAGED_POLICY_LIMIT = 6144
+#: The inline-policy size limit per role (all inline policies together).
+INLINE_ROLE_LIMIT = 10240
+#: Generalise a group of more than this many resources of one kind (per bucket, per type) by default.
+DEFAULT_MAX_RESOURCES = 10
+
+#: Service principals a role is passed to, for the ``iam:PassedToService`` condition, by the eventSource (and
+#: optionally eventName) of the call that passed the role. Only services where the mapping is certain.
+PASSED_TO_SERVICE = {
+    "lambda.amazonaws.com": "lambda.amazonaws.com",
+    "glue.amazonaws.com": "glue.amazonaws.com",
+    "states.amazonaws.com": "states.amazonaws.com",
+    "codebuild.amazonaws.com": "codebuild.amazonaws.com",
+    "cloudformation.amazonaws.com": "cloudformation.amazonaws.com",
+    "sagemaker.amazonaws.com": "sagemaker.amazonaws.com",
+    "ec2.amazonaws.com": "ec2.amazonaws.com",
+    "events.amazonaws.com": "events.amazonaws.com",
+    "ecs.amazonaws.com": "ecs-tasks.amazonaws.com",
+    "batch.amazonaws.com": "batch.amazonaws.com",
+    "codepipeline.amazonaws.com": "codepipeline.amazonaws.com",
+    "scheduler.amazonaws.com": "scheduler.amazonaws.com",
+}
+
+_LEVEL_ORDER = ["List", "Read", "Write", "Tagging", "Permissions management"]
+_BOUNDARY = "/-_.:"
+
+
+@dataclass(frozen=True)
+class Generalisation:
+    """Resources replaced by one wildcard pattern, and why."""
+
+    pattern: str
+    count: int
+    examples: tuple[str, ...]
+    reason: str
+
+
+@dataclass(frozen=True)
+class Fallback:
+    """An action granted on ``*``, and why."""
+
+    action: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ActionWildcard:
+    """An action wildcard used in the policy and the observed actions it expands to in the pinned catalogue."""
+
+    pattern: str
+    expands_to: tuple[str, ...]
+
+
+@dataclass
+class Suggestion:
+    """A suggested least-privilege policy (possibly split into several documents) and how it was built."""
+
+    policies: list[dict]
+    actions: tuple[str, ...]  # the observed actions the policy allows (sorted)
+    generalisations: list[Generalisation] = field(default_factory=list)
+    fallbacks: list[Fallback] = field(default_factory=list)
+    wildcards: list[ActionWildcard] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    catalog_version: str = ""
+    size_limit: int = MANAGED_POLICY_LIMIT
+
+    @property
+    def sizes(self) -> list[int]:
+        """Characters of each policy document as IAM counts them (no whitespace)."""
+        return [policy_size(p) for p in self.policies]
+
+    @property
+    def statements(self) -> list[dict]:
+        """All statements of all documents."""
+        return [s for p in self.policies for s in p["Statement"]]
+
+
+def policy_size(doc: dict) -> int:
+    """The size of a policy document as IAM counts it: JSON characters excluding whitespace.
+
+    Args:
+        doc: a policy document.
+
+    Returns:
+        The character count.
+    """
+    text = json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+    return len(text) - sum(1 for ch in text if ch in " \t\r\n")
+
+
+def _split_arn(arn: str) -> list[str] | None:
+    parts = arn.split(":", 5)
+    return parts if len(parts) == 6 and parts[0] == "arn" else None
+
+
+def _cut(prefix: str) -> str:
+    """Cut a common prefix back to just after its last separator (``orders-2026-0`` -> ``orders-2026-``)."""
+    for i in range(len(prefix) - 1, -1, -1):
+        if prefix[i] in _BOUNDARY:
+            return prefix[: i + 1]
+    return ""
+
+
+def _kind(arn: str) -> tuple[tuple, str, str] | None:
+    """The generalisation group of a resource ARN: (group key, pattern head, name within the group)."""
+    parts = _split_arn(arn)
+    if parts is None or any(ch in arn for ch in "*?"):
+        return None
+    _, part, service, region, account, res = parts
+    if service == "s3" and not region and not account:
+        if "/" in res:
+            bucket, key = res.split("/", 1)
+            return ("s3-object", part, bucket), f"arn:{part}:s3:::{bucket}/", key
+        return ("s3-bucket", part), f"arn:{part}:s3:::", res
+    cut = min((i for i in (res.find("/"), res.find(":")) if i >= 0), default=-1)
+    if cut >= 0:
+        rtype, sep, name = res[:cut], res[cut], res[cut + 1:]
+        return (service, part, region, account, rtype, sep), f"arn:{part}:{service}:{region}:{account}:{rtype}{sep}", name
+    return (service, part, region, account, "", ""), f"arn:{part}:{service}:{region}:{account}:", res
+
+
+def _generalise(resources: Iterable[str], max_resources: int) -> tuple[dict[str, str], list[Generalisation]]:
+    """Map each resource of a too-large group to its group's wildcard pattern."""
+    groups: dict[tuple, tuple[str, list[tuple[str, str]]]] = {}
+    for r in sorted(set(resources)):
+        k = _kind(r)
+        if k is not None:
+            key, head, name = k
+            groups.setdefault(key, (head, []))[1].append((r, name))
+    mapping: dict[str, str] = {}
+    notes: list[Generalisation] = []
+    if max_resources <= 0:
+        return mapping, notes
+    for key in sorted(groups):
+        head, members = groups[key]
+        if len(members) <= max_resources:
+            continue
+        if key[0] == "s3-object":
+            what = f"objects in bucket {key[-1]}"
+            # Keys under a few top-level prefixes: one pattern per prefix; otherwise one for the bucket.
+            tops: dict[str, list[tuple[str, str]]] = {}
+            for r, name in members:
+                tops.setdefault(name.split("/", 1)[0] + ("/" if "/" in name else ""), []).append((r, name))
+            subgroups = list(tops.values()) if 1 < len(tops) <= max_resources else [members]
+        else:
+            what = {"s3-bucket": "buckets"}.get(key[0]) or \
+                f"{key[0]} {key[4] or 'resource'} resources in account {key[3] or '-'}, {key[2] or 'global'}"
+            subgroups = [members]
+        for sub in subgroups:
+            if len(sub) == 1:  # a lone key under its own prefix stays exact
+                continue
+            common = _cut(os.path.commonprefix([n for _, n in sub]))
+            pattern = f"{head}{common}*"
+            scope = f"common prefix {common!r}" if common else "no common prefix"
+            split = f", {len(subgroups)} top-level prefixes" if len(subgroups) > 1 else ""
+            notes.append(Generalisation(pattern, len(sub), tuple(r for r, _ in sub[:3]),
+                                        f"{len(members)} {what} > --max-resources {max_resources}{split}: "
+                                        f"{len(sub)} with {scope}"))
+            for r, _ in sub:
+                mapping[r] = pattern
+    return mapping, notes
+
+
+def _drop_covered(resources: set[str]) -> set[str]:
+    """Remove resources already matched by a wildcard pattern in the same set."""
+    if "*" in resources:
+        return {"*"}
+    from miner.diff import resource_matches
+
+    patterns = [r for r in resources if "*" in r or "?" in r]
+    return {r for r in resources if not any(p != r and resource_matches(p, r) for p in patterns)}
+
+
+_WORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z][a-z0-9]*|[a-z0-9]+")
+
+
+def _name_prefixes(name: str) -> list[str]:
+    """Word-boundary prefixes of an action name, shortest first, excluding the name itself."""
+    out, acc = [], ""
+    for w in _WORD.findall(name)[:-1]:
+        acc += w
+        out.append(acc)
+    return out
+
+
+def _compress_actions(actions: set[str], catalog) -> tuple[list[str], list[ActionWildcard]]:
+    """Replace groups of actions by wildcards that expand, in the catalogue, to actions of ``actions`` alone."""
+    by_service: dict[str, set[str]] = {}
+    for a in actions:
+        by_service.setdefault(a.split(":", 1)[0], set()).add(a)
+    out: list[str] = []
+    used: list[ActionWildcard] = []
+    for service in sorted(by_service):
+        observed = by_service[service]
+        low = {a.lower() for a in observed}
+        every = catalog.expand(f"{service}:*")
+        if len(observed) >= 2 and every and {a.lower() for a in every} <= low:
+            out.append(f"{service}:*")
+            used.append(ActionWildcard(f"{service}:*", tuple(sorted(every))))
+            continue
+        covered: set[str] = set()
+        for a in sorted(observed):
+            if a in covered:
+                continue
+            for prefix in _name_prefixes(a.split(":", 1)[1]):
+                pattern = f"{service}:{prefix}*"
+                exp = catalog.expand(pattern)
+                if len(exp) >= 2 and {e.lower() for e in exp} <= low:
+                    out.append(pattern)
+                    used.append(ActionWildcard(pattern, tuple(sorted(exp))))
+                    covered |= {x for x in observed if x.lower() in {e.lower() for e in exp}}
+                    break
+        out.extend(sorted(observed - covered))
+    return sorted(set(out), key=lambda s: (s.split(":")[0], s.lower())), used
+
+
+def _camel(service: str) -> str:
+    return "".join(w[:1].upper() + w[1:] for w in re.split(r"[^A-Za-z0-9]+", service) if w)
+
+
+def _sid(actions: Iterable[str], catalog) -> str:
+    """A readable Sid from content: the services and access levels, e.g. ``S3ReadWrite``."""
+    acts = sorted(set(actions))
+    services = sorted({a.split(":", 1)[0] for a in acts})
+    levels = set()
+    for a in acts:
+        if "*" in a or "?" in a:
+            for e in catalog.expand(a):
+                info = catalog.info(e)
+                levels.add(info.access_level if info else "Unknown")
+        else:
+            info = catalog.info(a)
+            levels.add(info.access_level if info else "Unknown")
+    svc = "".join(_camel(s) for s in services[:3]) + ("More" if len(services) > 3 else "")
+    lvl = "".join(_camel(level) for level in sorted(levels, key=lambda x: (_LEVEL_ORDER.index(x)
+                                                                             if x in _LEVEL_ORDER else 9, x)))
+    return (svc + lvl)[:100] or "Statement"
+
+
+def _one_or_list(values: list[str]):
+    return values[0] if len(values) == 1 else values
+
+
+def _statement(sid: str, actions: list[str], resources: list[str], condition: dict | None) -> dict:
+    stmt = {"Sid": sid, "Effect": "Allow", "Action": _one_or_list(actions), "Resource": _one_or_list(resources)}
+    if condition:
+        stmt["Condition"] = condition
+    return stmt
+
+
+def _as_list(v) -> list[str]:
+    return [v] if isinstance(v, str) else list(v)
+
+
+def _split_oversized(stmt: dict, limit: int) -> list[dict]:
+    """Split a statement that alone exceeds the size limit, by resources first and then by actions."""
+    if policy_size({"Version": "2012-10-17", "Statement": [stmt]}) <= limit:
+        return [stmt]
+    res, acts = _as_list(stmt["Resource"]), _as_list(stmt["Action"])
+    if len(res) > 1:
+        halves = [res[: len(res) // 2], res[len(res) // 2:]]
+        parts = [dict(stmt, Resource=_one_or_list(h)) for h in halves]
+    elif len(acts) > 1:
+        halves = [acts[: len(acts) // 2], acts[len(acts) // 2:]]
+        parts = [dict(stmt, Action=_one_or_list(h)) for h in halves]
+    else:
+        raise ValueError(f"one statement ({stmt['Sid']}) exceeds {limit} characters on its own")
+    return [p for part in parts for p in _split_oversized(part, limit)]
+
+
+def _pack(statements: list[dict], limit: int) -> list[dict]:
+    """First-fit packing of statements into as few documents as fit the size limit, in statement order."""
+    pieces: list[dict] = []
+    for stmt in statements:
+        parts = _split_oversized(stmt, limit)
+        if len(parts) > 1:
+            for i, p in enumerate(parts, 1):
+                pieces.append(dict(p, Sid=f"{stmt['Sid']}Part{i}"))
+        else:
+            pieces.extend(parts)
+    docs: list[dict] = []
+    for stmt in pieces:
+        for doc in docs:
+            if policy_size({"Version": "2012-10-17", "Statement": doc["Statement"] + [stmt]}) <= limit:
+                doc["Statement"].append(stmt)
+                break
+        else:
+            docs.append({"Version": "2012-10-17", "Statement": [stmt]})
+    return docs
+
+
+def synthesize(usage: pd.DataFrame, *, max_resources: int = DEFAULT_MAX_RESOURCES, wildcards: bool = True,
+               passrole_condition: bool = True, size_limit: int = MANAGED_POLICY_LIMIT, catalog=None) -> Suggestion:
+    """Build a minimised least-privilege policy that allows every observed (action, resource).
+
+    Steps (DESIGN.md "Minimisation"): actions that cannot be scoped to resources, or whose resource could not be
+    derived, go on ``*`` (recorded as fallbacks); groups of more than ``max_resources`` resources of one kind
+    (objects of one bucket, buckets, resources of one type in one account and region) become one wildcard on
+    their common prefix; actions with identical resource sets share a statement; within a statement, action
+    wildcards replace groups of actions when the wildcard expands, in the pinned catalogue, to those observed
+    actions alone; the result is split into several documents when one would exceed ``size_limit``.
+    Output is deterministic: sorted, with Sids derived from content.
+
+    Args:
+        usage: authorised usage, one row per (action, resource); columns ``action`` and ``resource``, optionally
+            ``reason`` (why the resource is ``*``), ``implicit`` and ``event_sources`` (comma-joined eventSources
+            of the calls that implied the action; used for the iam:PassRole condition).
+        max_resources: generalisation threshold per resource group (0 = never generalise).
+        wildcards: allow action wildcards (``--no-wildcards`` turns them off).
+        passrole_condition: add ``iam:PassedToService`` to iam:PassRole when every pass came from a known service.
+        size_limit: characters per document (IAM's managed-policy limit by default).
+        catalog: the IAM catalogue (default: the pinned one).
+
+    Returns:
+        The :class:`Suggestion`.
+
+    Raises:
+        ValueError: when ``usage`` holds no (action, resource) rows.
+    """
+    if catalog is None:
+        from miner.catalog import get_catalog
+
+        catalog = get_catalog()
+    if usage is None or len(usage) == 0:
+        raise ValueError("no authorised calls to build a policy from")
+    cols = set(usage.columns)
+    reasons: dict[str, str] = {}
+    per_action: dict[str, set[str]] = {}
+    passed_to: dict[str, set[str]] = {}  # iam:PassRole resource -> service principals it was passed to ("?" unknown)
+    for row in usage.itertuples(index=False):
+        action = catalog.canonical(row.action) or row.action
+        resource = row.resource if isinstance(row.resource, str) and row.resource else "*"
+        per_action.setdefault(action, set()).add(resource)
+        if resource == "*" and action not in reasons:
+            reason = getattr(row, "reason", None) if "reason" in cols else None
+            reasons[action] = reason if isinstance(reason, str) and reason else "no resource could be derived"
+        if action == "iam:PassRole":
+            implicit = "implicit" in cols and bool(row.implicit)
+            via = row.event_sources if "event_sources" in cols and implicit and isinstance(row.event_sources, str) else ""
+            passed_to.setdefault(resource, set()).update({PASSED_TO_SERVICE.get(v, "?") for v in via.split(",") if v}
+                                                         or {"?"})
+    fallbacks: list[Fallback] = []
+    for action in sorted(per_action):
+        info = catalog.info(action)
+        if info is not None and not info.supports_resource_level:
+            per_action[action] = {"*"}
+            fallbacks.append(Fallback(action, "the action supports no resource-level permissions (IAM requires \"*\")"))
+        elif "*" in per_action[action]:
+            per_action[action] = {"*"}
+            fallbacks.append(Fallback(action, reasons.get(action, "no resource could be derived")))
+    every_resource = {r for rs in per_action.values() for r in rs if r != "*"}
+    general, generalisations = _generalise(every_resource, max_resources)
+    notes: list[str] = []
+    groups: dict[tuple, set[str]] = {}
+
+    def add(action: str, resources: set[str], cond: dict | None) -> None:
+        key = (tuple(sorted(_drop_covered(resources))), json.dumps(cond, sort_keys=True) if cond else "")
+        groups.setdefault(key, set()).add(action)
+
+    for action, resources in per_action.items():
+        if action != "iam:PassRole" or not passrole_condition:
+            add(action, {general.get(r, r) for r in resources}, None)
+            continue
+        # One statement per set of services the roles were passed to (iam:PassedToService), when known.
+        services_of: dict[str, set[str]] = {}
+        if resources == {"*"}:
+            services_of["*"] = set().union(*passed_to.values()) if passed_to else {"?"}
+        else:
+            for r in resources:
+                services_of.setdefault(general.get(r, r), set()).update(passed_to.get(r, {"?"}))
+        by_services: dict[tuple[str, ...], set[str]] = {}
+        for pattern, services in services_of.items():
+            by_services.setdefault(() if "?" in services else tuple(sorted(services)), set()).add(pattern)
+        for services, patterns in by_services.items():
+            cond = {"StringEquals": {"iam:PassedToService": _one_or_list(list(services))}} if services else None
+            add(action, patterns, cond)
+        if () in by_services:
+            notes.append("iam:PassRole has no iam:PassedToService condition on "
+                         f"{', '.join(sorted(by_services[()]))}: the service the role was passed to is not known")
+    statements = []
+    used_wildcards: list[ActionWildcard] = []
+    for (resources, cond_key), actions in groups.items():
+        if wildcards:
+            listed, wc = _compress_actions(actions, catalog)
+            used_wildcards.extend(wc)
+        else:
+            listed = sorted(actions, key=lambda s: (s.split(":")[0], s.lower()))
+        cond = json.loads(cond_key) if cond_key else None
+        statements.append((_sid(listed, catalog), listed, list(resources), cond))
+    statements.sort(key=lambda s: (s[0], s[1], s[2], json.dumps(s[3], sort_keys=True)))
+    seen: dict[str, int] = {}
+    built = []
+    for sid, listed, resources, cond in statements:
+        seen[sid] = seen.get(sid, 0) + 1
+        unique = sid if seen[sid] == 1 else f"{sid}{seen[sid]}"
+        built.append(_statement(unique, listed, resources, cond))
+    policies = _pack(built, size_limit)
+    if len(policies) > 1:
+        notes.append(f"split into {len(policies)} policies: one would exceed {size_limit:,} characters")
+    total = sum(policy_size(p) for p in policies)
+    if total > INLINE_ROLE_LIMIT:
+        notes.append(f"{total:,} characters in all: too large for inline policies ({INLINE_ROLE_LIMIT:,} per role); "
+                     f"attach them as managed policies")
+    return Suggestion(policies, tuple(sorted(per_action)), generalisations, fallbacks,
+                      sorted(set(used_wildcards), key=lambda w: w.pattern), notes, catalog.version, size_limit)
+
+
+# ----------------------------------------------------------------------------- rendering
+
+
+def to_json(suggestion: Suggestion) -> str:
+    """IAM JSON: the document when there is one, else a JSON array of documents.
+
+    Args:
+        suggestion: the suggestion.
+
+    Returns:
+        The JSON text (2-space indent, trailing newline).
+    """
+    obj = suggestion.policies[0] if len(suggestion.policies) == 1 else suggestion.policies
+    return json.dumps(obj, indent=2, ensure_ascii=False) + "\n"
+
+
+def _ident(name: str) -> str:
+    ident = re.sub(r"[^A-Za-z0-9_]+", "_", name).strip("_").lower() or "policy"
+    return ident if not ident[0].isdigit() else f"p_{ident}"
+
+
+def _hcl_str(s: str) -> str:
+    s = s.replace("\\", "\\\\").replace('"', '\\"').replace("${", "$${").replace("%{", "%%{")
+    return f'"{s}"'
+
+
+def _hcl_list(values: list[str], indent: str) -> str:
+    if len(values) <= 1:
+        return "[" + ", ".join(_hcl_str(v) for v in values) + "]"
+    inner = ",\n".join(f"{indent}  {_hcl_str(v)}" for v in values)
+    return f"[\n{inner},\n{indent}]"
+
+
+def to_terraform(suggestion: Suggestion, name: str = "policy", comment: str | None = None) -> str:
+    """Terraform: one ``data "aws_iam_policy_document"`` block per document.
+
+    Args:
+        suggestion: the suggestion.
+        name: the principal's name (block labels are derived from it).
+        comment: a line placed at the top as a ``#`` comment.
+
+    Returns:
+        The HCL text.
+    """
+    base = _ident(name)
+    out = [f"# {line}" for line in (comment or "").splitlines()]
+    for i, doc in enumerate(suggestion.policies, 1):
+        label = base if len(suggestion.policies) == 1 else f"{base}_{i}"
+        out.append(f'data "aws_iam_policy_document" "{label}" {{')
+        for stmt in doc["Statement"]:
+            out.append("  statement {")
+            out.append(f"    sid       = {_hcl_str(stmt['Sid'])}")
+            out.append(f"    effect    = {_hcl_str(stmt['Effect'])}")
+            out.append(f"    actions   = {_hcl_list(sorted(_as_list(stmt['Action']), key=str.lower), '    ')}")
+            out.append(f"    resources = {_hcl_list(sorted(_as_list(stmt['Resource'])), '    ')}")
+            for test, kv in sorted((stmt.get("Condition") or {}).items()):
+                for variable, values in sorted(kv.items()):
+                    out.append("    condition {")
+                    out.append(f"      test     = {_hcl_str(test)}")
+                    out.append(f"      variable = {_hcl_str(variable)}")
+                    out.append(f"      values   = {_hcl_list(_as_list(values), '      ')}")
+                    out.append("    }")
+            out.append("  }")
+        out.append("}")
+        out.append("")
+    return "\n".join(out)
+
+
+def to_cloudformation(suggestion: Suggestion, name: str = "policy", *, roles: list[str] | None = None,
+                      users: list[str] | None = None, description: str | None = None) -> str:
+    """CloudFormation YAML: one ``AWS::IAM::ManagedPolicy`` per document.
+
+    Args:
+        suggestion: the suggestion.
+        name: the principal's name (logical ids are derived from it).
+        roles: role names to attach the policies to.
+        users: user names to attach the policies to.
+        description: the template and policy description.
+
+    Returns:
+        The YAML text.
+    """
+    import yaml
+
+    base = _camel(name) or "Miner"
+    base = base if base[0].isalpha() else f"P{base}"
+    resources = {}
+    for i, doc in enumerate(suggestion.policies, 1):
+        logical = f"{base}LeastPrivilegePolicy" + ("" if len(suggestion.policies) == 1 else str(i))
+        props: dict = {}
+        if description:
+            props["Description"] = description[:1000]
+        props["PolicyDocument"] = doc
+        if roles:
+            props["Roles"] = list(roles)
+        if users:
+            props["Users"] = list(users)
+        resources[logical] = {"Type": "AWS::IAM::ManagedPolicy", "Properties": props}
+    template = {"AWSTemplateFormatVersion": "2010-09-09"}
+    if description:
+        template["Description"] = description[:1024]
+    template["Resources"] = resources
+    return yaml.safe_dump(template, sort_keys=False, default_flow_style=False, width=120, allow_unicode=True)
+
+
+# ----------------------------------------------------------------------------- summary
+
+
+def _top(items: list[str], n: int = 5) -> str:
+    return ", ".join(items[:n]) + (f", ... ({len(items) - n} more)" if len(items) > n else "")
+
+
+def summary_lines(suggestion: Suggestion, *, principal_arn: str, window, events: int, authorised_events: int,
+                  denied: pd.DataFrame | None = None, unmapped: pd.DataFrame | None = None) -> list[str]:
+    """The short human summary of a suggestion (for stderr; never part of the policy).
+
+    Args:
+        suggestion: the suggestion.
+        principal_arn: the principal.
+        window: the :class:`miner.models.Window` mined.
+        events: all of the principal's events in the window.
+        authorised_events: those that were authorised (the policy's input).
+        denied: denied (action, resource) rows with ``calls`` (and ``outcomes``), if any.
+        unmapped: operations that map to no IAM action (event_source, event_name, calls), if any.
+
+    Returns:
+        Lines of text.
+    """
+    services = sorted({a.split(":", 1)[0] for a in suggestion.actions})
+    sizes = suggestion.sizes
+    lines = [
+        f"principal:  {principal_arn}",
+        f"window:     {window} ({window.days:.0f} days)",
+        f"events:     {authorised_events:,} authorised used, of {events:,} in the window",
+        f"actions:    {len(suggestion.actions)} in {len(services)} services -> {len(suggestion.policies)} "
+        f"polic{'y' if len(sizes) == 1 else 'ies'} of {', '.join(f'{s:,}' for s in sizes)} chars "
+        f"(limit {suggestion.size_limit:,})",
+        f"catalogue:  {suggestion.catalog_version}",
+    ]
+    by_reason: dict[str, list[str]] = {}
+    for f in suggestion.fallbacks:
+        by_reason.setdefault(f.reason, []).append(f.action)
+    for reason, acts in sorted(by_reason.items()):
+        lines.append(f"on \"*\":     {_top(sorted(acts))}: {reason}")
+    for g in suggestion.generalisations:
+        lines.append(f"generalised: {g.pattern} <- {g.reason}")
+    for w in suggestion.wildcards:
+        lines.append(f"wildcard:   {w.pattern} = {', '.join(w.expands_to)} (every match was observed)")
+    for note in suggestion.notes:
+        lines.append(f"note:       {note}")
+    if unmapped is not None and len(unmapped):
+        ops = [f"{str(s).split('.')[0]}:{n} ({int(c):,})" for s, n, c in
+               zip(unmapped["event_source"], unmapped["event_name"], unmapped["calls"])]
+        lines.append(f"unmapped:   {int(unmapped['calls'].sum()):,} events of {len(ops)} operations map to no IAM "
+                     f"action (not in the policy): {_top(ops)}")
+    if denied is not None and len(denied):
+        items = [f"{a} on {r} ({int(c):,})" for a, r, c in zip(denied["action"], denied["resource"], denied["calls"])]
+        lines.append(f"denied:     {int(denied['calls'].sum()):,} calls were denied, never added to the policy: "
+                     f"{_top(items)}")
+    return lines

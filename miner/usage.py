@@ -1,0 +1,398 @@
+"""What a principal did: runs the usage queries over the store and maps call shapes to IAM actions and resources."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from miner import queries
+from miner.models import Window
+
+#: The columns that decide what an event maps to (one mapping per distinct combination).
+SHAPE_KEY = ["event_source", "event_name", "request_parameters", "resources", "account_id", "aws_region", "partition",
+             "event_type"]
+
+#: Columns of the per-(action, resource) usage frame returned by :func:`aggregate`.
+USAGE_COLUMNS = ["action", "resource", "outcome_class", "calls", "first_seen", "last_seen", "regions", "accounts",
+                 "operations", "event_sources", "outcomes", "derivation", "reason", "implicit", "invoked_by",
+                 "data_event"]
+
+
+class PrincipalError(ValueError):
+    """The principal the user named is unknown, ambiguous, or has no events in the window (a user mistake)."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    """One acting principal, as stored in the ``events`` table."""
+
+    arn: str
+    type: str | None = None
+    name: str | None = None
+    account: str | None = None
+
+    @property
+    def kind(self) -> str:
+        """``role``, ``user``, ``root`` or ``other`` (from the ARN)."""
+        res = self.arn.split(":", 5)[-1] if self.arn.startswith("arn:") else ""
+        if res.startswith("role/"):
+            return "role"
+        if res.startswith("user/"):
+            return "user"
+        if res == "root":
+            return "root"
+        return "other"
+
+    @property
+    def short_name(self) -> str:
+        """The principal's name: the stored name, else the last path segment of the ARN."""
+        return self.name or self.arn.rsplit("/", 1)[-1]
+
+
+@dataclass
+class Usage:
+    """A principal's activity in a window, mapped to IAM actions."""
+
+    principal: Principal
+    window: Window
+    actions: pd.DataFrame  # USAGE_COLUMNS, authorised and denied rows (see ``outcome_class``)
+    unmapped: pd.DataFrame  # event_source, event_name, status, calls, note: events that map to no IAM action
+    no_permission: pd.DataFrame  # the same for calls that need no permission (no_permission, service_event, ...)
+    events: int = 0  # every event of the principal in the window
+    authorised_events: int = 0
+    denied_events: int = 0
+
+    @property
+    def authorised(self) -> pd.DataFrame:
+        """The (action, resource) rows of authorised calls: the input of a suggested policy."""
+        return self.actions[self.actions["outcome_class"] == "authorised"].reset_index(drop=True)
+
+    @property
+    def denied(self) -> pd.DataFrame:
+        """The (action, resource) rows of denied calls: reported, never added to a policy."""
+        return self.actions[self.actions["outcome_class"] == "denied"].reset_index(drop=True)
+
+
+def _params(window: Window, **extra: Any) -> dict[str, Any]:
+    return {"since": window.since, "until": window.until, **extra}
+
+
+def principals(con, window: Window, *, name: str | None = None, principal_arn: str | None = None) -> pd.DataFrame:
+    """The principals that acted in a window (``queries/principals.sql``).
+
+    Args:
+        con: a DuckDB connection from :func:`miner.store.connect`.
+        window: the time window.
+        name: only principals with this ``principal_name``.
+        principal_arn: only this principal.
+
+    Returns:
+        One row per principal: principal_arn, principal_type, principal_name, principal_account, events,
+        authorised, denied, first_seen, last_seen, services, accounts, regions; busiest first.
+    """
+    return queries.run(con, "principals", **_params(window, principal_name=name, principal_arn=principal_arn))
+
+
+def _arn_account(arn: str) -> str | None:
+    parts = arn.split(":")
+    return parts[4] if len(parts) > 5 and parts[0] == "arn" else None
+
+
+def _matches_name(row: pd.Series, name: str, kind: str | None) -> bool:
+    arn = row["principal_arn"] or ""
+    if kind and f":{kind}/" not in arn:
+        return False
+    low = name.lower()
+    return (row["principal_name"] or "").lower() == low or arn.rsplit("/", 1)[-1].lower() == low
+
+
+def resolve_principal(con, window: Window, *, role: str | None = None, user: str | None = None,
+                      principal: str | None = None, account: str | None = None) -> Principal:
+    """Find the one principal the user means.
+
+    A role or user name matches ``principal_name`` or the last path segment of a role/user ARN (case-insensitive,
+    as IAM names are); an ARN matches ``principal_arn`` exactly.
+
+    Args:
+        con: a DuckDB connection from :func:`miner.store.connect`.
+        window: the time window (a principal must have events in it).
+        role: a role name or role ARN.
+        user: a user name or user ARN.
+        principal: any principal ARN as stored (role, user, root, service host, ...).
+        account: restrict name matches to this account id.
+
+    Returns:
+        The principal. It has events on the days the window touches (``queries/principal_lookup.sql``); whether
+        any fall inside the window's exact bounds shows in :func:`collect`.
+
+    Raises:
+        PrincipalError: nothing given, unknown (with close names), ambiguous (lists the ARNs), or no events in
+            the window (says when the principal was last seen).
+    """
+    given = [x for x in (role, user, principal) if x]
+    if len(given) != 1:
+        raise PrincipalError("name exactly one principal: --role NAME|ARN, --user NAME|ARN or --principal ARN")
+    text = given[0].strip()
+    kind = "role" if role else "user" if user else None
+    is_arn = text.startswith("arn:") or bool(principal)
+
+    def lookup(name: str | None = None, arn: str | None = None) -> pd.DataFrame:
+        return queries.run(con, "principal_lookup", **_params(window, principal_name=name, principal_arn=arn))
+
+    if is_arn:
+        found = lookup(arn=text)
+    else:
+        found = lookup(name=text)
+        if found.empty:  # names are case-insensitive in IAM; fall back to the whole store's identities
+            every = queries.run(con, "principal_names")
+            hits = every[every.apply(_matches_name, axis=1, args=(text, kind))] if len(every) else every
+            found = pd.concat([lookup(arn=a) for a in hits["principal_arn"]]) if len(hits) else found
+    if not is_arn and len(found):
+        found = found[found.apply(_matches_name, axis=1, args=(text, kind))]
+    if account and len(found):
+        found = found[(found["principal_account"] == account) |
+                      (found["principal_arn"].map(_arn_account) == account)]
+    if found.empty:
+        raise PrincipalError(_not_found_message(con, window, text, kind, account, is_arn))
+    if len(found) > 1:
+        arns = "\n  ".join(f"{a} ({n:,} events)" for a, n in zip(found["principal_arn"], found["events"]))
+        raise PrincipalError(f"{text!r} matches {len(found)} principals:\n  {arns}\n"
+                             f"name one with --account ACCOUNT_ID or --principal ARN")
+    row = found.iloc[0]
+    return Principal(str(row["principal_arn"]), row["principal_type"], row["principal_name"], row["principal_account"])
+
+
+def _not_found_message(con, window: Window, text: str, kind: str | None, account: str | None, is_arn: bool) -> str:
+    every = queries.run(con, "principal_names")
+    what = {"role": "role", "user": "user"}.get(kind or "", "principal")
+    where = f" in account {account}" if account else ""
+    if len(every):
+        if is_arn:
+            same = every[every["principal_arn"] == text]
+        else:
+            same = every[every.apply(_matches_name, axis=1, args=(text, kind))]
+            if account:
+                same = same[(same["principal_account"] == account) | (same["principal_arn"].map(_arn_account) == account)]
+        if len(same):
+            last = pd.to_datetime(same["last_seen"]).max()
+            first = pd.to_datetime(same["first_seen"]).min()
+            return (f"{what} {text!r}{where} has no events in the window {window} (it has events from "
+                    f"{first:%Y-%m-%d} to {last:%Y-%m-%d}): widen --since/--until")
+    pool = every if not kind else every[every["principal_arn"].str.contains(f":{kind}/", regex=False, na=False)]
+    names = sorted(set(pool["principal_arn"]) if is_arn else {n for n in pool["principal_name"] if n})
+    close = difflib.get_close_matches(text, names, n=5, cutoff=0.5)
+    if not close and not is_arn:
+        lowered = {n.lower(): n for n in names}
+        close = [lowered[n] for n in difflib.get_close_matches(text.lower(), list(lowered), n=5, cutoff=0.5)]
+    hint = f"; did you mean: {', '.join(close)}" if close else ""
+    listing = "" if close else f" (run `miner principals` to list the {len(names)} known)"
+    return f"unknown {what} {text!r}{where}: no such principal in the store{hint}{listing}"
+
+
+def call_shapes(con, principal_arn: str, window: Window) -> pd.DataFrame:
+    """A principal's distinct call shapes in a window (``queries/usage_by_principal.sql``).
+
+    Args:
+        con: a DuckDB connection from :func:`miner.store.connect`.
+        principal_arn: the principal.
+        window: the time window.
+
+    Returns:
+        One row per distinct (SHAPE_KEY, outcome, event_category) with events, first_seen, last_seen, invoked_by.
+    """
+    return queries.run(con, "usage_by_principal", **_params(window, principal_arn=principal_arn))
+
+
+def _mapper():
+    from miner import mapping
+
+    return mapping
+
+
+_MAP_COLUMNS = ["status", "action", "resource", "derivation", "reason", "implicit", "note"]
+
+
+def map_shapes(shapes: pd.DataFrame) -> pd.DataFrame:
+    """Map call shapes to IAM actions; each distinct SHAPE_KEY is mapped once.
+
+    Uses ``mapping.map_frame`` when the mapping module provides it (it maps each distinct input tuple once),
+    else ``mapping.map_event`` once per distinct shape.
+
+    Args:
+        shapes: rows with the SHAPE_KEY columns (and any others, kept).
+
+    Returns:
+        One row per (input row x mapped action) with the input columns plus ``status``, ``action``,
+        ``resource``, ``derivation``, ``reason``, ``implicit``, ``note``; events that map to nothing keep one row
+        with ``action`` null and ``status`` ``unmapped`` or ``no_permission`` (or ``service_event``, ...).
+    """
+    if shapes.empty:
+        return shapes.assign(**{c: pd.Series(dtype=object) for c in _MAP_COLUMNS})
+    shapes = shapes.reset_index(drop=True)
+    mapping = _mapper()
+    map_frame = getattr(mapping, "map_frame", None)
+    if map_frame is not None:
+        frame = map_frame(shapes)
+        frame = frame[list(shapes.columns) + _MAP_COLUMNS].reset_index(drop=True)
+        frame["implicit"] = frame["implicit"].fillna(False).astype(bool)
+        return frame
+    shape_id = shapes.groupby(SHAPE_KEY, dropna=False, sort=False).ngroup()
+    keys = shapes.loc[~shape_id.duplicated(), SHAPE_KEY].copy()
+    keys["_shape"] = shape_id[keys.index].to_numpy()
+    mapped = _map_each(mapping, keys.reset_index(drop=True))
+    joined = shapes.assign(_shape=shape_id.to_numpy()).merge(mapped, on="_shape", how="left", sort=False)
+    return joined.drop(columns="_shape")
+
+
+def _map_each(mapping, keys: pd.DataFrame) -> pd.DataFrame:
+    """Map distinct shapes (SHAPE_KEY + ``_shape``) one by one with ``mapping.map_event``."""
+    rows = []
+    for shape, src, name, params, res, acct, region, part, etype in zip(
+            keys["_shape"], keys["event_source"], keys["event_name"], keys["request_parameters"], keys["resources"],
+            keys["account_id"], keys["aws_region"], keys["partition"], keys["event_type"]):
+        result = mapping.map_event(src, name, params, res, account=acct or "", region=region or "",
+                                   partition=part or "aws", event_type=etype)
+        if result.status == "mapped" and result.actions:
+            for a in result.actions:
+                rows.append((shape, "mapped", a.action, a.resource, a.derivation, a.reason, bool(a.implicit), result.note))
+        else:
+            status = result.status if result.status != "mapped" else "unmapped"
+            rows.append((shape, status, None, None, None, None, False, result.note))
+    return pd.DataFrame(rows, columns=["_shape"] + _MAP_COLUMNS)
+
+
+def _join_unique(values: pd.Series) -> str:
+    return ",".join(sorted({v for v in values if isinstance(v, str) and v}))
+
+
+def aggregate(mapped: pd.DataFrame) -> pd.DataFrame:
+    """Re-aggregate mapped call shapes by (action, resource, outcome class) (``queries/usage_actions.sql``).
+
+    Args:
+        mapped: the output of :func:`map_shapes` over ``usage_by_principal`` rows.
+
+    Returns:
+        USAGE_COLUMNS: ``calls`` (events), first/last seen, and comma-joined sorted ``regions``, ``accounts``,
+        ``operations`` (``source-prefix:eventName``), ``event_sources`` (eventSource hosts), ``outcomes``
+        (``success:12,not_found:1``), ``derivation``; ``reason`` (one, for ``*`` resources); ``implicit`` (every
+        call implied the action, e.g. iam:PassRole); ``invoked_by``; ``data_event`` (logged as a data event).
+        Sorted by outcome class, action and resource.
+    """
+    import duckdb
+
+    if mapped.empty:
+        return pd.DataFrame(columns=USAGE_COLUMNS)
+    needed = ["action", "resource", "events", "first_seen", "last_seen", "aws_region", "account_id", "event_source",
+              "event_name", "outcome", "event_category", "derivation", "reason", "implicit", "invoked_by", "status"]
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        con.register("mapped", mapped[[c for c in needed if c in mapped.columns]])
+        return queries.run(con, "usage_actions")[USAGE_COLUMNS]
+    finally:
+        con.close()
+
+
+def collect(con, principal: Principal, window: Window) -> Usage:
+    """Everything a principal did in a window, mapped to IAM actions.
+
+    Args:
+        con: a DuckDB connection from :func:`miner.store.connect`.
+        principal: the principal (see :func:`resolve_principal`).
+        window: the time window.
+
+    Returns:
+        The :class:`Usage` (authorised and denied (action, resource) rows, unmapped and permission-free calls).
+    """
+    shapes = call_shapes(con, principal.arn, window)
+    mapped = map_shapes(shapes)
+    actions = aggregate(mapped)
+
+    def by_operation(statuses: tuple[str, ...]) -> pd.DataFrame:
+        rows = mapped[mapped["status"].isin(statuses)] if len(mapped) else mapped  # one row per such shape
+        if rows.empty:
+            return pd.DataFrame(columns=["event_source", "event_name", "status", "calls", "note"])
+        return (rows.groupby(["event_source", "event_name", "status"], sort=True, dropna=False)
+                .agg(calls=("events", "sum"), note=("note", "first")).reset_index()
+                .sort_values(["calls", "event_source", "event_name"], ascending=[False, True, True], kind="stable")
+                .reset_index(drop=True))
+
+    total = int(shapes["events"].sum()) if len(shapes) else 0
+    denied = int(shapes.loc[shapes["outcome"] == "denied", "events"].sum()) if len(shapes) else 0
+    return Usage(principal, window, actions, by_operation(("unmapped",)),
+                 by_operation(("no_permission", "service_event", "not_api_call")),
+                 events=total, authorised_events=total - denied, denied_events=denied)
+
+
+def denied_calls(con, window: Window, principal_arn: str | None = None) -> pd.DataFrame:
+    """Denied calls in a window, mapped to the IAM actions that were missing (``queries/denied_calls.sql``).
+
+    Args:
+        con: a DuckDB connection from :func:`miner.store.connect`.
+        window: the time window.
+        principal_arn: one principal, or ``None`` for all.
+
+    Returns:
+        One row per (principal_arn, action, resource, error_code): calls, first_seen, last_seen, operations,
+        error_message (one example); ``action`` is null for calls that map to no IAM action.
+    """
+    rows = queries.run(con, "denied_calls", **_params(window, principal_arn=principal_arn))
+    cols = ["principal_arn", "action", "resource", "error_code", "calls", "first_seen", "last_seen", "operations",
+            "error_message"]
+    if rows.empty:
+        return pd.DataFrame(columns=cols)
+    m = map_shapes(rows)
+    m["operations"] = m["event_source"].str.split(".").str[0] + ":" + m["event_name"]
+    key = ["principal_arn", "action", "resource", "error_code"]
+    g = m.groupby(key, dropna=False, sort=True)
+    out = g.agg(calls=("events", "sum"), first_seen=("first_seen", "min"), last_seen=("last_seen", "max"),
+                operations=("operations", _join_unique), error_message=("error_message", "first")).reset_index()
+    out["calls"] = out["calls"].astype("int64")
+    return out.sort_values(["principal_arn", "calls", "action"], ascending=[True, False, True], kind="stable")[cols] \
+        .reset_index(drop=True)
+
+
+def timeline(con, window: Window, principal_arn: str | None = None) -> pd.DataFrame:
+    """Events per day by principal, service and outcome (``queries/usage_timeline.sql``).
+
+    Args:
+        con: a DuckDB connection from :func:`miner.store.connect`.
+        window: the time window.
+        principal_arn: one principal, or ``None`` for all.
+
+    Returns:
+        Columns day, principal_arn, service, outcome, events.
+    """
+    return queries.run(con, "usage_timeline", **_params(window, principal_arn=principal_arn))
+
+
+def sources(con, principal_arn: str, window: Window, limit: int = 10) -> pd.DataFrame:
+    """Where a principal's calls came from: top (source_ip, user_agent) pairs (``queries/usage_sources.sql``).
+
+    Args:
+        con: a DuckDB connection from :func:`miner.store.connect`.
+        principal_arn: the principal.
+        window: the time window.
+        limit: how many rows.
+
+    Returns:
+        Columns source_ip, user_agent, events, first_seen, last_seen; busiest first.
+    """
+    return queries.run(con, "usage_sources", **_params(window, principal_arn=principal_arn, limit=int(limit)))
+
+
+def data_event_sources(con, window: Window, account: str | None = None) -> set[str]:
+    """The eventSources the trail logged data events for in a window (``queries/data_events.sql``).
+
+    Args:
+        con: a DuckDB connection from :func:`miner.store.connect`.
+        window: the time window.
+        account: one recipient account, or ``None`` for all.
+
+    Returns:
+        eventSource hosts, e.g. ``{"s3.amazonaws.com"}``.
+    """
+    return set(queries.run(con, "data_events", **_params(window, account=account))["event_source"].dropna())

@@ -1,0 +1,47 @@
+-- Re-aggregates one principal's mapped call shapes by (action, resource, outcome class): its usage in IAM terms.
+-- Input: NOT the store. miner.usage.aggregate registers a relation named `mapped`: the rows of
+--   usage_by_principal.sql joined with the event -> action mapping (one row per call shape x mapped action),
+--   i.e. columns action, resource, events, first_seen, last_seen, aws_region, account_id, event_source,
+--   event_name, outcome, event_category, derivation, reason, implicit, invoked_by, status.
+-- Params: none.
+-- Columns: action, resource, outcome_class (authorised or denied), calls, first_seen, last_seen, and comma-joined
+--   sorted lists regions, accounts, operations (source-prefix:eventName), event_sources, outcomes
+--   (success:12,not_found:1), derivation; reason (one, for `*` resources), implicit (every call implied the action,
+--   e.g. iam:PassRole), invoked_by, data_event (some calls were logged as data events).
+WITH rows AS (
+    SELECT
+        *,
+        coalesce(resource, '*')                                                   AS res,
+        CASE WHEN outcome = 'denied' THEN 'denied' ELSE 'authorised' END          AS outcome_class,
+        split_part(event_source, '.', 1) || ':' || event_name                     AS operation,
+        coalesce(outcome, 'success')                                              AS outcome_n
+    FROM mapped
+    WHERE status = 'mapped' AND action IS NOT NULL
+),
+by_outcome AS (
+    SELECT action, res, outcome_class,
+           array_to_string(list_sort(list(outcome_n || ':' || CAST(n AS VARCHAR))), ',') AS outcomes
+    FROM (SELECT action, res, outcome_class, outcome_n, sum(events) AS n FROM rows GROUP BY ALL)
+    GROUP BY ALL
+)
+SELECT
+    r.action,
+    r.res                                                                  AS resource,
+    r.outcome_class,
+    CAST(sum(r.events) AS BIGINT)                                          AS calls,
+    min(r.first_seen)                                                      AS first_seen,
+    max(r.last_seen)                                                       AS last_seen,
+    array_to_string(list_sort(list_distinct(list(r.aws_region))), ',')     AS regions,
+    array_to_string(list_sort(list_distinct(list(r.account_id))), ',')     AS accounts,
+    array_to_string(list_sort(list_distinct(list(r.operation))), ',')      AS operations,
+    array_to_string(list_sort(list_distinct(list(r.event_source))), ',')   AS event_sources,
+    any_value(o.outcomes)                                                  AS outcomes,
+    array_to_string(list_sort(list_distinct(list(r.derivation))), ',')     AS derivation,
+    min(r.reason)                                                          AS reason,
+    bool_and(coalesce(r.implicit, false))                                  AS implicit,
+    nullif(array_to_string(list_sort(list_distinct(list(r.invoked_by))), ','), '') AS invoked_by,
+    bool_or(coalesce(r.event_category = 'Data', false))                    AS data_event
+FROM rows r
+JOIN by_outcome o USING (action, res, outcome_class)
+GROUP BY r.action, r.res, r.outcome_class
+ORDER BY r.outcome_class, r.action, r.res

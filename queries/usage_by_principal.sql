@@ -1,0 +1,30 @@
+-- Usage of ONE principal in a window, one row per distinct call shape (the input of the event -> action mapping).
+-- Purpose: what a principal did, grouped so that each distinct (event, parameters, resources, outcome) is mapped
+--   once; miner.usage maps the shapes to IAM actions and re-aggregates by (action, resource).
+-- Params:
+--   $since, $until    TIMESTAMPTZ, the half-open window [since, until); pruned on the hive `date` partition too.
+--   $principal_arn    VARCHAR, the principal (events.principal_arn, e.g. the role ARN with its path).
+-- Columns: event_source, event_name, request_parameters, resources, account_id, aws_region, partition, event_type,
+--   outcome, event_category (Management/Data/...), events (count), first_seen, last_seen (TIMESTAMPTZ),
+--   invoked_by (one service that called on the principal's behalf, or null).
+SELECT
+    event_source,
+    event_name,
+    request_parameters,
+    resources,
+    account_id,
+    aws_region,
+    partition,
+    event_type,
+    outcome,
+    event_category,
+    count(*)          AS events,
+    min(event_time)   AS first_seen,
+    max(event_time)   AS last_seen,
+    max(invoked_by)   AS invoked_by
+FROM events
+WHERE date BETWEEN CAST($since AS DATE) AND CAST($until AS DATE)
+  AND event_time >= $since AND event_time < $until
+  AND principal_arn = $principal_arn
+GROUP BY ALL
+ORDER BY event_source, event_name, request_parameters, resources, account_id, aws_region, outcome

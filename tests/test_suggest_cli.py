@@ -1,0 +1,269 @@
+"""CLI tests for `miner principals`, `miner usage` and `miner suggest` (own store, sample logs goldens, moto IAM)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import boto3
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from miner import diff
+from miner.cli import app
+from test_usage import ACCT, ALICE, ORDERS, event, s3_get, write_store
+
+GOLDEN = Path(__file__).resolve().parent / "golden"
+SAMPLE = Path(__file__).resolve().parent.parent / "sample_logs"
+WINDOW = ["--since", "2026-08-01", "--until", "2026-08-31"]
+UPDATE = os.environ.get("MINER_UPDATE_GOLDEN") == "1"
+
+
+def run(*args: str):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """orders-api: S3 reads under two prefixes, DynamoDB, a denied PutObject; alice: ec2; a twin role elsewhere."""
+    evs = [s3_get(key=f"invoices/2026/{i:02d}.json", when=f"2026-08-{1 + i % 28:02d}T10:00:00Z") for i in range(12)]
+    evs += [s3_get(key="config/app.json", when="2026-08-03T10:00:00Z")]
+    evs += [event(ORDERS, "GetItem", "dynamodb.amazonaws.com", params={"tableName": "orders"}, category="Data",
+                  when="2026-08-05T10:00:00Z"),
+            event(ORDERS, "PutObject", when="2026-08-12T14:00:00Z", error="AccessDenied", category="Data",
+                  params={"bucketName": "orders-bucket", "key": "x"},
+                  resources=[{"type": "AWS::S3::Object", "ARN": "arn:aws:s3:::orders-bucket/x"}]),
+            event(ORDERS, "GetCallerIdentity", "sts.amazonaws.com", when="2026-08-13T00:00:00Z"),
+            event(ALICE, "DescribeInstances", "ec2.amazonaws.com", when="2026-08-15T09:00:00Z"),
+            event("arn:aws:iam::444455556666:role/orders-api", "ListQueues", "sqs.amazonaws.com",
+                  when="2026-08-15T09:00:00Z", account="444455556666")]
+    return write_store(tmp_path_factory.mktemp("cli") / "store", evs)
+
+
+def snapshot_for(path: Path, policies: list[dict]) -> Path:
+    """An authorization-details snapshot where orders-api has the given inline policies."""
+    path.write_text(json.dumps({"RoleDetailList": [{
+        "RoleName": "orders-api", "Arn": ORDERS, "AttachedManagedPolicies": [],
+        "RolePolicyList": [{"PolicyName": f"p{i}", "PolicyDocument": d} for i, d in enumerate(policies)]}],
+        "Policies": []}))
+    return path
+
+
+BROAD = {"Version": "2012-10-17", "Statement": [
+    {"Effect": "Allow", "Action": ["s3:*", "dynamodb:GetItem", "logs:PutLogEvents"], "Resource": "*"}]}
+
+
+# ----------------------------------------------------------------------------- principals / usage
+
+def test_principals_formats(store):
+    r = run("principals", "--store", store, *WINDOW, "--format", "json")
+    assert r.exit_code == 0, r.output
+    rows = {p["principal_arn"]: p for p in json.loads(r.stdout)}
+    assert rows[ORDERS]["events"] == 16 and rows[ORDERS]["services"] == ["dynamodb", "s3", "sts"]
+    r = run("principals", "--store", store, *WINDOW, "--format", "csv")
+    assert r.exit_code == 0 and r.stdout.splitlines()[0].startswith("principal_arn,principal_type,events")
+    assert "dynamodb,s3,sts" in r.stdout
+    r = run("principals", "--store", store, *WINDOW)
+    assert r.exit_code == 0 and ORDERS in r.stdout and "AssumedRole" in r.stdout
+
+
+def test_usage_json_and_table(store):
+    r = run("usage", "--role", "orders-api", "--account", ACCT, "--store", store, *WINDOW, "--format", "json")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["principal"] == ORDERS and out["denied_events"] == 1
+    actions = {a["action"] for a in out["actions"]}
+    assert {"s3:GetObject", "dynamodb:GetItem"} <= actions
+    assert out["denied"][0]["action"] == "s3:PutObject" and out["sources"][0]["source_ip"] == "10.0.0.1"
+    r = run("usage", "--principal", ORDERS, "--store", store, *WINDOW)
+    assert r.exit_code == 0 and "s3:GetObject" in r.stdout and "from where" in r.stdout
+
+
+# ----------------------------------------------------------------------------- suggest
+
+def test_suggest_json_to_stdout_summary_to_stderr(store):
+    r = run("suggest", "--role", "orders-api", "--account", ACCT, "--store", store, *WINDOW)
+    assert r.exit_code == 0, r.output
+    policy = json.loads(r.stdout)  # nothing but the policy on stdout
+    assert policy["Version"] == "2012-10-17"
+    resources = {x for s in policy["Statement"] for x in ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"])}
+    assert "arn:aws:s3:::orders-bucket/invoices/2026/*" in resources  # 13 objects > 10: per-prefix generalisation
+    assert "arn:aws:s3:::orders-bucket/config/app.json" in resources
+    assert all("PutObject" not in json.dumps(s["Action"]) for s in policy["Statement"])  # denied: never added
+    assert "catalogue:" in r.stderr and "denied:" in r.stderr and "generalised:" in r.stderr
+    assert "window:" in r.stderr and "catalogue" not in r.stdout
+
+
+def test_suggest_is_deterministic_and_honours_options(store, tmp_path):
+    a = run("suggest", "--principal", ORDERS, "--store", store, *WINDOW, "-q")
+    b = run("suggest", "--principal", ORDERS, "--store", store, *WINDOW, "-q")
+    assert a.stdout == b.stdout and a.stderr == ""
+    wide = run("suggest", "--principal", ORDERS, "--store", store, *WINDOW, "-q", "--max-resources", "50")
+    assert "invoices/2026/*" not in wide.stdout and "invoices/2026/11.json" in wide.stdout
+
+
+def test_suggest_terraform_cloudformation_and_out(store, tmp_path):
+    r = run("suggest", "--principal", ORDERS, "--store", store, *WINDOW, "-q", "--format", "terraform")
+    assert r.exit_code == 0 and 'data "aws_iam_policy_document" "orders_api"' in r.stdout
+    r = run("suggest", "--principal", ORDERS, "--store", store, *WINDOW, "-q", "--format", "cloudformation")
+    tpl = yaml.safe_load(r.stdout)
+    (res,) = tpl["Resources"].values()
+    assert res["Type"] == "AWS::IAM::ManagedPolicy" and res["Properties"]["Roles"] == ["orders-api"]
+    out = tmp_path / "policy.tf"
+    r = run("suggest", "--principal", ORDERS, "--store", store, *WINDOW, "-q", "--out", out)
+    assert r.exit_code == 0 and r.stdout == "" and out.read_text().count("aws_iam_policy_document") == 1
+    out = tmp_path / "policy.json"
+    r = run("suggest", "--principal", ORDERS, "--store", store, *WINDOW, "-q", "--out", out)
+    assert json.loads(out.read_text())["Statement"]
+
+
+@pytest.mark.parametrize("args,expect", [
+    (["--role", "order-api"], "did you mean"),
+    (["--role", "orders-api"], "--account"),
+    (["--role", "orders-api", "--account", ACCT, "--since", "2026-10-01", "--until", "2026-10-02"], "no events in the window"),
+    (["--role", "orders-api", "--since", "yesterday-ish"], "cannot read"),
+    (["--role", "orders-api", "--since", "2026-09-01", "--until", "2026-08-01"], "window is empty"),
+    (["--role", "orders-api", "--user", "alice"], "exactly one"),
+    (["--role", "orders-api", "--account", ACCT, "--format", "yaml"], "--format"),
+])
+def test_suggest_user_errors_exit_2_without_traceback(store, args, expect):
+    base = ["suggest", "--store", store] + ([] if "--since" in args else WINDOW)
+    r = run(*base, *args)
+    assert r.exit_code == 2, r.output
+    assert expect in r.stderr and "Traceback" not in r.output
+
+
+def test_suggest_empty_and_missing_store(tmp_path):
+    r = run("suggest", "--role", "x", "--store", tmp_path / "nope")
+    assert r.exit_code == 2 and "no store" in r.stderr
+    (tmp_path / "empty").mkdir()
+    r = run("suggest", "--role", "x", "--store", tmp_path / "empty")
+    assert r.exit_code == 2 and "holds no events" in r.stderr
+
+
+def test_suggest_only_unpermissioned_calls_is_an_error(tmp_path):
+    store = write_store(tmp_path / "s", [event(ORDERS, "GetCallerIdentity", "sts.amazonaws.com")])
+    r = run("suggest", "--principal", ORDERS, "--store", store, *WINDOW)
+    assert r.exit_code == 2 and "no authorised calls" in r.stderr
+
+
+# ----------------------------------------------------------------------------- --diff
+
+def test_diff_with_snapshot_text_json_and_fail_on_unused(store, tmp_path):
+    snap = snapshot_for(tmp_path / "snap.json", [BROAD])
+    base = ["suggest", "--principal", ORDERS, "--store", store, *WINDOW, "-q", "--diff", "--iam-snapshot", snap]
+    r = run(*base)
+    assert r.exit_code == 0, r.output
+    assert "granted" in r.stdout and "-> suggested" in r.stdout and "s3:* on *" in r.stdout
+    assert "logs:PutLogEvents" in r.stdout and "--- current" in r.stdout
+    r = run(*base, "--format", "json")
+    rep = json.loads(r.stdout)
+    assert rep["granted"]["actions"] > rep["suggested"]["actions"] and rep["reduction"] > 0.9
+    assert "s3:DeleteBucket" in rep["unused"] and "s3:GetObject" in rep["used"]
+    assert any(u["action"] == "logs:PutLogEvents" for u in rep["unobservable"])
+    assert rep["used_not_granted"] == []  # s3:* grants even the denied PutObject (denied elsewhere, e.g. an SCP)
+    r = run(*base, "--fail-on-unused")
+    assert r.exit_code == 1
+    exact = snapshot_for(tmp_path / "exact.json", [json.loads(run("suggest", "--principal", ORDERS, "--store", store,
+                                                                   *WINDOW, "-q").stdout)])
+    r = run("suggest", "--principal", ORDERS, "--store", store, *WINDOW, "-q", "--diff", "--iam-snapshot", exact,
+            "--fail-on-unused", "--format", "json")
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.stdout)
+    assert rep["unused"] == [] and rep["reduction"] == 0
+
+
+def test_diff_live_through_moto(store, aws_env):
+    c = boto3.client("iam", endpoint_url=aws_env, region_name="us-east-1")
+    # moto's account is 123456789012: record the same calls for a role in that account
+    role = c.create_role(RoleName="orders-api", Path="/service-role/", AssumeRolePolicyDocument=json.dumps(
+        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": "ecs-tasks.amazonaws.com"},
+                                                 "Action": "sts:AssumeRole"}]}))["Role"]
+    c.put_role_policy(RoleName="orders-api", PolicyName="broad", PolicyDocument=json.dumps(BROAD))
+    arn = role["Arn"]
+    live_store = write_store(Path(str(store)).parent / "live", [s3_get(arn, account=arn.split(":")[4],
+                                                                     when="2026-08-10T00:00:00Z")])
+    r = run("suggest", "--principal", arn, "--store", live_store, *WINDOW, "-q", "--diff", "--endpoint-url", aws_env,
+            "--format", "json")
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.stdout)
+    assert rep["source"].startswith("live IAM") and rep["attached"] == ["inline broad"]
+    assert "s3:GetObject" in rep["used"] and rep["unused"]
+
+
+def test_diff_live_unknown_role_is_exit_2(store, aws_env):
+    r = run("suggest", "--principal", ORDERS, "--store", store, *WINDOW, "-q", "--diff", "--endpoint-url", aws_env)
+    assert r.exit_code == 2 and "does not exist" in r.stderr
+
+
+# ----------------------------------------------------------------------------- goldens over sample_logs
+
+GOLDEN_PRINCIPALS = {
+    "orders-api-task": ["--role", "orders-api-task"],
+    "ci-deploy": ["--role", "ci-deploy"],
+    "alice": ["--user", "alice"],
+    "sso-admin": ["--principal", "arn:aws:iam::111122223333:role/aws-reserved/sso.amazonaws.com/eu-west-1/"
+                                 "AWSReservedSSO_AdministratorAccess_0123456789abcdef"],
+    "legacy-batch": ["--role", "legacy-batch"],
+    "thumbnailer-lambda": ["--role", "thumbnailer-lambda"],
+    "audit-readonly": ["--role", "audit-readonly"],
+    "ecs-task-execution": ["--role", "ecsTaskExecutionRole"],
+}
+SAMPLE_WINDOW = ["--since", "2026-08-01", "--until", "2026-09-14"]
+
+
+@pytest.fixture(scope="module")
+def sample_store(tmp_path_factory):
+    """The sample logs ingested into a fresh store (skips when sample_logs/ or the ingest stage is absent)."""
+    if not (SAMPLE / "AWSLogs").is_dir():
+        pytest.skip("sample_logs/ is absent")
+    ingest = pytest.importorskip("miner.ingest")
+    store = tmp_path_factory.mktemp("sample") / "store"
+    ingest.ingest([str(SAMPLE / "AWSLogs")], store)
+    return store
+
+
+def _golden(name: str, actual) -> None:
+    path = GOLDEN / f"{name}.json"
+    if UPDATE or not path.exists():
+        GOLDEN.mkdir(exist_ok=True)
+        path.write_text(json.dumps(actual, indent=2, sort_keys=False) + "\n")
+        if not UPDATE:
+            pytest.fail(f"wrote missing golden {path.name}; check it in and re-run")
+    assert actual == json.loads(path.read_text()), f"{path.name} differs (MINER_UPDATE_GOLDEN=1 regenerates)"
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN_PRINCIPALS))
+def test_golden_policies_for_sample_principals(sample_store, name):
+    r = run("suggest", *GOLDEN_PRINCIPALS[name], "--store", sample_store, *SAMPLE_WINDOW, "-q")
+    assert r.exit_code == 0, r.output
+    policy = json.loads(r.stdout)
+    _golden(f"suggest-{name}", policy)
+    # what it was mined from is allowed by it
+    used = json.loads(run("usage", *GOLDEN_PRINCIPALS[name], "--store", sample_store, *SAMPLE_WINDOW,
+                          "--format", "json").stdout)["actions"]
+    docs = policy if isinstance(policy, list) else [policy]
+    ev = diff.Evaluator(docs)
+    assert all(ev(u["action"], u["resource"]) for u in used)
+
+
+def test_golden_diff_orders_api_task(sample_store):
+    r = run("suggest", "--role", "orders-api-task", "--store", sample_store, *SAMPLE_WINDOW, "-q", "--diff",
+            "--iam-snapshot", SAMPLE / "iam", "--format", "json")
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.stdout)
+    summary = {k: rep[k] for k in ("granted", "suggested", "reduction", "attached", "used")}
+    summary["unused_count"] = len(rep["unused"])
+    summary["unobservable"] = [u["action"] for u in rep["unobservable"]]
+    summary["high_risk_unused"] = [h["rule"] for h in rep["high_risk_unused"]]
+    summary["used_not_granted"] = [(u["action"], u["resource"], u["likely_path"]) for u in rep["used_not_granted"]]
+    _golden("diff-orders-api-task", json.loads(json.dumps(summary)))
+    assert "logs:PutLogEvents" in summary["unobservable"]  # granted, used, never logged: not "unused"
+    assert "s3:* on *" in summary["high_risk_unused"]
+
+
+def test_sample_principal_only_in_snapshot_is_unknown(sample_store):
+    r = run("suggest", "--role", "unused-etl", "--store", sample_store, *SAMPLE_WINDOW)
+    assert r.exit_code == 2 and "unknown role 'unused-etl'" in r.stderr

@@ -1,0 +1,208 @@
+"""Tests for policy synthesis: minimisation, wildcards, size splitting, determinism, and rendering."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pandas as pd
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from miner import diff, synthesize as syn
+from miner.catalog import get_catalog
+
+A = "111122223333"
+
+
+def frame(rows, **cols) -> pd.DataFrame:
+    df = pd.DataFrame(rows, columns=["action", "resource"])
+    for k, v in cols.items():
+        df[k] = v
+    return df
+
+
+def allowed_everything(policies, usage) -> bool:
+    ev = diff.Evaluator(policies)
+    return all(ev(a, r) for a, r in zip(usage["action"], usage["resource"]))
+
+
+def test_statements_merge_by_identical_resource_sets():
+    t = f"arn:aws:dynamodb:us-east-1:{A}:table/orders"
+    s = syn.synthesize(frame([("dynamodb:GetItem", t), ("dynamodb:PutItem", t), ("s3:GetObject", "arn:aws:s3:::b/k")]))
+    assert len(s.policies) == 1
+    stmts = s.statements
+    assert [st["Action"] for st in stmts] == [["dynamodb:GetItem", "dynamodb:PutItem"], "s3:GetObject"]
+    assert stmts[0]["Resource"] == t and s.generalisations == [] and s.fallbacks == []
+
+
+def test_no_generalisation_at_or_below_the_threshold():
+    rows = [("s3:GetObject", f"arn:aws:s3:::b/in/{i}.json") for i in range(10)]
+    s = syn.synthesize(frame(rows), max_resources=10)
+    assert sorted(s.statements[0]["Resource"]) == sorted(r for _, r in rows) and not s.generalisations
+
+
+def test_s3_objects_past_the_threshold_become_bucket_prefix():
+    rows = [("s3:GetObject", f"arn:aws:s3:::b/invoices/2026/{i:02d}.json") for i in range(11)]
+    rows.append(("s3:GetObject", "arn:aws:s3:::other/x"))
+    s = syn.synthesize(frame(rows), max_resources=10)
+    assert s.statements[0]["Resource"] == ["arn:aws:s3:::b/invoices/2026/*", "arn:aws:s3:::other/x"]
+    (g,) = s.generalisations
+    assert g.count == 11 and "bucket b" in g.reason and "invoices/2026/" in g.reason and "--max-resources 10" in g.reason
+
+
+def test_other_resources_past_the_threshold_become_a_per_type_wildcard():
+    rows = [("dynamodb:GetItem", f"arn:aws:dynamodb:us-east-1:{A}:table/t{i}") for i in range(3)]
+    rows += [("dynamodb:GetItem", f"arn:aws:dynamodb:eu-west-1:{A}:table/t{i}") for i in range(1)]
+    s = syn.synthesize(frame(rows), max_resources=2)
+    assert s.statements[0]["Resource"] == [f"arn:aws:dynamodb:eu-west-1:{A}:table/t0",
+                                           f"arn:aws:dynamodb:us-east-1:{A}:table/*"]
+    rows = [("sqs:SendMessage", f"arn:aws:sqs:us-east-1:{A}:orders-{i}") for i in range(3)]
+    s = syn.synthesize(frame(rows), max_resources=2)
+    assert s.statements[0]["Resource"] == f"arn:aws:sqs:us-east-1:{A}:orders-*"
+
+
+def test_max_resources_zero_never_generalises():
+    rows = [("s3:GetObject", f"arn:aws:s3:::b/{i}") for i in range(30)]
+    assert not syn.synthesize(frame(rows), max_resources=0).generalisations
+
+
+def test_star_fallbacks_are_explained():
+    s = syn.synthesize(frame([("ec2:DescribeInstances", "*"), ("kms:Decrypt", "*"),
+                              ("sts:GetCallerIdentity", "arn:aws:sts::1:x")], reason=[None, "keyId is an alias", None]))
+    reasons = {f.action: f.reason for f in s.fallbacks}
+    assert "no resource-level" in reasons["ec2:DescribeInstances"]
+    assert reasons["kms:Decrypt"] == "keyId is an alias"
+    assert "no resource-level" in reasons["sts:GetCallerIdentity"]  # an ARN on such an action would never match
+    assert s.statements[0]["Resource"] == "*"
+
+
+def test_action_wildcards_only_when_they_expand_to_observed_actions_alone():
+    cat = get_catalog()
+    every_get_object = sorted(cat.expand("s3:GetObject*"))
+    res = "arn:aws:s3:::b/k"
+    s = syn.synthesize(frame([(a, res) for a in every_get_object]))
+    assert s.statements[0]["Action"] == "s3:GetObject*"
+    assert s.wildcards[0].pattern == "s3:GetObject*" and list(s.wildcards[0].expands_to) == every_get_object
+    partial = every_get_object[:-1]
+    s = syn.synthesize(frame([(a, res) for a in partial]))
+    for pattern in syn._as_list(s.statements[0]["Action"]):
+        assert cat.expand(pattern) <= set(partial)
+    s = syn.synthesize(frame([(a, res) for a in every_get_object]), wildcards=False)
+    assert s.statements[0]["Action"] == every_get_object and not s.wildcards
+
+
+def test_passrole_gets_passed_to_service_condition():
+    role = f"arn:aws:iam::{A}:role/fn-role"
+    df = frame([("iam:PassRole", role), ("lambda:CreateFunction", f"arn:aws:lambda:us-east-1:{A}:function:f")],
+               implicit=[True, False], event_sources=["lambda.amazonaws.com", "lambda.amazonaws.com"])
+    s = syn.synthesize(df)
+    pr = [st for st in s.statements if st["Action"] == "iam:PassRole"][0]
+    assert pr["Condition"] == {"StringEquals": {"iam:PassedToService": "lambda.amazonaws.com"}}
+    two = frame([("iam:PassRole", role), ("iam:PassRole", f"arn:aws:iam::{A}:role/task")], implicit=[True, True],
+                event_sources=["lambda.amazonaws.com", "ecs.amazonaws.com"])
+    by_service = {st["Condition"]["StringEquals"]["iam:PassedToService"]: st["Resource"]
+                  for st in syn.synthesize(two).statements}
+    assert by_service == {"lambda.amazonaws.com": role, "ecs-tasks.amazonaws.com": f"arn:aws:iam::{A}:role/task"}
+    unknown = df.assign(event_sources=["mystery.amazonaws.com", ""])
+    s = syn.synthesize(unknown)
+    assert all("Condition" not in st for st in s.statements) and any("PassedToService" in n for n in s.notes)
+
+
+def test_splits_past_the_managed_policy_limit_and_each_part_fits():
+    rows = [("s3:GetObject", f"arn:aws:s3:::bucket-{i % 7}/some/long/prefix/object-{i:05d}.json") for i in range(400)]
+    rows += [("dynamodb:GetItem", f"arn:aws:dynamodb:us-east-1:{A}:table/t{i}") for i in range(50)]
+    df = frame(rows)
+    s = syn.synthesize(df, max_resources=0)
+    assert len(s.policies) > 1 and all(size <= syn.MANAGED_POLICY_LIMIT for size in s.sizes)
+    assert any("split into" in n for n in s.notes)
+    assert allowed_everything(s.policies, df)
+    sids = [st["Sid"] for st in s.statements]
+    assert len(sids) == len(set(sids))
+
+
+def test_policy_size_ignores_whitespace():
+    doc = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}]}
+    assert syn.policy_size(doc) == len(json.dumps(doc, separators=(",", ":")))
+
+
+def test_sids_are_stable_alphanumeric_and_unique():
+    rows = [("s3:GetObject", "arn:aws:s3:::a/1"), ("s3:GetObject", "arn:aws:s3:::a/2"),
+            ("s3:PutObject", "arn:aws:s3:::a/3"), ("s3:GetObjectTagging", "arn:aws:s3:::b/1")]
+    s = syn.synthesize(frame(rows))
+    sids = [st["Sid"] for st in s.statements]
+    assert all(re.fullmatch(r"[A-Za-z0-9]+", x) for x in sids) and len(set(sids)) == len(sids)
+    assert sids == ["S3Read", "S3Read2", "S3Write"]
+
+
+def test_empty_usage_is_an_error():
+    with pytest.raises(ValueError):
+        syn.synthesize(frame([]))
+
+
+def test_renderers():
+    s = syn.synthesize(frame([("s3:GetObject", "arn:aws:s3:::b/${weird}"), ("iam:PassRole", f"arn:aws:iam::{A}:role/r")],
+                             implicit=[False, True], event_sources=["", "ecs.amazonaws.com"]))
+    tf = syn.to_terraform(s, "orders-api-task", "mined by miner")
+    assert tf.startswith("# mined by miner\n")
+    assert 'data "aws_iam_policy_document" "orders_api_task" {' in tf
+    assert "$${weird}" in tf and 'variable = "iam:PassedToService"' in tf and '"ecs-tasks.amazonaws.com"' in tf
+    assert tf.count("{") == tf.count("}")
+    cfn = yaml.safe_load(syn.to_cloudformation(s, "orders-api-task", roles=["orders-api-task"], description="d"))
+    res = cfn["Resources"]["OrdersApiTaskLeastPrivilegePolicy"]
+    assert res["Type"] == "AWS::IAM::ManagedPolicy" and res["Properties"]["Roles"] == ["orders-api-task"]
+    assert res["Properties"]["PolicyDocument"] == s.policies[0]
+    assert json.loads(syn.to_json(s)) == s.policies[0]
+
+
+# ----------------------------------------------------------------------------- properties
+
+_ACTIONS = ["s3:GetObject", "s3:GetObjectTagging", "s3:PutObject", "s3:ListBucket", "dynamodb:GetItem",
+            "dynamodb:Query", "sqs:SendMessage", "kms:Decrypt", "ec2:DescribeInstances", "lambda:InvokeFunction",
+            "s3:GetObjectAcl", "s3:GetObjectVersion"]
+
+
+@st.composite
+def usage_rows(draw):
+    n = draw(st.integers(1, 40))
+    rows = []
+    for _ in range(n):
+        action = draw(st.sampled_from(_ACTIONS))
+        svc = action.split(":")[0]
+        name = draw(st.sampled_from(["a", "b", "orders", "orders-2", "x/y", "in/2026/01", "in/2026/02", "in/2027"]))
+        res = draw(st.sampled_from([
+            "*",
+            f"arn:aws:s3:::bucket-{draw(st.integers(0, 2))}/{name}",
+            f"arn:aws:s3:::bucket-{draw(st.integers(0, 2))}",
+            f"arn:aws:{svc}:us-east-1:{A}:table/{name}",
+            f"arn:aws:{svc}:eu-west-1:{A}:{name}",
+            f"arn:aws-us-gov:{svc}:us-gov-west-1:{A}:function:{name}",
+        ]))
+        rows.append((action, res))
+    return frame(rows)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(usage_rows(), st.integers(0, 4), st.booleans(), st.sampled_from([syn.MANAGED_POLICY_LIMIT, 400]))
+def test_property_policy_allows_every_mined_call(df, max_resources, wildcards, limit):
+    s = syn.synthesize(df, max_resources=max_resources, wildcards=wildcards, size_limit=limit)
+    assert allowed_everything(s.policies, df)
+    assert all(size <= limit for size in s.sizes) or any(len(p["Statement"]) == 1 for p in s.policies)
+    # wildcards never reach unobserved actions of a statement
+    cat = get_catalog()
+    observed = {a.lower() for a in df["action"]}
+    for stmt in s.statements:
+        for pattern in syn._as_list(stmt["Action"]):
+            assert {e.lower() for e in cat.expand(pattern)} <= observed
+
+
+@settings(max_examples=40, deadline=None)
+@given(usage_rows(), st.randoms(use_true_random=False), st.integers(0, 4))
+def test_property_input_order_does_not_change_the_output(df, rnd, max_resources):
+    shuffled = df.sample(frac=1.0, random_state=rnd.randint(0, 10**6)).reset_index(drop=True)
+    a = syn.synthesize(df, max_resources=max_resources)
+    b = syn.synthesize(shuffled, max_resources=max_resources)
+    assert syn.to_json(a) == syn.to_json(b)
+    assert a.generalisations == b.generalisations and a.fallbacks == b.fallbacks
