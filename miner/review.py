@@ -1,0 +1,638 @@
+"""Gathers the right-sizing review: every role and user, ranked by unused privilege and its risk."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+
+from miner.models import Window
+
+REVIEW_KIND = "miner-review"
+REVIEW_SCHEMA = 1
+
+#: Weight of one unused granted action by access level, for the ranking score.
+LEVEL_WEIGHTS = {"Permissions management": 5.0, "Tagging": 2.0, "Write": 2.0, "List": 1.0, "Read": 1.0}
+HIGH_RISK_WEIGHT = 100.0
+
+
+# ----------------------------------------------------------------------------------------- IAM sources
+
+
+@dataclass
+class IamSource:
+    """Where grants come from: every role and user it knows, and a way to read one principal's policies."""
+
+    label: str
+    inventory: list[dict]  # {"arn", "kind", "name", "account", "created", "last_used"}
+    accounts: set[str]
+    attached: Callable[[str], Any]  # principal ARN -> miner.iam.AttachedPolicies
+    notes: list[str] = field(default_factory=list)
+
+
+def _iso(v: Any) -> str | None:
+    if v is None or v == "" or (isinstance(v, float) and pd.isna(v)):
+        return None
+    if isinstance(v, datetime):
+        return (v if v.tzinfo else v.replace(tzinfo=timezone.utc)).astimezone(timezone.utc).isoformat()
+    if isinstance(v, pd.Timestamp):
+        return None if pd.isna(v) else v.tz_convert("UTC").isoformat() if v.tzinfo else v.tz_localize("UTC").isoformat()
+    return str(v)
+
+
+def snapshot_source(path: str | Path) -> IamSource:
+    """An IAM source over ``aws iam get-account-authorization-details`` output (a file or a directory).
+
+    Args:
+        path: the snapshot file or directory.
+
+    Returns:
+        The :class:`IamSource`.
+
+    Raises:
+        miner.iam.IamError: when the snapshot cannot be read.
+    """
+    from miner import iam
+
+    path = Path(path)
+    snaps = iam.load_snapshot(path)
+    inventory, accounts = [], set()
+    for _, data in snaps:
+        for kind, key, name_key in (("role", "RoleDetailList", "RoleName"), ("user", "UserDetailList", "UserName")):
+            for e in data.get(key) or []:
+                arn = e.get("Arn") or ""
+                acct = arn.split(":")[4] if arn.count(":") >= 5 else ""
+                accounts.add(acct)
+                last = (e.get("RoleLastUsed") or {}).get("LastUsedDate") if kind == "role" else e.get("PasswordLastUsed")
+                inventory.append({"arn": arn, "kind": kind, "name": e.get(name_key), "account": acct,
+                                  "created": _iso(e.get("CreateDate")), "last_used": _iso(last),
+                                  "path": e.get("Path") or "/"})
+    return IamSource(f"snapshot {path}", inventory, accounts - {""}, lambda arn: iam.from_snapshot(path, arn))
+
+
+def live_source(profile: str | None = None, endpoint_url: str | None = None, client=None) -> IamSource:
+    """An IAM source read live through boto3 (``ListRoles``/``ListUsers``, then each principal's policies).
+
+    Args:
+        profile: an AWS CLI profile.
+        endpoint_url: an alternative IAM endpoint (e.g. a moto server).
+        client: a ready IAM client (tests).
+
+    Returns:
+        The :class:`IamSource` (one account: the caller's).
+
+    Raises:
+        miner.iam.IamError: when IAM cannot be listed.
+    """
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from miner import iam
+
+    client = client or iam.iam_client(profile, endpoint_url)
+    inventory, accounts = [], set()
+    try:
+        for kind, op, key, name_key in (("role", "list_roles", "Roles", "RoleName"),
+                                        ("user", "list_users", "Users", "UserName")):
+            for page in client.get_paginator(op).paginate():
+                for e in page.get(key) or []:
+                    arn = e.get("Arn") or ""
+                    acct = arn.split(":")[4] if arn.count(":") >= 5 else ""
+                    accounts.add(acct)
+                    last = (e.get("RoleLastUsed") or {}).get("LastUsedDate") if kind == "role" \
+                        else e.get("PasswordLastUsed")
+                    inventory.append({"arn": arn, "kind": kind, "name": e.get(name_key), "account": acct,
+                                      "created": _iso(e.get("CreateDate")), "last_used": _iso(last),
+                                      "path": e.get("Path") or "/"})
+    except (ClientError, BotoCoreError) as e:
+        raise iam.IamError(f"cannot list IAM roles and users: {e} (set credentials, --profile or --endpoint-url, "
+                           f"or use --iam-snapshot)") from None
+    where = f"live IAM{' at ' + endpoint_url if endpoint_url else ''}{' (profile ' + profile + ')' if profile else ''}"
+    return IamSource(where, inventory, accounts - {""}, lambda arn: iam.from_live(arn, client=client))
+
+
+# ----------------------------------------------------------------------------------------- scoring
+
+
+def risk_score(unused_actions: list[str], high_risk_unused: int, catalog) -> float:
+    """How much unused privilege a principal holds, weighted by how dangerous it is.
+
+    Args:
+        unused_actions: granted actions not used in the window (unobservable ones excluded).
+        high_risk_unused: how many high-risk grants are unused.
+        catalog: the IAM catalogue (for access levels).
+
+    Returns:
+        Sum of :data:`LEVEL_WEIGHTS` over the unused actions + :data:`HIGH_RISK_WEIGHT` per high-risk unused grant.
+    """
+    total = 0.0
+    for a in unused_actions:
+        info = catalog.info(a)
+        total += LEVEL_WEIGHTS.get(info.access_level if info else "", 1.0)
+    return round(total + HIGH_RISK_WEIGHT * high_risk_unused, 1)
+
+
+def rank(principals: list[dict], grants_known: bool) -> list[dict]:
+    """Sort principals for review and number them from 1 (in place on each dict's ``rank``).
+
+    With grants known: highest score first (never-used principals break ties first). Without: never-used first,
+    then the longest idle (oldest last activity), then the fewest events.
+
+    Args:
+        principals: principal entries (see :func:`build_review`).
+        grants_known: whether scores are meaningful.
+
+    Returns:
+        The same dicts, sorted.
+    """
+    if grants_known:
+        key = lambda p: (-(p.get("score") or 0.0), not p.get("never_used"), p.get("arn") or "")  # noqa: E731
+    else:
+        key = lambda p: (not p.get("never_used"), p.get("last_seen") or "", p.get("events", 0), p.get("arn") or "")  # noqa: E731
+    out = sorted(principals, key=key)
+    for i, p in enumerate(out, 1):
+        p["rank"] = i
+    return out
+
+
+# ----------------------------------------------------------------------------------------- building the review
+
+
+def _mapping_version() -> str:
+    from miner import __version__, mapping
+
+    for attr in ("MAPPING_VERSION", "VERSION", "__version__"):
+        v = getattr(mapping, attr, None)
+        if isinstance(v, str) and v:
+            return v
+    fn = getattr(mapping, "rules_version", None) or getattr(mapping, "version", None)
+    if callable(fn):
+        try:
+            return str(fn())
+        except Exception:  # noqa: BLE001 - a version string must never break a review
+            pass
+    return f"miner {__version__}"
+
+
+def _arn_account(arn: str) -> str:
+    parts = arn.split(":")
+    return parts[4] if len(parts) > 5 and parts[0] == "arn" else ""
+
+
+def _kind(arn: str) -> str:
+    from miner.usage import Principal
+
+    return Principal(arn).kind
+
+
+def _patterns(documents: list[tuple[str, dict]]) -> list[str]:
+    """The action patterns a set of policies allows (``NotAction:...`` for NotAction statements)."""
+    out = set()
+    for _, doc in documents:
+        raw = doc.get("Statement") or []
+        for st in [raw] if isinstance(raw, dict) else raw:
+            if str(st.get("Effect", "Allow")).lower() != "allow":
+                continue
+            if "NotAction" in st:
+                na = st["NotAction"]
+                out.add("NotAction:" + ",".join(sorted([na] if isinstance(na, str) else na)))
+            acts = st.get("Action") or []
+            out.update([acts] if isinstance(acts, str) else acts)
+    return sorted(out, key=str.lower)
+
+
+def _empty_usage() -> pd.DataFrame:
+    from miner.usage import USAGE_COLUMNS
+
+    return pd.DataFrame(columns=USAGE_COLUMNS)
+
+
+def _principal_entry(con, window: Window, arn: str, meta: dict, inv: dict | None, iam_source: IamSource | None,
+                     denied_rows: pd.DataFrame, activity: list, data_sources: Callable[[str], set[str]], *,
+                     max_resources: int, wildcards: bool, catalog) -> dict:
+    from miner import diff, iam, synthesize, usage
+
+    account = _arn_account(arn) or meta.get("principal_account") or ""
+    name = meta.get("principal_name") or (inv or {}).get("name") or arn.rsplit("/", 1)[-1]
+    entry: dict[str, Any] = {
+        "arn": arn, "name": name, "kind": _kind(arn), "account": account,
+        "principal_type": meta.get("principal_type") or ("Role" if _kind(arn) == "role" else "User"),
+        "events": int(meta.get("events") or 0), "authorised": int(meta.get("authorised") or 0),
+        "denied": int(meta.get("denied") or 0), "first_seen": _iso(meta.get("first_seen")),
+        "last_seen": _iso(meta.get("last_seen")), "never_used": not meta.get("events"),
+        "in_iam": None, "iam_last_used": (inv or {}).get("last_used"), "created": (inv or {}).get("created"),
+        "service_linked": ((inv or {}).get("path") or "").startswith("/aws-service-role/"),
+        "activity": activity, "services_used": [], "service_calls": {}, "used_actions": [],
+        "granted": {"known": False}, "score": None,
+    }
+    if iam_source is not None and account in iam_source.accounts:
+        entry["in_iam"] = inv is not None
+    authorised = _empty_usage()
+    denied = _empty_usage()
+    suggestion = None
+    if meta.get("events"):
+        u = usage.collect(con, usage.Principal(arn, meta.get("principal_type"), meta.get("principal_name"),
+                                               meta.get("principal_account")), window)
+        authorised, denied = u.authorised, u.denied
+        entry["unmapped_events"] = int(u.unmapped["calls"].sum()) if len(u.unmapped) else 0
+        if len(authorised):
+            entry["used_actions"] = sorted(set(authorised["action"]))
+            by_service = authorised.assign(service=authorised["action"].str.split(":").str[0]) \
+                .groupby("service")["calls"].sum().sort_values(ascending=False)
+            entry["service_calls"] = {k: int(v) for k, v in by_service.items()}
+            entry["services_used"] = sorted(by_service.index)
+            try:
+                suggestion = synthesize.synthesize(authorised, max_resources=max_resources, wildcards=wildcards,
+                                                   catalog=catalog)
+                entry["suggested_policy"] = suggestion.policies[0] if len(suggestion.policies) == 1 \
+                    else suggestion.policies
+                entry["suggested_actions"] = len(suggestion.actions)
+            except ValueError as e:
+                entry["suggest_error"] = str(e)
+        else:
+            entry["suggest_error"] = "no authorised calls that need a permission in the window"
+    mine = denied_rows[denied_rows["principal_arn"] == arn] if len(denied_rows) else denied_rows
+    entry["denied_attempts"] = [
+        {"action": r.action if isinstance(r.action, str) else None, "event": r.operations,
+         "resource": r.resource if isinstance(r.resource, str) else None, "error_code": r.error_code,
+         "count": int(r.calls), "last_seen": _iso(r.last_seen)}
+        for r in mine.itertuples(index=False)]
+    if entry["in_iam"]:
+        try:
+            attached = iam_source.attached(arn)
+        except iam.IamError as e:
+            entry["iam_error"] = str(e)
+            return entry
+        boundary = [attached.boundary.document] if attached.boundary and attached.boundary.document else None
+        report = diff.compare(attached.documents, suggestion.policies if suggestion else [], authorised,
+                              boundary=boundary, denied=denied if len(denied) else None,
+                              data_sources=data_sources(account), principal_arn=arn, principal_account=account,
+                              missing=attached.missing, source=attached.source, catalog=catalog)
+        cls = report.classification
+        status = dict(zip(cls["action"], cls["status"])) if len(cls) else {}
+        unused = sorted(a for a, st in status.items() if st == "unused")
+        by_service: dict[str, dict[str, int]] = {}
+        for a, st in status.items():
+            by_service.setdefault(a.split(":", 1)[0], {}).setdefault(st, 0)
+            by_service[a.split(":", 1)[0]][st] += 1
+        policies = [p.label for p in attached.policies] + ([attached.boundary.label] if attached.boundary else [])
+        entry["granted"] = {"known": True, "actions": report.granted_actions, "services": sorted(by_service),
+                            "patterns": _patterns(attached.documents), "policies": policies,
+                            "source": attached.source, "missing": list(attached.missing)}
+        entry["used_granted"] = sorted(a for a, st in status.items() if st == "used")
+        entry["unused_count"] = len(unused)
+        entry["unobservable_count"] = sum(1 for st in status.values() if st == "unobservable")
+        unobs = cls[cls["status"] == "unobservable"] if len(cls) else cls
+        entry["unobservable"] = [{"action": r.action, "reason": r.reason} for r in unobs.head(20).itertuples(index=False)]
+        entry["unused_by_service"] = {svc: c["unused"] for svc, c in sorted(by_service.items()) if c.get("unused")}
+        entry["unused_services"] = sorted(svc for svc, c in by_service.items() if c.get("unused") and not c.get("used"))
+        entry["unused_sample"] = unused[:50]
+        entry["high_risk_unused"] = [
+            {"rule": h["rule"], "action": h["rule"], "category": h.get("category"), "reason": h.get("reason"),
+             "status": h.get("status"), "resource": "*" if h.get("on_all_resources") else "specific resources",
+             "actions": len(h.get("actions") or []), "examples": list(h.get("actions") or [])[:5]}
+            for h in report.high_risk]
+        ung = report.used_not_granted
+        entry["used_not_granted"] = sorted({r.action for r in ung.itertuples(index=False) if r.outcome == "authorised"})
+        entry["notes"] = list(report.notes)
+        entry["score"] = risk_score(unused, sum(1 for h in report.high_risk if h.get("status") == "unused"), catalog)
+    return entry
+
+
+def build_review(con, window: Window, *, iam_source: IamSource | None = None, store: str | Path | None = None,
+                 account: str | None = None, max_resources: int | None = None, wildcards: bool = True,
+                 catalog=None, now: datetime | None = None, progress: Callable[[str], None] | None = None) -> dict:
+    """Gather the right-sizing review of every role and user.
+
+    Principals are the roles and users that acted in the window plus, with an IAM source, every role and user it
+    lists (those with no events are removal candidates). For each: usage (``miner.usage``), the suggested
+    policy (``miner.synthesize``), and with grants known the classification of each granted action as used,
+    unused or unobservable and the high-risk unused grants (``miner.diff``). Ranked by :func:`risk_score`.
+
+    Args:
+        con: a DuckDB connection from :func:`miner.store.connect`.
+        window: the review window.
+        iam_source: where grants come from (:func:`snapshot_source`, :func:`live_source`), or ``None`` (usage only).
+        store: the store path (shown in the header).
+        account: only principals of this account.
+        max_resources: the suggested policies' generalisation threshold (default: ``miner suggest``'s).
+        wildcards: allow action wildcards in the suggested policies.
+        catalog: the IAM catalogue (default: the pinned one).
+        now: the generation time (default: the clock at call time).
+        progress: called with a short message per principal.
+
+    Returns:
+        The review dict (JSON-ready; the input of :mod:`miner.report` and of a later :func:`compare_reviews`).
+    """
+    from miner import __version__, usage
+    from miner.synthesize import DEFAULT_MAX_RESOURCES
+
+    if catalog is None:
+        from miner.catalog import get_catalog
+
+        catalog = get_catalog()
+    now = now or datetime.now(timezone.utc)
+    max_resources = DEFAULT_MAX_RESOURCES if max_resources is None else max_resources
+    acting = usage.principals(con, window)
+    active = acting[acting["principal_arn"].map(lambda a: _kind(a) in ("role", "user"))] if len(acting) else acting
+    skipped = len(acting) - len(active)
+    if account:
+        active = active[active["principal_arn"].map(_arn_account) == account]
+    metas = {r["principal_arn"]: r for r in active.to_dict("records")}
+    inventory = {}
+    if iam_source is not None:
+        for inv in iam_source.inventory:
+            if inv["arn"] and (not account or inv["account"] == account):
+                inventory[inv["arn"].lower()] = inv
+    arns = list(metas) + [inv["arn"] for key, inv in sorted(inventory.items())
+                          if key not in {a.lower() for a in metas}]
+    timeline = usage.timeline(con, window)
+    act: dict[str, list] = {}
+    if len(timeline):
+        daily = timeline.groupby(["principal_arn", "day"], sort=True)["events"].sum().reset_index()
+        for r in daily.itertuples(index=False):
+            act.setdefault(r.principal_arn, []).append([str(r.day)[:10], int(r.events)])
+    denied_rows = usage.denied_calls(con, window)
+    ds_cache: dict[str, set[str]] = {}
+
+    def data_sources(acct: str) -> set[str]:
+        if acct not in ds_cache:
+            ds_cache[acct] = usage.data_event_sources(con, window, account=acct or None)
+        return ds_cache[acct]
+
+    principals = []
+    for arn in arns:
+        if progress:
+            progress(arn)
+        principals.append(_principal_entry(
+            con, window, arn, metas.get(arn, {}), inventory.get(arn.lower()), iam_source, denied_rows,
+            act.get(arn, []), data_sources, max_resources=max_resources, wildcards=wildcards, catalog=catalog))
+    known = iam_source is not None
+    principals = rank(principals, known)
+    notes = list(iam_source.notes) if iam_source else []
+    if skipped:
+        notes.append(f"{skipped} acting principals that are not IAM roles or users (AWS services, root, other "
+                     f"accounts' callers) are not reviewed")
+    outside = sorted({p["account"] for p in principals if p["in_iam"] is None} - {""}) if known else []
+    if outside:
+        notes.append("the IAM source does not cover account(s) " + ", ".join(outside) +
+                     ": grants of their principals are unknown")
+    errors = [f"{p['name']}: {p['iam_error']}" for p in principals if p.get("iam_error")]
+    if errors:
+        notes.append("grants could not be read for " + "; ".join(errors))
+    summary = {
+        "principals": len(principals),
+        "active": sum(1 for p in principals if not p["never_used"]),
+        "never_used": sum(1 for p in principals if p["never_used"]),
+        "granted_actions": sum(int(p["granted"].get("actions") or 0) for p in principals),
+        "unused_actions": sum(int(p.get("unused_count") or 0) for p in principals),
+        "high_risk_unused": sum(1 for p in principals for h in p.get("high_risk_unused") or []
+                                if h.get("status") == "unused"),
+        "denied": sum(int(p["denied"]) for p in principals),
+    }
+    return {
+        "kind": REVIEW_KIND, "schema": REVIEW_SCHEMA,
+        "generated_at": now.astimezone(timezone.utc).isoformat(timespec="seconds"),
+        "window": {"since": window.since.isoformat(), "until": window.until.isoformat(), "days": round(window.days, 2)},
+        "store": str(store) if store is not None else None,
+        "catalog_version": catalog.version, "mapping_version": _mapping_version(), "miner_version": __version__,
+        "iam_source": iam_source.label if iam_source else None, "grants_known": known,
+        "settings": {"max_resources": max_resources, "wildcards": wildcards, "account": account},
+        "summary": summary, "notes": notes, "principals": principals,
+    }
+
+
+# ----------------------------------------------------------------------------------------- notebook helpers
+
+
+def to_frame(review: dict) -> pd.DataFrame:
+    """The ranked table of a review as a DataFrame (for notebooks).
+
+    Args:
+        review: the review dict.
+
+    Returns:
+        One row per principal in rank order.
+    """
+    rows = []
+    for p in review.get("principals", []):
+        g = p.get("granted") or {}
+        rows.append({
+            "rank": p.get("rank"), "name": p.get("name"), "kind": p.get("kind"), "account": p.get("account"),
+            "score": p.get("score"), "events": p.get("events"), "granted": g.get("actions"),
+            "used": len(p.get("used_actions") or []), "unused": p.get("unused_count"),
+            "unobservable": p.get("unobservable_count"),
+            "high_risk_unused": ", ".join(h["rule"] for h in p.get("high_risk_unused") or []),
+            "unused_services": len(p.get("unused_services") or []), "last_seen": p.get("last_seen"),
+            "denied": p.get("denied"), "never_used": p.get("never_used"), "arn": p.get("arn"),
+        })
+    return pd.DataFrame(rows)
+
+
+def high_risk_frame(review: dict) -> pd.DataFrame:
+    """High-risk unused grants of a review, one row per (principal, rule) (for notebooks).
+
+    Args:
+        review: the review dict.
+
+    Returns:
+        Columns name, rule, category, status, actions (how many unused actions match), reason, arn.
+    """
+    rows = [{"name": p.get("name"), "rule": h.get("rule"), "category": h.get("category"), "status": h.get("status"),
+             "actions": h.get("actions"), "reason": h.get("reason"), "arn": p.get("arn")}
+            for p in review.get("principals", []) for h in p.get("high_risk_unused") or []]
+    return pd.DataFrame(rows, columns=["name", "rule", "category", "status", "actions", "reason", "arn"])
+
+
+def denied_frame(review: dict) -> pd.DataFrame:
+    """Denied attempts of a review, one row per (principal, action, resource, error) (for notebooks).
+
+    Args:
+        review: the review dict.
+
+    Returns:
+        Columns name, action, event, resource, error_code, count, last_seen, arn; most frequent first.
+    """
+    cols = ["name", "action", "event", "resource", "error_code", "count", "last_seen", "arn"]
+    rows = [{"name": p.get("name"), "arn": p.get("arn"), **d} for p in review.get("principals", [])
+            for d in p.get("denied_attempts") or []]
+    df = pd.DataFrame(rows, columns=cols)
+    return df.sort_values(["count", "name"], ascending=[False, True], kind="stable").reset_index(drop=True)
+
+
+def find(review: dict, name: str) -> dict:
+    """One principal of a review by name or ARN (case-insensitive).
+
+    Args:
+        review: the review dict.
+        name: a role or user name, or an ARN.
+
+    Returns:
+        The principal entry.
+
+    Raises:
+        KeyError: when no principal matches.
+    """
+    low = name.lower()
+    for p in review.get("principals", []):
+        if low in ((p.get("arn") or "").lower(), (p.get("name") or "").lower()):
+            return p
+    raise KeyError(f"no principal {name!r} in the review")
+
+
+def store_window(con) -> Window:
+    """The whole span of a store, in whole UTC days (for notebooks and backtests on old logs).
+
+    Args:
+        con: a DuckDB connection from :func:`miner.store.connect`.
+
+    Returns:
+        From the midnight before the first event to the midnight after the last one.
+    """
+    from miner import queries
+
+    names = queries.run(con, "principal_names")
+    first = pd.Timestamp(names["first_seen"].min()).tz_convert("UTC")
+    last = pd.Timestamp(names["last_seen"].max()).tz_convert("UTC")
+    return Window(first.normalize().to_pydatetime(), (last.normalize() + pd.Timedelta(days=1)).to_pydatetime())
+
+
+def sample_logs_dir() -> Path | None:
+    """The bundled ``sample_logs/`` of a source checkout (beside the package, or above the current directory)."""
+    here = Path(__file__).resolve().parent.parent
+    for base in (here, Path.cwd(), *Path.cwd().parents):
+        if (base / "sample_logs").is_dir():
+            return base / "sample_logs"
+    return None
+
+
+def notebook_iam_source(env: str = "MINER_IAM_SNAPSHOT") -> IamSource | None:
+    """The IAM source a notebook should use: ``$MINER_IAM_SNAPSHOT``, else the sample logs' snapshots, else none.
+
+    Args:
+        env: the environment variable naming a snapshot file or directory.
+
+    Returns:
+        An :class:`IamSource`, or ``None`` (the review then covers usage only).
+    """
+    if os.environ.get(env):
+        return snapshot_source(Path(os.environ[env]).expanduser())
+    logs = sample_logs_dir()
+    if logs is not None and (logs / "iam").is_dir() and not os.environ.get("MINER_STORE"):
+        return snapshot_source(logs / "iam")
+    return None
+
+
+def notebook_store(env: str = "MINER_STORE") -> Path:
+    """The store a notebook should open: ``$MINER_STORE``, else the sample logs ingested into a temp store.
+
+    Args:
+        env: the environment variable naming the store.
+
+    Returns:
+        The store path.
+
+    Raises:
+        FileNotFoundError: when the variable is unset and no ``sample_logs/`` is found.
+    """
+    if os.environ.get(env):
+        return Path(os.environ[env]).expanduser()
+    logs = sample_logs_dir()
+    if logs is None:
+        raise FileNotFoundError(f"set {env} to a store (miner ingest SOURCE --store DIR), or run from a checkout "
+                                "that has sample_logs/")
+    from miner import ingest
+
+    target = Path(tempfile.mkdtemp(prefix="miner-notebook-")) / "store"
+    ingest.ingest([str(logs)], target)
+    return target
+
+
+# ----------------------------------------------------------------------------------------- quarter over quarter
+
+
+def load_review(path: str | Path) -> dict:
+    """Read a previous review written with ``--format json``.
+
+    Args:
+        path: the JSON file.
+
+    Returns:
+        The review dict.
+
+    Raises:
+        ValueError: when the file is not a miner review.
+    """
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"cannot read the previous review {path}: {e}") from None
+    if not isinstance(doc, dict) or doc.get("kind") != REVIEW_KIND:
+        raise ValueError(f"{path} is not a miner review: write one with `miner review --format json --out FILE`")
+    return doc
+
+
+def _grant_set(p: dict) -> set[str] | None:
+    g = p.get("granted") or {}
+    if not g.get("known"):
+        return None
+    return set(g.get("patterns") or []) | {f"policy {n}" for n in g.get("policies") or []}
+
+
+def compare_reviews(previous: dict, current: dict) -> dict:
+    """What changed between two reviews: principals new and gone, grants added or removed, usage that appeared or stopped.
+
+    Grants are compared as the allowed action patterns and the attached policy names (``policy <name>``); usage as
+    the sets of used IAM actions.
+
+    Args:
+        previous: the older review dict.
+        current: the newer review dict.
+
+    Returns:
+        A dict with ``previous`` (its generated time and window), ``new_principals``, ``gone_principals`` (ARNs),
+        ``changed`` (one entry per principal present in both with any change) and ``summary`` counts.
+    """
+    old = {p["arn"]: p for p in previous.get("principals", [])}
+    new = {p["arn"]: p for p in current.get("principals", [])}
+    changed = []
+    totals = {"grants_added": 0, "grants_removed": 0, "usage_appeared": 0, "usage_stopped": 0}
+    for arn in sorted(old.keys() & new.keys()):
+        a, b = old[arn], new[arn]
+        entry: dict[str, Any] = {"arn": arn, "name": b.get("name") or a.get("name")}
+        ga, gb = _grant_set(a), _grant_set(b)
+        if ga is not None and gb is not None:
+            entry["grants_added"] = sorted(gb - ga)
+            entry["grants_removed"] = sorted(ga - gb)
+        ua, ub = set(a.get("used_actions") or []), set(b.get("used_actions") or [])
+        entry["usage_appeared"] = sorted(ub - ua)
+        entry["usage_stopped"] = sorted(ua - ub)
+        if bool(a.get("never_used")) != bool(b.get("never_used")):
+            entry["status_change"] = "became idle" if b.get("never_used") else "became active"
+        if (a.get("granted") or {}).get("actions") is not None and (b.get("granted") or {}).get("actions") is not None:
+            entry["granted_delta"] = b["granted"]["actions"] - a["granted"]["actions"]
+        for k in totals:
+            totals[k] += len(entry.get(k) or [])
+        if any(entry.get(k) for k in (*totals, "status_change")) or entry.get("granted_delta"):
+            changed.append(entry)
+    new_arns = sorted(new.keys() - old.keys())
+    gone_arns = sorted(old.keys() - new.keys())
+    notes = []
+    if bool(previous.get("grants_known")) != bool(current.get("grants_known")):
+        notes.append("grants are known in only one of the two reviews: grant changes are not compared")
+    return {
+        "previous": {"generated_at": previous.get("generated_at"), "window": previous.get("window"),
+                     "store": previous.get("store")},
+        "new_principals": new_arns,
+        "gone_principals": gone_arns,
+        "changed": changed,
+        "notes": notes,
+        "summary": {"new_principals": len(new_arns), "gone_principals": len(gone_arns),
+                    "changed_principals": len(changed), **totals},
+    }

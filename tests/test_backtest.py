@@ -1,0 +1,196 @@
+"""Tests for backtesting: time split, privilege-error scoring over plain policies, and the CLI on the sample logs."""
+
+from __future__ import annotations
+
+import fnmatch
+from datetime import datetime, timezone
+
+import pandas as pd
+import pytest
+
+from miner import backtest
+from miner.catalog import get_catalog
+
+
+def _glob_evaluator(docs, action, resource):
+    """A minimal Allow-only evaluator for the pure scoring tests (the real one is tested with the CLI)."""
+    for doc in docs:
+        for st in doc["Statement"]:
+            acts = [st["Action"]] if isinstance(st["Action"], str) else st["Action"]
+            res = [st["Resource"]] if isinstance(st["Resource"], str) else st["Resource"]
+            if any(fnmatch.fnmatchcase(action.lower(), a.lower()) for a in acts) and \
+                    any(fnmatch.fnmatchcase(resource, r) for r in res):
+                return True
+    return False
+
+
+def _doc(*statements):
+    return {"Version": "2012-10-17", "Statement": list(statements)}
+
+
+TEST_USAGE = pd.DataFrame([
+    ("s3:GetObject", "arn:aws:s3:::bucket/a", 90),
+    ("s3:GetObject", "arn:aws:s3:::other/b", 5),
+    ("sqs:SendMessage", "arn:aws:sqs:us-east-1:111122223333:q", 5),
+], columns=["action", "resource", "calls"])
+
+
+def test_split_windows_are_adjacent_and_end_at_the_anchor():
+    anchor = datetime(2026, 9, 15, tzinfo=timezone.utc)
+    train, test = backtest.split_windows(anchor, 30, 15)
+    assert test.until == anchor and train.until == test.since
+    assert test.days == 15 and train.days == 30
+    with pytest.raises(ValueError):
+        backtest.split_windows(anchor, 0, 15)
+
+
+def test_parse_days_and_default_anchor():
+    assert backtest.parse_days("60d") == 60 and backtest.parse_days("2w") == 14 and backtest.parse_days("12h") == 0.5
+    assert backtest.parse_days("7") == 7
+    with pytest.raises(ValueError, match="duration"):
+        backtest.parse_days("soon")
+    last = datetime(2026, 9, 14, 22, 34, tzinfo=timezone.utc)
+    assert backtest.default_anchor(last) == datetime(2026, 9, 15, tzinfo=timezone.utc)
+
+
+def test_score_counts_under_and_over_privilege():
+    cat = get_catalog()
+    policy = [_doc({"Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject"], "Resource": "arn:aws:s3:::bucket/*"})]
+    s = backtest.score("exact", policy, TEST_USAGE, _glob_evaluator, cat)
+    assert s.test_calls == 100 and s.test_actions == 2
+    assert s.denied_calls == 10 and s.under_rate == pytest.approx(0.10)  # other/b (5) + sqs (5)
+    assert s.denied_by_action == {"s3:GetObject": 5, "sqs:SendMessage": 5}
+    assert s.policy_actions == 2 and s.unused_granted == 1 and s.over_rate == pytest.approx(0.5)
+
+
+def test_service_level_policy_trades_over_for_under_privilege():
+    cat = get_catalog()
+    docs = [backtest.service_level_policy(["s3:GetObject", "sqs:SendMessage"])]
+    assert docs[0]["Statement"][0]["Action"] == ["s3:*", "sqs:*"]
+    s = backtest.score(backtest.Setting("service-level", service_level=True), docs, TEST_USAGE, _glob_evaluator, cat)
+    assert s.denied_calls == 0 and s.under_rate == 0
+    assert s.policy_actions == len(cat.expand("s3:*")) + len(cat.expand("sqs:*"))
+    assert s.over_rate > 0.9
+    exact = backtest.score("exact", [_doc({"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"})], TEST_USAGE,
+                           _glob_evaluator, cat)
+    assert backtest.pick([s, exact]) == "service-level"  # the only one with no denied test call
+    exact.denied_calls, exact.under_rate = 0, 0.0
+    assert backtest.pick([s, exact]) == "exact"  # tie on under-privilege: less over-privilege wins
+
+
+def test_default_evaluator_is_the_diff_stage_one():
+    policy = [_doc({"Effect": "Allow", "Action": "s3:Get*", "Resource": "arn:aws:s3:::bucket/*"},
+                   {"Effect": "Deny", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::bucket/a"})]
+    s = backtest.score("deny", policy, TEST_USAGE, catalog=get_catalog())
+    assert s.denied_by_action == {"s3:GetObject": 95, "sqs:SendMessage": 5}  # explicit Deny wins on bucket/a
+    assert s.policy_actions == len(get_catalog().expand("s3:Get*"))
+
+
+def test_empty_test_window_scores_zero_rates():
+    s = backtest.score("x", [_doc({"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"})],
+                       TEST_USAGE.iloc[0:0], _glob_evaluator, get_catalog())
+    assert s.test_calls == 0 and s.under_rate == 0.0 and s.over_rate == 1.0
+
+
+def test_default_settings_cover_wildcards_resources_and_service_level():
+    settings = backtest.default_settings()
+    assert {s.wildcards for s in settings} == {True, False}
+    assert {s.max_resources for s in settings if not s.service_level} == {1, 10, 50}
+    assert any(s.service_level for s in settings)
+    assert len({s.name for s in settings}) == len(settings)
+
+
+def test_format_table_marks_the_recommendation():
+    cat = get_catalog()
+    s = backtest.score("exact", [_doc({"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"})], TEST_USAGE,
+                       _glob_evaluator, cat)
+    result = {"principal": "arn:aws:iam::1:role/r",
+              "train": {"since": "2026-08-01T00:00:00+00:00", "until": "2026-08-31T00:00:00+00:00", "days": 30,
+                        "calls": 1, "actions": 1},
+              "test": {"since": "b", "until": "c", "calls": 100, "actions": 2}, "scores": [s.to_dict()],
+              "recommended": "exact"}
+    text = backtest.format_table(result)
+    assert "* exact" in text and "5.0%" in text and "sqs:SendMessage x5" in text
+    assert "2026-08-01 .. 2026-08-30 (30 days)" in text and "b .. c" in text
+
+
+# ----------------------------------------------------------------------------------------- on the sample logs
+
+
+def _sample_store(tmp_path_factory, sample_logs):
+    """The sample logs ingested once per test session (shared by the test modules that need a store)."""
+    from miner import ingest
+
+    target = tmp_path_factory.getbasetemp() / "sample-store"
+    if not (target / "events").is_dir():
+        ingest.ingest([str(sample_logs)], target)
+    return target
+
+
+@pytest.fixture(scope="module")
+def sample_store(tmp_path_factory, sample_logs):
+    return _sample_store(tmp_path_factory, sample_logs)
+
+
+def _cli(*args):
+    from typer.testing import CliRunner
+
+    from miner.cli import app
+
+    return CliRunner().invoke(app, ["backtest", *map(str, args)])
+
+
+def test_backtest_cli_json_on_the_sample_logs(sample_store, sample_logs):
+    import json
+
+    res = _cli("--role", "orders-api-task", "--train", "30d", "--test", "15d", "--format", "json",
+               "--store", sample_store, "--iam-snapshot", sample_logs / "iam")
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["principal"].endswith(":role/service-role/orders-api-task")
+    # default anchor: the midnight after the role's last event; train and test are adjacent
+    assert out["test"]["until"].startswith("2026-09-15") and out["train"]["until"] == out["test"]["since"]
+    assert out["train"]["calls"] > 0 and out["test"]["calls"] > 0
+    by = {s["setting"]: s for s in out["scores"]}
+    assert len(by) == 8 and "service-level" in by and "attached today" in by
+    for s in by.values():
+        assert 0 <= s["under_rate"] <= 1 and 0 <= s["over_rate"] <= 1
+        assert s["denied_calls"] == sum(s["denied_by_action"].values())
+    assert by["service-level"]["under_rate"] <= min(s["under_rate"] for s in by.values())
+    assert by["service-level"]["over_rate"] > by["no-wildcards, max-resources 10"]["over_rate"]
+    assert by["attached today"]["over_rate"] > 0.5  # the role is granted far more than it uses
+    assert out["recommended"] in by and out["recommended"] != "attached today"
+    assert "Sanders" in out["method"]
+
+
+def test_backtest_cli_table_user_and_until(sample_store):
+    res = _cli("--user", "alice", "--train", "20d", "--test", "10d", "--until", "2026-09-10",
+               "--max-resources", "5,50", "--store", sample_store)
+    assert res.exit_code == 0, res.output
+    assert "arn:aws:iam::111122223333:user/alice" in res.stdout
+    assert ".. 2026-09-10 (10 days)" in res.stdout  # --until 2026-09-10 counts the whole day
+    assert "max-resources 5 " in res.stdout and "max-resources 50" in res.stdout and "service-level" in res.stdout
+    assert "* " in res.stdout and "recommended" in res.stdout
+
+
+def test_backtest_cli_errors_are_clear(sample_store):
+    res = _cli("--role", "orders-api-tsk", "--store", sample_store)
+    assert res.exit_code == 2 and "orders-api-task" in res.output  # suggests the close name
+    res = _cli("--role", "orders-api-task", "--until", "2026-07-01", "--store", sample_store)
+    assert res.exit_code == 2 and "training window" in res.output
+    res = _cli("--role", "orders-api-task", "--train", "soon", "--store", sample_store)
+    assert res.exit_code == 2 and "duration" in res.output
+
+
+def test_run_backtest_library_and_frame(sample_store):
+    from miner import store, usage
+    from miner.review import store_window
+
+    con = store.connect(sample_store)
+    w = store_window(con)
+    who = usage.resolve_principal(con, w, role="thumbnailer-lambda")
+    train, test = backtest.split_windows(w.until, 14, 7)
+    result = backtest.run_backtest(con, who, train, test, settings=[backtest.Setting("only", False, 10)])
+    frame = backtest.to_frame(result)
+    assert list(frame["setting"]) == ["only"] and bool(frame["recommended"].iloc[0])
+    assert frame["test_calls"].iloc[0] == result["test"]["calls"] > 0

