@@ -18,13 +18,14 @@ app = typer.Typer(
     no_args_is_help=True,
     help="Mine least-privilege IAM policies from AWS CloudTrail logs.",
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help text is plain: [default: ...] and Operations[] print as written
 )
 
 #: Results go to stdout; summaries, progress and errors go to stderr.
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
-StoreOpt = typer.Option(None, "--store", help="Parquet store directory \\[default: $MINER_STORE or ~/.local/share/miner/store].")
+StoreOpt = typer.Option(None, "--store", help="Parquet store directory [default: $MINER_STORE or ~/.local/share/miner/store].")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress or summary on stderr (for scripts).")
 
 
@@ -73,19 +74,19 @@ def ingest_cmd(
     store: Optional[Path] = StoreOpt,
     since: Optional[str] = typer.Option(
         None, "--since", help="Keep records from this time (date, timestamp or age like 30d) "
-                              "\\[default: everything for local files, the last 7 days for S3]."),
+                              "[default: everything for local files, the last 7 days for S3]."),
     until: Optional[str] = typer.Option(None, "--until", help="Keep records before this time (a bare date includes "
-                                                              "that day) \\[default: now]."),
+                                                              "that day) [default: now]."),
     account: list[str] = typer.Option([], "--account", help="Only this account id (repeatable)."),
     region: list[str] = typer.Option([], "--region", help="Only this region (repeatable)."),
     workers: int = typer.Option(16, "--workers", min=1, help="Parallel S3 downloads."),
     processes: Optional[int] = typer.Option(None, "--processes", min=1,
-                                            help="Parser processes \\[default: the CPUs available]."),
+                                            help="Parser processes [default: the CPUs available]."),
     profile: Optional[str] = typer.Option(None, "--profile", help="AWS profile for S3 (standard credential chain "
                                                                   "otherwise)."),
     endpoint_url: Optional[str] = typer.Option(None, "--endpoint-url",
                                                help="S3 endpoint URL (S3-compatible storage, a local moto server)."),
-    s3_region: Optional[str] = typer.Option(None, "--s3-region", help="Region of the S3 client \\[default: from the "
+    s3_region: Optional[str] = typer.Option(None, "--s3-region", help="Region of the S3 client [default: from the "
                                                                       "AWS config; S3 redirects to the bucket's]."),
     quiet: bool = QuietOpt,
     as_json: bool = typer.Option(False, "--json", help="Print a machine-readable summary on stdout."),
@@ -207,6 +208,8 @@ def coverage_cmd(
 ) -> None:
     """How well the stored events map to IAM actions and resource ARNs, per event source and name.
 
+    Example: miner coverage --store ./miner-store --unmapped
+
     Columns: events; status (mapped, no_permission, service_event, not_api_call, unmapped); the actions; how many
     events got their resource from the record's ARN, from a template filled from request parameters, or "*"
     (n/a: the action has no resource-level permissions).
@@ -271,7 +274,10 @@ def catalog_cmd(
     service_reference: Optional[Path] = ServiceRefOpt,
     fmt: str = typer.Option("table", "--format", "-f", help="table or json."),
 ) -> None:
-    """Show the IAM catalogue, mapping rules and (optional) service reference in use."""
+    """Show the IAM catalogue, mapping rules and (optional) service reference in use.
+
+    Example: miner catalog --service-reference ./aws-service-reference --format json
+    """
     from miner import mapping
 
     if fmt not in ("table", "json"):
@@ -398,7 +404,10 @@ def principals_cmd(
     fmt: str = typer.Option("table", "--format", help="table, json or csv."),
     store: Optional[Path] = StoreOpt,
 ) -> None:
-    """List the principals that acted in the window: type, events, first/last seen, services used."""
+    """List the principals that acted in the window: type, events, first/last seen, services used.
+
+    Example: miner principals --since 2026-08-01 --until 2026-09-14 --format csv
+    """
     from miner import usage
 
     fmt = _check_format(fmt, ("table", "json", "csv"))
@@ -423,7 +432,10 @@ def usage_cmd(
     top: int = typer.Option(5, "--top", help="How many source IP / user agent pairs to show."),
     store: Optional[Path] = StoreOpt,
 ) -> None:
-    """What one principal did in the window: actions and resources, counts, first/last seen, regions, and from where."""
+    """What one principal did in the window: actions and resources, counts, first/last seen, regions, and from where.
+
+    Example: miner usage --role orders-api-task --since 90d
+    """
     from miner import usage
 
     fmt = _check_format(fmt, ("table", "json", "csv"))
@@ -489,7 +501,10 @@ def suggest_cmd(
     store: Optional[Path] = StoreOpt,
     quiet: bool = QuietOpt,
 ) -> None:
-    """A least-privilege policy from the principal's AUTHORISED calls in the window (default: the last 90 days)."""
+    """A least-privilege policy from the principal's AUTHORISED calls in the window (default: the last 90 days).
+
+    Example: miner suggest --role ci-deploy --since 90d --diff --iam-snapshot iam/ --format terraform
+    """
     from dataclasses import asdict
 
     from miner import diff as diffmod
@@ -573,16 +588,6 @@ def suggest_cmd(
 # (section owned by the review stage)
 
 
-def _rv_connect(store: Optional[Path]):
-    """A DuckDB connection over the store, or a clear error."""
-    from miner.store import StoreError, connect
-
-    try:
-        return connect(store_path(store))
-    except StoreError as e:
-        fail(str(e))
-
-
 def _rv_iam_source(iam_snapshot: Optional[Path], profile: Optional[str], endpoint_url: Optional[str], live: bool):
     """The IAM source chosen by the options (a snapshot, live IAM, or none)."""
     from miner import iam, review
@@ -605,8 +610,8 @@ _RvLiveOpt = typer.Option(False, "--live", help="Read grants live from IAM with 
 
 @app.command("review")
 def review_cmd(
-    since: Optional[str] = typer.Option(None, "--since", help="Window start: a date, a timestamp or an age (90d) [default: 90 days before --until]."),
-    until: Optional[str] = typer.Option(None, "--until", help="Window end (a bare date counts whole) [default: now]."),
+    since: Optional[str] = SinceOpt,
+    until: Optional[str] = UntilOpt,
     out_file: Optional[Path] = typer.Option(None, "--out", help="Write the review here; the format follows the extension (.html, .md, .csv, .json)."),
     fmt: Optional[str] = typer.Option(None, "--format", help="html, md, csv or json [default: from --out, else html]."),
     compare: Optional[Path] = typer.Option(None, "--compare", help="A previous `--format json` review: show what changed since."),
@@ -620,7 +625,10 @@ def review_cmd(
     store: Optional[Path] = StoreOpt,
     quiet: bool = QuietOpt,
 ) -> None:
-    """Quarterly right-sizing review: every role and user ranked by unused privilege and its risk."""
+    """Quarterly right-sizing review: every role and user ranked by unused privilege and its risk.
+
+    Example: miner review --since 90d --iam-snapshot iam/ --out review.html --compare last-quarter.json
+    """
     from miner import report, review
 
     try:
@@ -634,7 +642,7 @@ def review_cmd(
         except ValueError as e:
             fail(str(e))
     win = window(since, until)
-    con = _rv_connect(store)
+    con = _open_store(store)
     source = _rv_iam_source(iam_snapshot, profile, endpoint_url, live)
     rv = review.build_review(con, win, iam_source=source, store=store_path(store), account=account,
                              max_resources=max_resources, wildcards=not no_wildcards)
@@ -659,10 +667,10 @@ def review_cmd(
 
 @app.command("backtest")
 def backtest_cmd(
-    role: Optional[str] = typer.Option(None, "--role", help="Role name (or role ARN)."),
-    user: Optional[str] = typer.Option(None, "--user", help="IAM user name (or user ARN)."),
-    principal: Optional[str] = typer.Option(None, "--principal", help="Principal ARN as stored."),
-    account: Optional[str] = typer.Option(None, "--account", help="Account id, when a name exists in several accounts."),
+    role: Optional[str] = RoleOpt,
+    user: Optional[str] = UserOpt,
+    principal: Optional[str] = PrincipalOpt,
+    account: Optional[str] = AccountOpt,
     train: str = typer.Option("60d", "--train", help="Training window length (mine here)."),
     test: str = typer.Option("30d", "--test", help="Test window length (replay here), right after training."),
     until: Optional[str] = typer.Option(None, "--until", help="End of the test window [default: the midnight after the principal's last event]."),
@@ -674,7 +682,12 @@ def backtest_cmd(
     live: bool = _RvLiveOpt,
     store: Optional[Path] = StoreOpt,
 ) -> None:
-    """Score suggested policies on later activity: under-privilege (denied test calls) vs over-privilege (unused grants)."""
+    """Score suggested policies on later activity: under-privilege (denied test calls) vs over-privilege (unused grants).
+
+    Mines on the training window, replays the test window right after it, for several settings.
+
+    Example: miner backtest --role orders-api-task --train 60d --test 30d --format json
+    """
     from miner import backtest, iam, models, usage
 
     if fmt not in ("table", "json"):
@@ -684,12 +697,9 @@ def backtest_cmd(
         mr = sorted({int(x) for x in levels.split(",") if x.strip()}, reverse=True)
     except ValueError as e:
         fail(str(e) if "duration" in str(e) else f"--max-resources takes integers such as 1,10,50 ({e})")
-    con = _rv_connect(store)
+    con = _open_store(store)
     everything = models.Window(datetime(1970, 1, 1, tzinfo=timezone.utc), datetime(2200, 1, 1, tzinfo=timezone.utc))
-    try:
-        who = usage.resolve_principal(con, everything, role=role, user=user, principal=principal, account=account)
-    except usage.PrincipalError as e:
-        fail(str(e))
+    who = _principal(con, everything, role, user, principal, account)
     if until:
         anchor = window(None, until).until
     else:
