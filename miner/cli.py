@@ -539,7 +539,8 @@ def suggest_cmd(
     suggestion = syn.synthesize(authorised, max_resources=max_resources, wildcards=not no_wildcards)
     if not quiet:
         for line in syn.summary_lines(suggestion, principal_arn=who.arn, window=win, events=used.events,
-                                      authorised_events=used.authorised_events, denied=used.denied, unmapped=used.unmapped):
+                                      authorised_events=used.authorised_events, denied=used.denied, unmapped=used.unmapped,
+                                      no_permission=used.no_permission):
             err.print(line, highlight=False, markup=False)
     description = f"Least-privilege policy for {who.arn} mined by miner from CloudTrail {win}"
     if policy_fmt == "terraform":

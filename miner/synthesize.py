@@ -530,8 +530,15 @@ def _top(items: list[str], n: int = 5) -> str:
     return ", ".join(items[:n]) + (f", ... ({len(items) - n} more)" if len(items) > n else "")
 
 
+def _operations(frame: pd.DataFrame) -> list[str]:
+    """``source:Name (calls)`` labels for an (event_source, event_name, calls) frame."""
+    return [f"{str(s).split('.')[0]}:{n} ({int(c):,})" for s, n, c in
+            zip(frame["event_source"], frame["event_name"], frame["calls"])]
+
+
 def summary_lines(suggestion: Suggestion, *, principal_arn: str, window, events: int, authorised_events: int,
-                  denied: pd.DataFrame | None = None, unmapped: pd.DataFrame | None = None) -> list[str]:
+                  denied: pd.DataFrame | None = None, unmapped: pd.DataFrame | None = None,
+                  no_permission: pd.DataFrame | None = None) -> list[str]:
     """The short human summary of a suggestion (for stderr; never part of the policy).
 
     Args:
@@ -542,6 +549,8 @@ def summary_lines(suggestion: Suggestion, *, principal_arn: str, window, events:
         authorised_events: those that were authorised (the policy's input).
         denied: denied (action, resource) rows with ``calls`` (and ``outcomes``), if any.
         unmapped: operations that map to no IAM action (event_source, event_name, calls), if any.
+        no_permission: operations that need no IAM permission (sts:GetCallerIdentity, console sign-in, service
+            events), with the same columns, if any.
 
     Returns:
         Lines of text.
@@ -569,10 +578,11 @@ def summary_lines(suggestion: Suggestion, *, principal_arn: str, window, events:
     for note in suggestion.notes:
         lines.append(f"note:       {note}")
     if unmapped is not None and len(unmapped):
-        ops = [f"{str(s).split('.')[0]}:{n} ({int(c):,})" for s, n, c in
-               zip(unmapped["event_source"], unmapped["event_name"], unmapped["calls"])]
-        lines.append(f"unmapped:   {int(unmapped['calls'].sum()):,} events of {len(ops)} operations map to no IAM "
-                     f"action (not in the policy): {_top(ops)}")
+        lines.append(f"unmapped:   {int(unmapped['calls'].sum()):,} events of {len(unmapped)} operations map to no IAM "
+                     f"action (not in the policy): {_top(_operations(unmapped))}")
+    if no_permission is not None and len(no_permission):
+        lines.append(f"no permission needed: {int(no_permission['calls'].sum()):,} events of {len(no_permission)} "
+                     f"operations: {_top(_operations(no_permission))}")
     if denied is not None and len(denied):
         items = [f"{a} on {r} ({int(c):,})" for a, r, c in zip(denied["action"], denied["resource"], denied["calls"])]
         lines.append(f"denied:     {int(denied['calls'].sum()):,} calls were denied, never added to the policy: "
