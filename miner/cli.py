@@ -11,7 +11,7 @@ from typing import NoReturn, Optional
 import typer
 from rich.console import Console
 
-from miner import models
+from miner import __version__, models
 
 app = typer.Typer(
     add_completion=False,
@@ -542,6 +542,9 @@ def suggest_cmd(
                                       authorised_events=used.authorised_events, denied=used.denied, unmapped=used.unmapped,
                                       no_permission=used.no_permission):
             err.print(line, highlight=False, markup=False)
+        from miner.mapping import rules_version
+
+        err.print(f"mapping:    {rules_version()} (miner {__version__})", highlight=False, markup=False)
     description = f"Least-privilege policy for {who.arn} mined by miner from CloudTrail {win}"
     if policy_fmt == "terraform":
         text = syn.to_terraform(suggestion, who.short_name, description)
