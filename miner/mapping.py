@@ -79,6 +79,8 @@ RULE_FILES = ("sources.csv", "event_types.csv", "rules.csv", "versioned.csv", "p
 #: Resource strategies that rules.csv may name in its ``resource`` column (code, because they parse values).
 STRATEGIES = ("copy_source", "s3_destination", "kms_reencrypt_source", "kms_reencrypt_destination", "partiql",
               "apigateway_rest")
+#: Condition kinds that rules.csv may use in its ``when`` column (``has:key``, ``partiql:VERB``; ``!`` negates, ``&`` joins).
+CONDITIONS = ("has", "partiql", "copy_version")
 #: Transforms that bindings.csv may name.
 TRANSFORMS = ("", "arn_or_name", "lambda_function", "kms_key", "kms_alias", "secret_id", "sqs_queue",
               "iam_with_path", "strip_leading_slash", "log_group", "ecs_task_definition", "ec2_id",
@@ -150,7 +152,7 @@ def load_rules(directory: str | None = None) -> Rules:
         The parsed :class:`Rules`; ``version`` is a hash of the files' bytes.
 
     Raises:
-        ValueError: when a row is malformed (unknown strategy/transform, bad regex).
+        ValueError: when a row is malformed (unknown strategy/transform/status/condition, bad regex).
     """
     root = Path(directory) if directory else DATA_DIR
     rules = Rules(str(root))
@@ -169,15 +171,23 @@ def load_rules(directory: str | None = None) -> Rules:
                     row["implicit"].lower() in ("true", "1", "yes"), row["status"], row["comment"], i)
         if rule.resource and rule.resource not in STRATEGIES:
             raise ValueError(f"rules.csv line {i}: unknown resource strategy {rule.resource!r}")
+        if rule.status and rule.status not in STATUSES:
+            raise ValueError(f"rules.csv line {i}: unknown status {rule.status!r}")
+        bad = [kind for _neg, kind, _arg in _conditions(rule.when) if kind not in CONDITIONS]
+        if bad:
+            raise ValueError(f"rules.csv line {i}: unknown condition {bad[0]!r} in {rule.when!r}")
         if any(ch in rule.event_name for ch in "*?["):
             rules.patterns.setdefault(rule.source, []).append(rule)
         else:
             rules.exact.setdefault((rule.source, rule.event_name.lower()), []).append(rule)
     for row in rules.rows["versioned.csv"]:
         try:
-            rules.versioned.append((row["source"].lower(), re.compile(row["pattern"]), row["comment"]))
+            rx = re.compile(row["pattern"])
         except re.error as e:
             raise ValueError(f"versioned.csv: bad pattern {row['pattern']!r}: {e}") from None
+        if "op" not in rx.groupindex:
+            raise ValueError(f"versioned.csv: pattern {row['pattern']!r} has no (?P<op>...) group")
+        rules.versioned.append((row["source"].lower(), rx, row["comment"]))
     for row in rules.rows["passrole.csv"]:
         rules.passrole.setdefault(row["kind"], {})[row["name"].lower()] = row["comment"]
     for row in rules.rows["bindings.csv"]:
@@ -190,7 +200,14 @@ def load_rules(directory: str | None = None) -> Rules:
 
 
 def rules_version(directory: str | None = None) -> str:
-    """A version string for the mapping rules in use (a hash of the data files)."""
+    """A version string for the mapping rules in use (a hash of the data files).
+
+    Args:
+        directory: the rules folder (default: the packaged rules).
+
+    Returns:
+        E.g. ``rules 1a2b3c4d5e6f``.
+    """
     return load_rules(directory).version
 
 
@@ -322,6 +339,10 @@ class EventContext:
                             out.append(x)
             self._param_arns = list(dict.fromkeys(out))
         return self._param_arns
+
+    def location(self) -> dict[str, str]:
+        """The template context variables of the event: Partition, Region and Account."""
+        return {"Partition": self.partition, "Region": self.region, "Account": self.account}
 
     def items(self) -> list[tuple[str, Any]]:
         """Every (key as logged, value) pair at any depth, breadth first."""
@@ -504,25 +525,39 @@ _PARTIQL_TABLE = re.compile(
 )
 
 
+def _partiql_verb(stmt: str) -> str | None:
+    """The action verb of a PartiQL statement (``EXISTS`` reads, so it is ``SELECT``), or ``None``."""
+    m = _PARTIQL_VERB.match(stmt)
+    if not m:
+        return None
+    verb = m.group(1).upper()
+    return "SELECT" if verb == "EXISTS" else verb
+
+
 def _partiql_verbs(ctx: EventContext) -> set[str]:
-    verbs = set()
-    for stmt in ctx.values("statement"):
-        m = _PARTIQL_VERB.match(stmt)
-        if m:
-            verbs.add("SELECT" if m.group(1).upper() == "EXISTS" else m.group(1).upper())
-    return verbs
+    return {v for v in (_partiql_verb(s) for s in ctx.values("statement")) if v}  # (module-level map is map_event)
+
+
+def _conditions(cond: str) -> list[tuple[bool, str, str]]:
+    """The parts of a rules.csv ``when`` value as (negated, kind, argument): ``!has:versionId`` -> (True, has, versionId)."""
+    out = []
+    for part in (p.strip() for p in cond.split("&") if p.strip()):
+        kind, _, arg = part.lstrip("!").partition(":")
+        out.append((part.startswith("!"), kind, arg))
+    return out
 
 
 def _when(cond: str, ctx: EventContext) -> bool:
-    for part in (p.strip() for p in cond.split("&") if p.strip()):
-        neg = part.startswith("!")
-        kind, _, arg = part.lstrip("!").partition(":")
+    for neg, kind, arg in _conditions(cond):
         if kind == "has":
             ok = ctx.has(arg)
         elif kind == "partiql":
             ok = arg.upper() in _partiql_verbs(ctx)
+        elif kind == "copy_version":  # x-amz-copy-source names a specific version: bucket/key?versionId=...
+            _, vals = ctx.lookup(["x-amz-copy-source", "copySource", "CopySource"])
+            ok = any("versionid=" in str(v).lower() for v in vals)
         else:
-            raise ValueError(f"unknown condition {part!r}")
+            raise ValueError(f"unknown condition {kind!r} in {cond!r}")
         if ok == neg:
             return False
     return True
@@ -588,7 +623,16 @@ class Mapper:
 
     # -- plans ------------------------------------------------------------------------------
     def plan(self, event_source: str, event_name: str, event_type: str | None = None) -> Plan:
-        """The cached plan of an event kind (see the module docstring for the order of the steps)."""
+        """The cached plan of an event kind (see the module docstring for the order of the steps).
+
+        Args:
+            event_source: ``eventSource`` host.
+            event_name: ``eventName``.
+            event_type: ``eventType`` when known.
+
+        Returns:
+            The :class:`Plan`: a status, and for ``mapped`` the steps (actions) to apply to each event.
+        """
         k = (event_source, event_name, event_type)
         p = self._plans.get(k)
         if p is None:
@@ -620,7 +664,7 @@ class Mapper:
         return Plan("unmapped", note=f"no catalogue action or rule for {event_source} {name} (tried {tried})",
                     prefix=cheap[0] if cheap else "")
 
-    def _resolve(self, key: str, name: str, prefixes: tuple[str, ...], via_suffix: str = "") -> Plan | None:
+    def _resolve(self, key: str, name: str, prefixes: tuple[str, ...]) -> Plan | None:
         # 1. a local AWS Service Reference copy wins where it has an answer
         if self.service_reference is not None:
             for p in prefixes:
@@ -635,18 +679,18 @@ class Mapper:
                                    a.split(":")[0] != p) for a in dict.fromkeys(known))
                 dropped = [a for a in acts if not self.catalog.canonical(a)]
                 note = f"service reference: {', '.join(acts)}" + (f" (not in the catalogue: {', '.join(dropped)})" if dropped else "")
-                return Plan("mapped", steps, note, "service_reference" + via_suffix, p)
+                return Plan("mapped", steps, note, "service_reference", p)
         # 2. rules.csv
         steps, status, note, p = self._rule_steps(key, name, prefixes)
         if status:
-            return Plan(status, note=note, via="rule" + via_suffix, prefix=p)
+            return Plan(status, note=note, via="rule", prefix=p)
         if steps:
-            return Plan("mapped", steps, None, "rule" + via_suffix, p)
+            return Plan("mapped", steps, None, "rule", p)
         # 3. the catalogue action of the same name
         for p in prefixes:
             canon = self.catalog.canonical(f"{p}:{name}")
             if canon:
-                return Plan("mapped", (Step(canon),), None, "direct" + via_suffix, p)
+                return Plan("mapped", (Step(canon),), None, "direct", p)
         return None
 
     def _rule_steps(self, key: str, name: str, prefixes: tuple[str, ...]):
@@ -695,14 +739,14 @@ class Mapper:
             op = m.group("op")
             if self.models.operation(key, op) is None:
                 continue  # not a real operation: never invent names
-            found = self._resolve(key, op, prefixes or self.prefixes(key), via_suffix="")
+            found = self._resolve(key, op, prefixes or self.prefixes(key))
             if found is not None and found.status == "mapped":
                 return Plan("mapped", found.steps, f"versioned name {name} -> {op}", "versioned", found.prefix)
         return None
 
     # -- mapping one event ------------------------------------------------------------------
     def map(self, event_source: str, event_name: str, request_parameters=None, resources=None,
-            account: str = "", region: str = "", partition: str = "aws", event_type: str | None = None) -> MappingResult:
+            account: str = "", region: str = "", partition: str = "", event_type: str | None = None) -> MappingResult:
         """Map one event.
 
         Args:
@@ -712,7 +756,7 @@ class Mapper:
             resources: ``resources`` as a list, JSON text or ``None``.
             account: the recipient account id (string).
             region: ``awsRegion``.
-            partition: ``aws``, ``aws-us-gov`` or ``aws-cn``.
+            partition: ``aws``, ``aws-us-gov`` or ``aws-cn``; empty: inferred from the region.
             event_type: ``eventType`` when known (``AwsApiCall`` is assumed otherwise).
 
         Returns:
@@ -723,7 +767,10 @@ class Mapper:
             return MappingResult(plan.status, (), plan.note, plan.via)
         account = "" if account is None else str(account)
         region = region or ""
-        partition = partition or "aws"
+        if not partition:  # not logged: the region says (us-gov-*, cn-*), as at ingest
+            from miner.models import partition_of
+
+            partition = partition_of(region)
         static_key = (event_source, event_name, event_type, account, region, partition)
         if static_key in self._static:
             return self._static[static_key]
@@ -794,7 +841,7 @@ class Mapper:
                 got = [(a, "template", "ARN given in the request parameters") for a in ctx.param_arns
                        if self._fits(a, tmpls, prefix)]
             if got:
-                complete.extend((rt.name, arn, der, why, next((t for t in tmpls if t.match(arn) is not None), tmpls[0]))
+                complete.extend((rt.name, arn, der, why, _template_of(arn, tmpls))
                                 for arn, der, why in got)
             else:
                 pending.append((rt, tmpls))
@@ -807,7 +854,7 @@ class Mapper:
             if missing:
                 needs.append(f"{rt.name} ({', '.join(missing)})")
             for arn, der, why in full:
-                complete.append((rt.name, arn, der, why, next((t for t in tmpls if t.match(arn) is not None), tmpls[0])))
+                complete.append((rt.name, arn, der, why, _template_of(arn, tmpls)))
         if complete:
             # a call on a sub-resource (table/t/index/i) is authorised on it, not on its parent (table/t)
             arns = {c[1] for c in complete}
@@ -829,11 +876,9 @@ class Mapper:
                     out.extend(MappedAction(step.action, arn, "template", why, step.implicit, rt.name)
                                for arn, why in partial[rt.name])
                     continue
-                for t in tmpls[:1]:
-                    values = {"Partition": ctx.partition, "Region": ctx.region, "Account": ctx.account}
-                    out.append(MappedAction(step.action, t.fill(values), "template",
-                                            f"partial: required {rt.name} not in the request, any {rt.name} "
-                                            f"in the account/region", step.implicit, rt.name))
+                out.append(MappedAction(step.action, tmpls[0].fill(ctx.location()), "template",
+                                        f"partial: required {rt.name} not in the request, any {rt.name} "
+                                        f"in the account/region", step.implicit, rt.name))
             return out, False
         if partial:
             return [MappedAction(step.action, arn, "template", why, step.implicit, rtype)
@@ -904,7 +949,7 @@ class Mapper:
         partial: list[tuple[str, str]] = []
         missing_any: list[str] = []
         for t in tmpls:
-            base = {"Partition": ctx.partition, "Region": ctx.region, "Account": ctx.account}
+            base = ctx.location()
             anchored = False
             for arn in itertools.chain(ctx.record_arns, ctx.param_arns):
                 m = t.match_prefix(arn)
@@ -1021,6 +1066,11 @@ def _generic_keys(var: str, rtype: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(keys))
 
 
+def _template_of(arn: str, tmpls: tuple[ArnTemplate, ...]) -> ArnTemplate:
+    """The first of a type's templates that the ARN matches (the first template when none does)."""
+    return next((t for t in tmpls if t.match(arn) is not None), tmpls[0])
+
+
 def _hashable(value: Any):
     if value is None or isinstance(value, (str, bytes, int, float)):
         return value
@@ -1036,8 +1086,8 @@ def _s_copy_source(mapper: Mapper, step: Step, ctx: EventContext) -> list[Mapped
     out = []
     for v in vals[:1]:
         src = unquote(v).split("?", 1)[0].lstrip("/")
-        if src.startswith("arn:"):
-            arn = src.replace("/object/", "/object/", 1)
+        if src.startswith("arn:"):  # an access point's object: arn:...:accesspoint/<name>/object/<key>
+            arn = src
         elif "/" in src:
             arn = f"arn:{ctx.partition}:s3:::{src}"
         else:
@@ -1066,13 +1116,12 @@ def _kms_key_arns(values: list[str], ctx: EventContext) -> list[str]:
 def _s_kms_source(mapper: Mapper, step: Step, ctx: EventContext) -> list[MappedAction]:
     _, vals = ctx.lookup(["sourceKeyId"])
     arns = _kms_key_arns(vals, ctx)
-    why = "source key from sourceKeyId"
+    derivation, why = "template", "source key from sourceKeyId"
     if not arns:
         dest = set(_kms_key_arns(ctx.lookup(["destinationKeyId"])[1], ctx))
         arns = [a for a in ctx.record_arns if ":key/" in a and a not in dest]
-        why = "source key: the record's key ARN that is not the destination key"
-    return [MappedAction(step.action, a, "record_arn" if why.startswith("source key:") else "template", why,
-                         step.implicit, "key") for a in arns]
+        derivation, why = "record_arn", "source key: the record's key ARN that is not the destination key"
+    return [MappedAction(step.action, a, derivation, why, step.implicit, "key") for a in arns]
 
 
 def _s_kms_destination(mapper: Mapper, step: Step, ctx: EventContext) -> list[MappedAction]:
@@ -1090,8 +1139,8 @@ def _s_partiql(mapper: Mapper, step: Step, ctx: EventContext) -> list[MappedActi
     verb = step.when.partition(":")[2].upper() if step.when.startswith("partiql:") else ""
     out = []
     for stmt in ctx.values("statement"):
-        m = _PARTIQL_VERB.match(stmt)
-        if not m or (verb and ("SELECT" if m.group(1).upper() == "EXISTS" else m.group(1).upper()) != verb):
+        got = _partiql_verb(stmt)
+        if not got or (verb and got != verb):
             continue
         t = _PARTIQL_TABLE.search(stmt)
         if not t:
@@ -1164,7 +1213,7 @@ def get_mapper(service_reference: str | None = None) -> Mapper:
 
 
 def map_event(event_source: str, event_name: str, request_parameters=None, resources=None,
-              account: str = "", region: str = "", partition: str = "aws", event_type: str | None = None) -> MappingResult:
+              account: str = "", region: str = "", partition: str = "", event_type: str | None = None) -> MappingResult:
     """Map one CloudTrail event to the IAM actions and resources that authorised it.
 
     Args:
@@ -1174,7 +1223,7 @@ def map_event(event_source: str, event_name: str, request_parameters=None, resou
         resources: list, JSON text or ``None``.
         account: recipient account id.
         region: ``awsRegion``.
-        partition: ``aws``/``aws-us-gov``/``aws-cn``.
+        partition: ``aws``/``aws-us-gov``/``aws-cn``; empty: inferred from the region.
         event_type: ``eventType`` if known.
 
     Returns:
@@ -1242,7 +1291,7 @@ def map_frame(df, mapper: Mapper | None = None):
     counts = np.zeros(len(uniq_codes), dtype=np.int64)
     for u in range(len(first)):
         r = mapper.map(get("event_source", u), get("event_name", u), get("request_parameters", u), get("resources", u),
-                       get("account_id", u) or "", get("aws_region", u) or "", get("partition", u) or "aws",
+                       get("account_id", u) or "", get("aws_region", u) or "", get("partition", u) or "",
                        get("event_type", u))
         acts = r.actions or (None,)
         counts[u] = len(acts)
@@ -1295,7 +1344,14 @@ class Coverage:
         return self.by_event[self.by_event["status"].str.contains("unmapped")].reset_index(drop=True)
 
     def to_dict(self, unmapped_only: bool = False) -> dict:
-        """A JSON-ready dict (``summary`` and ``events`` rows)."""
+        """A JSON-ready dict.
+
+        Args:
+            unmapped_only: keep only the gaps (status ``unmapped``).
+
+        Returns:
+            ``{"summary": ..., "events": [row, ...]}`` with ``actions`` as lists.
+        """
         df = self.unmapped() if unmapped_only else self.by_event
         rows = df.to_dict(orient="records")
         for r in rows:

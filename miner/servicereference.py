@@ -181,7 +181,15 @@ class BotocoreModels:
         return models
 
     def operation(self, key: str, operation: str) -> tuple[ServiceModel, OperationModel] | None:
-        """Find an operation among the models of an event-source key."""
+        """Find an operation among the models of an event-source key.
+
+        Args:
+            key: the output of :func:`host_key`.
+            operation: the botocore operation name (case-sensitive), e.g. ``GetFunction``.
+
+        Returns:
+            ``(model, operation)`` from the first model that has it, or ``None``.
+        """
         for model in self.models_for_host(key):
             op = model.operations.get(operation)
             if op is not None:
@@ -215,6 +223,9 @@ class ServiceReference:
         Args:
             prefix: the IAM service prefix (the file's ``Name``).
             operation: the API operation name.
+
+        Returns:
+            The actions as ``service:Name`` (possibly empty), or ``None`` when the operation is not listed.
         """
         got = self.operations.get((prefix.lower(), operation.lower()))
         if got is None:
@@ -274,6 +285,9 @@ def service_reference_dir(option: str | os.PathLike | None = None) -> str | None
 
     Args:
         option: a directory given on the command line or by a caller; ``""`` forces none.
+
+    Returns:
+        The directory as a string, or ``None`` for none.
     """
     if option is not None:
         return str(option) or None

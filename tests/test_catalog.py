@@ -103,3 +103,16 @@ def test_every_template_of_common_services_compiles_and_matches_its_own_fill(pre
         got = t.match(arn)
         assert got is not None, (name, t.template, arn)
         assert all(got[v] == values[v] for v in t.variables if v not in CONTEXT_VARIABLES)
+
+
+def test_expand_a_wildcard_service_with_a_literal_action_name():
+    cat = get_catalog()
+    assert "s3:GetObject" in cat.expand("s3*:GetObject")  # was empty: only the literal prefix was looked up
+    assert cat.expand("s3*:getobject") == cat.expand("s3*:GetObject")
+    assert cat.expand("nosuch*:GetObject") == set()
+
+
+def test_resource_types_only_read_for_catalogue_prefixes():
+    cat = get_catalog()
+    assert cat.resource_types("../actions/s3") == {}  # an ARN's service field never names a file outside
+    assert "bucket" in cat.resource_types("s3")

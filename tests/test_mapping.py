@@ -1,6 +1,7 @@
 """Tests for the event -> IAM action + resource mapping: every rule row, each family, and the invariants."""
 
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -58,6 +59,8 @@ def _params_for(rule):
             params[arg] = "1"
         elif kind == "partiql":
             params["statement"] = _PARTIQL[arg]
+        elif kind == "copy_version":
+            params["x-amz-copy-source"] = "src/k/0" + ("" if cond.startswith("!") else "?versionId=v1")
     return params
 
 
@@ -100,6 +103,21 @@ def test_conditional_rows_exclude_each_other():
     assert acts(ev("s3", "GetObject", {"bucketName": "b", "key": "k", "versionId": "v1"})) == {"s3:GetObjectVersion"}
     assert res_of(ev("s3", "GetObject", {"bucketName": "b", "key": "k", "versionId": "v1"}), "s3:GetObjectVersion") == \
         ["arn:aws:s3:::b/k"]
+
+
+@pytest.mark.parametrize("name,row,message", [
+    ("rules.csv", "s3,GetObject,s3:GetObject,,hass:versionId,,,typo", "unknown condition 'hass'"),
+    ("rules.csv", "s3,GetObject,,,,,nopermission,typo", "unknown status 'nopermission'"),
+    ("versioned.csv", "s3,^(?P<name>[A-Za-z]+)2020$,no op group", "no (?P<op>...) group"),
+])
+def test_malformed_rule_rows_fail_at_load_not_at_map_time(tmp_path, name, row, message):
+    # these rows used to load, then raised (or were skipped) only when a matching event arrived
+    for f in mapping.RULE_FILES:
+        (tmp_path / f).write_bytes((mapping.DATA_DIR / f).read_bytes())
+    with (tmp_path / name).open("a", encoding="utf-8") as fh:
+        fh.write(row + "\n")
+    with pytest.raises(ValueError, match=re.escape(message)):
+        load_rules(str(tmp_path))
 
 
 # ----------------------------------------------------------------------------- event sources (sources.csv)
@@ -222,8 +240,11 @@ def test_copy_object_reads_the_source_and_writes_the_destination():
     r = ev("s3", "CopyObject", {"bucketName": "dst", "key": "archive/x.pdf",
                                 "x-amz-copy-source": "src/invoices/x%20y.pdf?versionId=3"},
            [{"ARN": "arn:aws:s3:::dst/archive/x.pdf"}, {"ARN": "arn:aws:s3:::dst"}])
-    assert res_of(r, "s3:GetObject") == ["arn:aws:s3:::src/invoices/x y.pdf"]
+    assert res_of(r, "s3:GetObjectVersion") == ["arn:aws:s3:::src/invoices/x y.pdf"]  # a specific source version
+    assert "s3:GetObject" not in acts(r)
     assert res_of(r, "s3:PutObject") == ["arn:aws:s3:::dst/archive/x.pdf"]
+    r = ev("s3", "CopyObject", {"bucketName": "dst", "key": "k2", "x-amz-copy-source": "src/current.pdf"})
+    assert res_of(r, "s3:GetObject") == ["arn:aws:s3:::src/current.pdf"] and "s3:GetObjectVersion" not in acts(r)
     r = ev("s3", "UploadPartCopy", {"bucketName": "dst", "key": "k", "x-amz-copy-source": "/src/a"})
     assert res_of(r, "s3:GetObject") == ["arn:aws:s3:::src/a"] and res_of(r, "s3:PutObject") == ["arn:aws:s3:::dst/k"]
 
@@ -471,6 +492,20 @@ def test_resources_follow_the_partition():
     assert res_of(r, "sqs:SendMessage") == [f"arn:aws-cn:sqs:cn-north-1:{ACCT}:q"]
     r = ev("lambda", "Invoke", {"functionName": "f"}, region="cn-north-1", partition="aws-cn")
     assert res_of(r, "lambda:InvokeFunction") == [f"arn:aws-cn:lambda:cn-north-1:{ACCT}:function:f"]
+
+
+def test_missing_partition_is_inferred_from_the_region():
+    # was arn:aws:... whatever the region when the partition was not given (map_event default, null column)
+    r = ev("s3", "GetObject", {"bucketName": "b", "key": "k"}, region="us-gov-west-1", partition="")
+    assert res_of(r, "s3:GetObject") == ["arn:aws-us-gov:s3:::b/k"]
+    r = mapping.map_event("lambda.amazonaws.com", "Invoke", {"functionName": "f"}, None, ACCT, "cn-north-1")
+    assert res_of(r, "lambda:InvokeFunction") == [f"arn:aws-cn:lambda:cn-north-1:{ACCT}:function:f"]
+    df = pd.DataFrame({"event_source": ["s3.amazonaws.com"], "event_name": ["GetObject"],
+                       "request_parameters": ['{"bucketName":"b","key":"k"}'], "resources": [None],
+                       "account_id": [ACCT], "aws_region": ["us-gov-east-1"], "partition": [None]})
+    assert list(map_frame(df, Mapper())["resource"]) == ["arn:aws-us-gov:s3:::b/k"]
+    assert res_of(ev("s3", "GetObject", {"bucketName": "b", "key": "k"}, partition=""), "s3:GetObject") == \
+        ["arn:aws:s3:::b/k"]
 
 
 def test_record_arn_wins_and_lower_case_arn_key_is_read():
