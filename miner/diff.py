@@ -61,6 +61,11 @@ class Statement:
         """True when the statement covers every resource (``*``, or NotResource)."""
         return self.not_resources is not None or "*" in self.resources
 
+    @property
+    def removes_actions(self) -> bool:
+        """True for an unconditional Deny on ``*``: its actions are denied on every resource."""
+        return self.effect == "Deny" and not self.conditional and self.not_resources is None and "*" in self.resources
+
 
 def statements(doc: dict | None, origin: str = "") -> list[Statement]:
     """The normalised statements of a policy document.
@@ -167,12 +172,7 @@ def is_allowed(docs: list[dict], action: str, resource: str, boundary: list[dict
     Returns:
         True when allowed.
     """
-    stmts = [s for d in docs for s in statements(d)]
-    if not _allows(stmts, action, resource):
-        return False
-    if boundary:
-        return _allows([s for d in boundary for s in statements(d)], action, resource)
-    return True
+    return Evaluator(docs, boundary)(action, resource)
 
 
 class Evaluator:
@@ -183,6 +183,15 @@ class Evaluator:
         self._boundary = [s for d in boundary for s in statements(d)] if boundary else None
 
     def __call__(self, action: str, resource: str) -> bool:
+        """Would the documents allow ``action`` on ``resource``?
+
+        Args:
+            action: the action, e.g. ``s3:GetObject``.
+            resource: a resource ARN or ``*``.
+
+        Returns:
+            True when allowed (see :func:`is_allowed`).
+        """
         if not _allows(self._stmts, action, resource):
             return False
         return self._boundary is None or _allows(self._boundary, action, resource)
@@ -212,6 +221,15 @@ def _every_action(catalog) -> frozenset[str]:
     return frozenset(catalog.all_actions())
 
 
+def _catalog(catalog):
+    """``catalog``, or the pinned IAM catalogue when it is ``None``."""
+    if catalog is None:
+        from miner.catalog import get_catalog
+
+        return get_catalog()
+    return catalog
+
+
 def _expand(s: Statement, catalog) -> set[str]:
     if s.not_actions is not None:
         excluded = set().union(*(catalog.expand(p) for p in s.not_actions)) if s.not_actions else set()
@@ -236,10 +254,7 @@ def granted_set(docs: Iterable[tuple[str, dict]], boundary: list[dict] | None = 
     Returns:
         Canonical action -> :class:`Grant`.
     """
-    if catalog is None:
-        from miner.catalog import get_catalog
-
-        catalog = get_catalog()
+    catalog = _catalog(catalog)
     grants: dict[str, Grant] = {}
     denies: list[tuple[Statement, set[str]]] = []
     for label, doc in docs:
@@ -261,7 +276,7 @@ def granted_set(docs: Iterable[tuple[str, dict]], boundary: list[dict] | None = 
         if s.conditional:
             continue
         for a in acts & grants.keys():
-            if s.all_resources and s.not_resources is None:
+            if s.removes_actions:
                 del grants[a]
             else:
                 grants[a].partially_denied = True
@@ -272,7 +287,7 @@ def granted_set(docs: Iterable[tuple[str, dict]], boundary: list[dict] | None = 
             for s in statements(doc, "boundary"):
                 acts = _expand(s, catalog)
                 if s.effect == "Deny":
-                    if not s.conditional and s.all_resources and s.not_resources is None:
+                    if s.removes_actions:
                         b_denied |= acts
                 else:
                     allowed_by_boundary |= acts
@@ -293,17 +308,14 @@ def suggested_actions(policies: list[dict], catalog=None) -> set[str]:
         Canonical actions: those some Allow statement grants, minus those an unconditional Deny on every resource
         removes (as :func:`granted_set` counts them).
     """
-    if catalog is None:
-        from miner.catalog import get_catalog
-
-        catalog = get_catalog()
+    catalog = _catalog(catalog)
     allowed: set[str] = set()
     removed: set[str] = set()
     for doc in policies:
         for s in statements(doc):
             if s.effect != "Deny":
                 allowed |= _expand(s, catalog)
-            elif not s.conditional and s.all_resources and s.not_resources is None:
+            elif s.removes_actions:
                 removed |= _expand(s, catalog)
     return allowed - removed
 
@@ -401,10 +413,7 @@ def high_risk(grants: dict[str, Grant], classification: pd.DataFrame, catalog=No
         One dict per rule that fires: pattern, category, reason, status (``unused`` or ``unobservable``),
         actions (the unused matching actions, sorted), on_all_resources.
     """
-    if catalog is None:
-        from miner.catalog import get_catalog
-
-        catalog = get_catalog()
+    catalog = _catalog(catalog)
     status = dict(zip(classification["action"], classification["status"])) if len(classification) else {}
     by_service: dict[str, list[str]] = {}
     for a in grants:
@@ -455,10 +464,11 @@ def likely_path(action: str, resource: str, *, principal_account: str | None, in
         return f"via a policy whose document could not be read ({missing[0]})"
     if invoked_by:
         return f"via a service acting on the principal's behalf ({invoked_by}: forward access or a service-linked role)"
-    parts = resource.split(":", 5) if resource.startswith("arn:") else []
+    parts = resource.split(":", 5)
+    resource_account = parts[4] if len(parts) == 6 and parts[0] == "arn" else ""
     service = action.split(":", 1)[0]
-    if parts and parts[4] and principal_account and parts[4] != principal_account:
-        return f"via the resource's policy (cross-account: the resource is in {parts[4]})"
+    if resource_account and principal_account and resource_account != principal_account:
+        return f"via the resource's policy (cross-account: the resource is in {resource_account})"
     if service in RESOURCE_POLICY_SERVICES and resource != "*":
         return "via a resource-based policy on the resource (or a policy attached after the window)"
     return "not explained by the attached policies (session policy, policy changed since, or a mapping gap)"
@@ -547,7 +557,14 @@ class DiffReport:
         return max(0.0, 1 - self.suggested_actions / self.granted_actions)
 
     def count(self, status: str) -> int:
-        """Number of granted actions with a classification status."""
+        """Number of granted actions with a classification status.
+
+        Args:
+            status: ``used``, ``unused`` or ``unobservable``.
+
+        Returns:
+            The count.
+        """
         return int((self.classification["status"] == status).sum()) if len(self.classification) else 0
 
     def to_dict(self) -> dict:
@@ -596,10 +613,7 @@ def compare(current: list[tuple[str, dict]], suggested: list[dict], usage: pd.Da
     Returns:
         The :class:`DiffReport`.
     """
-    if catalog is None:
-        from miner.catalog import get_catalog
-
-        catalog = get_catalog()
+    catalog = _catalog(catalog)
     grants = granted_set(current, boundary, catalog)
     used = set(usage["action"]) if len(usage) else set()
     cls = classify(grants, used, set(data_sources))

@@ -63,7 +63,7 @@ def decode_document(doc: Any) -> dict:
         IamError: when it is not a JSON object.
     """
     if isinstance(doc, dict):
-        return doc
+        return _checked(doc)
     if isinstance(doc, (bytes, str)):
         text = doc.decode() if isinstance(doc, bytes) else doc
         for candidate in (text, unquote(text)):
@@ -72,8 +72,26 @@ def decode_document(doc: Any) -> dict:
             except ValueError:
                 continue
             if isinstance(obj, dict):
-                return obj
+                return _checked(obj)
     raise IamError(f"not a policy document: {str(doc)[:80]!r}")
+
+
+_LIST_FIELDS = ("Action", "NotAction", "Resource", "NotResource")
+
+
+def _checked(doc: dict) -> dict:
+    """The document itself when its statements have the shape IAM accepts; else :class:`IamError` saying why."""
+    raw = doc.get("Statement") or []
+    for s in [raw] if isinstance(raw, dict) else raw if isinstance(raw, list) else [raw]:
+        if not isinstance(s, dict):
+            raise IamError(f"malformed policy document: a Statement is {type(s).__name__}, not an object: {str(s)[:80]!r}")
+        for key in _LIST_FIELDS:
+            value = s.get(key)
+            if value is not None and not isinstance(value, str) and not (
+                    isinstance(value, list) and all(isinstance(v, str) for v in value)):
+                raise IamError(f"malformed policy document: {key} must be a string or a list of strings, "
+                               f"got {str(value)[:80]!r}")
+    return doc
 
 
 def principal_parts(arn: str) -> tuple[str, str, str]:
@@ -183,17 +201,28 @@ def _attached_from_snapshot(data: dict, entry: dict, principal_arn: str, kind: s
     out = AttachedPolicies(principal_arn, kind, entry.get("RoleName") or entry.get("UserName") or "",
                            source=f"snapshot {fname}")
 
-    def add_managed(arn: str, pname: str, kind_: str, group: str | None = None) -> None:
+    def managed_document(arn: str) -> dict | None:
         pol = managed.get(arn)
-        doc = _default_version(pol) if pol else None
+        return _default_version(pol) if pol else None
+
+    def add_managed(arn: str, pname: str, kind_: str, group: str | None = None) -> None:
+        doc = managed_document(arn)
         if doc is None:
             out.missing.append(f"{pname} ({arn}): document not in the snapshot")
         out.policies.append(PolicySource(pname, kind_, doc, arn, group))
 
+    def add_inline(pol: dict, kind_: str, group: str | None = None) -> None:
+        pname = pol.get("PolicyName", "")
+        try:
+            doc = decode_document(pol.get("PolicyDocument"))
+        except IamError as e:
+            raise IamError(f"inline policy {pname!r} in {fname}: {e}") from None
+        out.policies.append(PolicySource(pname, kind_, doc, None, group))
+
     for att in entry.get("AttachedManagedPolicies") or []:
         add_managed(att.get("PolicyArn", ""), att.get("PolicyName", ""), "managed")
     for pol in entry.get("RolePolicyList" if kind == "role" else "UserPolicyList") or []:
-        out.policies.append(PolicySource(pol.get("PolicyName", ""), "inline", decode_document(pol["PolicyDocument"])))
+        add_inline(pol, "inline")
     if kind == "user":
         for gname in entry.get("GroupList") or []:
             out.groups.append(gname)
@@ -204,13 +233,11 @@ def _attached_from_snapshot(data: dict, entry: dict, principal_arn: str, kind: s
             for att in g.get("AttachedManagedPolicies") or []:
                 add_managed(att.get("PolicyArn", ""), att.get("PolicyName", ""), "group-managed", gname)
             for pol in g.get("GroupPolicyList") or []:
-                out.policies.append(PolicySource(pol.get("PolicyName", ""), "group-inline",
-                                                 decode_document(pol["PolicyDocument"]), None, gname))
+                add_inline(pol, "group-inline", gname)
     pb = entry.get("PermissionsBoundary") or {}
     if pb.get("PermissionsBoundaryArn"):
         arn = pb["PermissionsBoundaryArn"]
-        pol = managed.get(arn)
-        doc = _default_version(pol) if pol else None
+        doc = managed_document(arn)
         if doc is None:
             out.missing.append(f"permissions boundary {arn}: document not in the snapshot")
         out.boundary = PolicySource(arn.rsplit("/", 1)[-1], "boundary", doc, arn)

@@ -196,6 +196,11 @@ def _name_prefixes(name: str) -> list[str]:
     return out
 
 
+def _action_key(action: str) -> tuple[str, str]:
+    """The order of actions in a statement: by service, then case-insensitively."""
+    return action.split(":")[0], action.lower()
+
+
 def _compress_actions(actions: set[str], catalog) -> tuple[list[str], list[ActionWildcard]]:
     """Replace groups of actions by wildcards that expand, in the catalogue, to actions of ``actions`` alone."""
     by_service: dict[str, set[str]] = {}
@@ -224,7 +229,7 @@ def _compress_actions(actions: set[str], catalog) -> tuple[list[str], list[Actio
                     covered |= {x for x in observed if x.lower() in {e.lower() for e in exp}}
                     break
         out.extend(sorted(observed - covered))
-    return sorted(set(out), key=lambda s: (s.split(":")[0], s.lower())), used
+    return sorted(set(out), key=_action_key), used
 
 
 def _camel(service: str) -> str:
@@ -237,12 +242,8 @@ def _sid(actions: Iterable[str], catalog) -> str:
     services = sorted({a.split(":", 1)[0] for a in acts})
     levels = set()
     for a in acts:
-        if "*" in a or "?" in a:
-            for e in catalog.expand(a):
-                info = catalog.info(e)
-                levels.add(info.access_level if info else "Unknown")
-        else:
-            info = catalog.info(a)
+        for e in (catalog.expand(a) if "*" in a or "?" in a else (a,)):
+            info = catalog.info(e)
             levels.add(info.access_level if info else "Unknown")
     svc = "".join(_camel(s) for s in services[:3]) + ("More" if len(services) > 3 else "")
     lvl = "".join(_camel(level) for level in sorted(levels, key=lambda x: (_LEVEL_ORDER.index(x)
@@ -265,40 +266,52 @@ def _as_list(v) -> list[str]:
     return [v] if isinstance(v, str) else list(v)
 
 
-def _split_oversized(stmt: dict, limit: int) -> list[dict]:
-    """Split a statement that alone exceeds the size limit, by resources first and then by actions."""
-    if policy_size({"Version": "2012-10-17", "Statement": [stmt]}) <= limit:
+def _document(statements: list[dict]) -> dict:
+    """A policy document holding ``statements``."""
+    return {"Version": "2012-10-17", "Statement": statements}
+
+
+def _halve(stmt: dict, limit: int) -> list[dict]:
+    """Halve a statement, by resources first and then by actions, until each part fits ``limit`` as is."""
+    if policy_size(_document([stmt])) <= limit:
         return [stmt]
     res, acts = _as_list(stmt["Resource"]), _as_list(stmt["Action"])
-    if len(res) > 1:
-        halves = [res[: len(res) // 2], res[len(res) // 2:]]
-        parts = [dict(stmt, Resource=_one_or_list(h)) for h in halves]
-    elif len(acts) > 1:
-        halves = [acts[: len(acts) // 2], acts[len(acts) // 2:]]
-        parts = [dict(stmt, Action=_one_or_list(h)) for h in halves]
-    else:
-        raise ValueError(f"one statement ({stmt['Sid']}) exceeds {limit} characters on its own")
-    return [p for part in parts for p in _split_oversized(part, limit)]
+    key, values = ("Resource", res) if len(res) > 1 else ("Action", acts)
+    if len(values) < 2:
+        raise ValueError(f"one statement ({stmt['Sid']}) does not fit in {limit:,} characters")
+    mid = len(values) // 2
+    return [p for half in (values[:mid], values[mid:]) for p in _halve(dict(stmt, **{key: _one_or_list(half)}), limit)]
+
+
+def _split_oversized(stmt: dict, limit: int) -> list[dict]:
+    """Split a statement that alone exceeds the size limit into parts Sid'd ``<Sid>Part<i>`` that each fit.
+
+    The parts are cut to leave room for the ``Part<i>`` suffix their Sids get.
+    """
+    if policy_size(_document([stmt])) <= limit:
+        return [stmt]
+    reserve = 0
+    while True:
+        try:
+            parts = _halve(stmt, limit - reserve)
+        except ValueError:
+            raise ValueError(f"one statement ({stmt['Sid']}) exceeds {limit:,} characters on its own") from None
+        suffix = len(f"Part{len(parts)}")
+        if suffix <= reserve:
+            return [dict(p, Sid=f"{stmt['Sid']}Part{i}") for i, p in enumerate(parts, 1)]
+        reserve = suffix
 
 
 def _pack(statements: list[dict], limit: int) -> list[dict]:
     """First-fit packing of statements into as few documents as fit the size limit, in statement order."""
-    pieces: list[dict] = []
-    for stmt in statements:
-        parts = _split_oversized(stmt, limit)
-        if len(parts) > 1:
-            for i, p in enumerate(parts, 1):
-                pieces.append(dict(p, Sid=f"{stmt['Sid']}Part{i}"))
-        else:
-            pieces.extend(parts)
     docs: list[dict] = []
-    for stmt in pieces:
+    for stmt in (p for s in statements for p in _split_oversized(s, limit)):
         for doc in docs:
-            if policy_size({"Version": "2012-10-17", "Statement": doc["Statement"] + [stmt]}) <= limit:
+            if policy_size(_document(doc["Statement"] + [stmt])) <= limit:
                 doc["Statement"].append(stmt)
                 break
         else:
-            docs.append({"Version": "2012-10-17", "Statement": [stmt]})
+            docs.append(_document([stmt]))
     return docs
 
 
@@ -397,7 +410,7 @@ def synthesize(usage: pd.DataFrame, *, max_resources: int = DEFAULT_MAX_RESOURCE
             listed, wc = _compress_actions(actions, catalog)
             used_wildcards.extend(wc)
         else:
-            listed = sorted(actions, key=lambda s: (s.split(":")[0], s.lower()))
+            listed = sorted(actions, key=_action_key)
         cond = json.loads(cond_key) if cond_key else None
         statements.append((_sid(listed, catalog), listed, list(resources), cond))
     statements.sort(key=lambda s: (s[0], s[1], s[2], json.dumps(s[3], sort_keys=True)))

@@ -101,6 +101,11 @@ def _arn_account(arn: str) -> str | None:
     return parts[4] if len(parts) > 5 and parts[0] == "arn" else None
 
 
+def _in_account(found: pd.DataFrame, account: str) -> pd.DataFrame:
+    """The rows whose principal belongs to ``account`` (by principal_account or the account in the ARN)."""
+    return found[(found["principal_account"] == account) | (found["principal_arn"].map(_arn_account) == account)]
+
+
 def _matches_name(row: pd.Series, name: str, kind: str | None) -> bool:
     arn = row["principal_arn"] or ""
     if kind and f":{kind}/" not in arn:
@@ -153,8 +158,7 @@ def resolve_principal(con, window: Window, *, role: str | None = None, user: str
     if not is_arn and len(found):
         found = found[found.apply(_matches_name, axis=1, args=(text, kind))]
     if account and len(found):
-        found = found[(found["principal_account"] == account) |
-                      (found["principal_arn"].map(_arn_account) == account)]
+        found = _in_account(found, account)
     if found.empty:
         raise PrincipalError(_not_found_message(con, window, text, kind, account, is_arn))
     if len(found) > 1:
@@ -175,7 +179,7 @@ def _not_found_message(con, window: Window, text: str, kind: str | None, account
         else:
             same = every[every.apply(_matches_name, axis=1, args=(text, kind))]
             if account:
-                same = same[(same["principal_account"] == account) | (same["principal_arn"].map(_arn_account) == account)]
+                same = _in_account(same, account)
         if len(same):
             last = pd.to_datetime(same["last_seen"]).max()
             first = pd.to_datetime(same["first_seen"]).min()

@@ -5,6 +5,7 @@
 --   $principal_arn    VARCHAR or NULL: one principal (NULL = every principal).
 -- Columns: principal_arn, event_source, event_name, error_code, request_parameters, resources, account_id,
 --   aws_region, partition, event_type, events, first_seen, last_seen, error_message (one example).
+-- Order: total (every grouping column), so the example message miner.usage.denied_calls keeps is stable.
 SELECT
     principal_arn,
     event_source,
@@ -26,4 +27,5 @@ WHERE date BETWEEN CAST($since AS DATE) AND CAST($until AS DATE)
   AND outcome = 'denied'
   AND ($principal_arn IS NULL OR principal_arn = $principal_arn)
 GROUP BY ALL
-ORDER BY principal_arn, event_source, event_name, error_code, events DESC
+ORDER BY principal_arn, event_source, event_name, error_code, events DESC, request_parameters, resources, account_id,
+    aws_region, partition, event_type

@@ -1,7 +1,7 @@
 -- The principals that acted in a window: who they are, how much they did, when, and which services they used.
 -- Params:
 --   $since, $until    TIMESTAMPTZ, the half-open window [since, until); pruned on the hive `date` partition too.
---   $principal_name             VARCHAR or NULL: only principals with this principal_name (NULL = all).
+--   $principal_name   VARCHAR or NULL: only principals with this principal_name (NULL = all).
 --   $principal_arn    VARCHAR or NULL: only this principal (NULL = all).
 -- Columns: principal_arn, principal_type, principal_name, principal_account, events, authorised (events whose
 --   outcome is not `denied`), denied, first_seen, last_seen (TIMESTAMPTZ), services (sorted list of eventSource

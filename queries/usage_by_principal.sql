@@ -6,7 +6,7 @@
 --   $principal_arn    VARCHAR, the principal (events.principal_arn, e.g. the role ARN with its path).
 -- Columns: event_source, event_name, request_parameters, resources, account_id, aws_region, partition, event_type,
 --   outcome, event_category (Management/Data/...), events (count), first_seen, last_seen (TIMESTAMPTZ),
---   invoked_by (one service that called on the principal's behalf, or null).
+--   invoked_by (one service that called on the principal's behalf, or null). Ordered by every grouping column.
 SELECT
     event_source,
     event_name,
@@ -27,4 +27,5 @@ WHERE date BETWEEN CAST($since AS DATE) AND CAST($until AS DATE)
   AND event_time >= $since AND event_time < $until
   AND principal_arn = $principal_arn
 GROUP BY ALL
-ORDER BY event_source, event_name, request_parameters, resources, account_id, aws_region, outcome
+ORDER BY event_source, event_name, request_parameters, resources, account_id, aws_region, outcome, partition,
+    event_type, event_category

@@ -167,6 +167,11 @@ def test_compare_reports_reduction_paths_and_diff():
     assert "granted" in text and "fewer" in text and "s3:* on *" in text
 
 
+def test_likely_path_of_a_short_arn_is_an_explanation_not_an_index_error():
+    path = diff.likely_path("sqs:ReceiveMessage", "arn:aws:sqs", principal_account=A, invoked_by=None, missing=[])
+    assert "resource-based policy" in path
+
+
 def test_compare_with_missing_documents_says_so():
     r = diff.compare([], [doc(allow("s3:GetObject", "arn:aws:s3:::b/*"))],
                      pd.DataFrame([("s3:GetObject", "arn:aws:s3:::b/k", 1)], columns=["action", "resource", "calls"]),

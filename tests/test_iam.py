@@ -94,6 +94,14 @@ def test_snapshot_errors(snap_dir, tmp_path):
         iam.from_snapshot(snap_dir, f"arn:aws:iam::{A}:root")
 
 
+def test_snapshot_inline_policy_without_a_document_is_an_iam_error(tmp_path):
+    snap = snapshot()
+    del snap["RoleDetailList"][0]["RolePolicyList"][0]["PolicyDocument"]
+    (tmp_path / "s.json").write_text(json.dumps(snap))
+    with pytest.raises(iam.IamError, match="inline policy 'inline-sqs'.*not a policy document"):
+        iam.from_snapshot(tmp_path / "s.json", ROLE)
+
+
 def test_decode_document_forms():
     d = pdoc("s3:GetObject")
     assert iam.decode_document(d) is d
@@ -149,3 +157,14 @@ def test_live_user_reads_group_policies(aws_env):
 def test_live_unknown_role_is_a_clear_error(aws_env):
     with pytest.raises(iam.IamError, match="does not exist"):
         iam.from_live("arn:aws:iam::123456789012:role/nope", endpoint_url=aws_env)
+
+
+@pytest.mark.parametrize("doc,why", [
+    ({"Version": "2012-10-17", "Statement": ["s3:*"]}, "not an object"),
+    ({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": {"s3": "*"}, "Resource": "*"}]},
+     "Action must be"),
+    ({"Version": "2012-10-17", "Statement": {"Effect": "Allow", "Action": "s3:*", "Resource": [1]}}, "Resource must be"),
+])
+def test_malformed_documents_are_iam_errors_that_say_why(doc, why):
+    with pytest.raises(iam.IamError, match=why):
+        iam.decode_document(doc)

@@ -123,6 +123,14 @@ def test_splits_past_the_managed_policy_limit_and_each_part_fits():
     assert len(sids) == len(set(sids))
 
 
+def test_split_parts_fit_with_their_part_sid_suffix():
+    # 104 resources at 1,000 characters: a half fitted the limit before its Sid got "Part1" (1,002 characters).
+    df = frame([("s3:GetObject", f"arn:aws:s3:::bucket-{i:04d}/key-{i}") for i in range(104)])
+    s = syn.synthesize(df, max_resources=0, size_limit=1000)
+    assert all(size <= 1000 for size in s.sizes) and allowed_everything(s.policies, df)
+    assert all(re.fullmatch(r"S3ReadPart\d+", st["Sid"]) for st in s.statements)
+
+
 def test_policy_size_ignores_whitespace():
     doc = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}]}
     assert syn.policy_size(doc) == len(json.dumps(doc, separators=(",", ":")))

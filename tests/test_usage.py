@@ -228,6 +228,17 @@ def test_denied_calls_are_mapped(store, win, fake_mapper):
     assert usage.denied_calls(connect(store), win, ALICE).empty
 
 
+def test_denied_calls_example_message_is_stable(tmp_path, win, fake_mapper):
+    # Two shapes with the same action, resource, error code and count: the example is the first in a total order.
+    evs = [event(ORDERS, "DeleteQueue", "sqs.amazonaws.com", params={"q": q}, error="AccessDenied",
+                 error_message=f"denied {q}", when=f"2026-08-1{i}T00:00:00Z")
+           for i, q in enumerate(["b", "a", "d", "c"])]
+    con = connect(write_store(tmp_path / "s", evs))
+    for _ in range(5):
+        d = usage.denied_calls(con, win)
+        assert list(d["calls"]) == [4] and d["error_message"][0] == "denied a"
+
+
 def test_timeline_and_sources(store, win):
     con = connect(store)
     t = usage.timeline(con, win, ORDERS)
