@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Iterable
@@ -105,18 +106,18 @@ def parse_days(text: str) -> float:
     """
     t = str(text).strip().lower()
     try:
-        return float(t)
+        days = float(t)
     except ValueError:
-        pass
-    now = datetime(2000, 1, 1, tzinfo=timezone.utc)
-    try:
-        return (now - models.parse_when(t, now)).total_seconds() / 86400 if t[-1:] in "dwhm" else _bad(text)
-    except ValueError:
-        return _bad(text)
-
-
-def _bad(text: str) -> float:
-    raise ValueError(f"cannot read {text!r} as a duration: use e.g. 60d, 8w, 12h")
+        days = None
+        if t[-1:] in ("d", "w", "h", "m"):  # not a date: parse_when would read one
+            now = datetime(2000, 1, 1, tzinfo=timezone.utc)
+            try:
+                days = (now - models.parse_when(t, now)).total_seconds() / 86400
+            except ValueError:
+                pass
+    if days is None or not math.isfinite(days):
+        raise ValueError(f"cannot read {text!r} as a duration: use e.g. 60d, 8w, 12h")
+    return days
 
 
 def default_anchor(last_event: datetime) -> datetime:
@@ -318,10 +319,14 @@ def run_backtest(con, principal, train: models.Window, test: models.Window, *,
         (one :class:`Score` dict per setting), ``recommended`` (see :func:`pick`), ``method`` and ``notes``.
 
     Raises:
-        ValueError: when the training window holds no authorised call to mine from.
+        ValueError: when the test window starts before the training window ends (test calls would leak into
+            the mined policy), or the training window holds no authorised call to mine from.
     """
     from miner import synthesize, usage
 
+    if test.since < train.until:
+        raise ValueError(f"the test window {test} starts before the training window {train} ends: the policy would "
+                         f"be mined from calls it is then scored on")
     if catalog is None:
         from miner.catalog import get_catalog
 

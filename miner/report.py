@@ -481,7 +481,7 @@ def _ranked_table(review: dict, since: date, until: date) -> str:
             flags.append('<span class="tag gone">not in IAM</span>')
         who += "".join(flags)
         spark = svg_sparkline(daily_counts(p.get("activity"), since, until), width=100)
-        last = escape((p.get("last_seen") or "never")[:10]) if p.get("last_seen") else '<span class="tag idle">never</span>'
+        last = escape(p["last_seen"][:10]) if p.get("last_seen") else '<span class="tag idle">never</span>'
         denied = p.get("denied", 0)
         if known:
             cells = [
@@ -761,7 +761,8 @@ def render_html(review: dict, changes: dict | None = None, max_chart_rows: int =
 
 
 def _md(s: Any) -> str:
-    return str(s if s is not None else "").replace("|", "\\|").replace("\n", " ")
+    """Text for a Markdown table cell: pipes escaped, one line, no raw HTML (``<`` as ``&lt;``)."""
+    return str(s if s is not None else "").replace("|", "\\|").replace("\n", " ").replace("<", "&lt;")
 
 
 def render_markdown(review: dict, changes: dict | None = None) -> str:
@@ -846,7 +847,7 @@ def render_markdown(review: dict, changes: dict | None = None) -> str:
         if not pol:
             continue
         docs = pol if isinstance(pol, list) else [pol]
-        lines += [f"<details><summary>#{p.get('rank')} {_label(p)}</summary>", ""]
+        lines += [f"<details><summary>#{p.get('rank')} {escape(_label(p))}</summary>", ""]
         for d in docs:
             lines += ["```json", json.dumps(d, indent=2), "```", ""]
         lines += ["</details>", ""]

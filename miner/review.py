@@ -37,13 +37,20 @@ class IamSource:
 
 
 def _iso(v: Any) -> str | None:
-    if v is None or v == "" or (isinstance(v, float) and pd.isna(v)):
+    """A time as UTC ISO text (naive times are taken as UTC); ``None`` for missing values (None, "", NaN, NaT)."""
+    if v is None or v == "" or v is pd.NaT or (isinstance(v, float) and pd.isna(v)):
         return None
-    if isinstance(v, datetime):
+    if isinstance(v, datetime):  # also pd.Timestamp, a datetime subclass
         return (v if v.tzinfo else v.replace(tzinfo=timezone.utc)).astimezone(timezone.utc).isoformat()
-    if isinstance(v, pd.Timestamp):
-        return None if pd.isna(v) else v.tz_convert("UTC").isoformat() if v.tzinfo else v.tz_localize("UTC").isoformat()
     return str(v)
+
+
+def _inventory_entry(kind: str, e: dict, name_key: str) -> dict:
+    """One inventory row of an IAM role or user as IAM describes it (snapshot detail or List* entry)."""
+    arn = e.get("Arn") or ""
+    last = (e.get("RoleLastUsed") or {}).get("LastUsedDate") if kind == "role" else e.get("PasswordLastUsed")
+    return {"arn": arn, "kind": kind, "name": e.get(name_key), "account": _arn_account(arn),
+            "created": _iso(e.get("CreateDate")), "last_used": _iso(last), "path": e.get("Path") or "/"}
 
 
 def snapshot_source(path: str | Path) -> IamSource:
@@ -62,17 +69,11 @@ def snapshot_source(path: str | Path) -> IamSource:
 
     path = Path(path)
     snaps = iam.load_snapshot(path)
-    inventory, accounts = [], set()
+    inventory: list[dict] = []
     for _, data in snaps:
         for kind, key, name_key in (("role", "RoleDetailList", "RoleName"), ("user", "UserDetailList", "UserName")):
-            for e in data.get(key) or []:
-                arn = e.get("Arn") or ""
-                acct = arn.split(":")[4] if arn.count(":") >= 5 else ""
-                accounts.add(acct)
-                last = (e.get("RoleLastUsed") or {}).get("LastUsedDate") if kind == "role" else e.get("PasswordLastUsed")
-                inventory.append({"arn": arn, "kind": kind, "name": e.get(name_key), "account": acct,
-                                  "created": _iso(e.get("CreateDate")), "last_used": _iso(last),
-                                  "path": e.get("Path") or "/"})
+            inventory += [_inventory_entry(kind, e, name_key) for e in data.get(key) or []]
+    accounts = {inv["account"] for inv in inventory}
     return IamSource(f"snapshot {path}", inventory, accounts - {""}, lambda arn: iam.from_snapshot(path, arn))
 
 
@@ -95,23 +96,16 @@ def live_source(profile: str | None = None, endpoint_url: str | None = None, cli
     from miner import iam
 
     client = client or iam.iam_client(profile, endpoint_url)
-    inventory, accounts = [], set()
+    inventory: list[dict] = []
     try:
         for kind, op, key, name_key in (("role", "list_roles", "Roles", "RoleName"),
                                         ("user", "list_users", "Users", "UserName")):
             for page in client.get_paginator(op).paginate():
-                for e in page.get(key) or []:
-                    arn = e.get("Arn") or ""
-                    acct = arn.split(":")[4] if arn.count(":") >= 5 else ""
-                    accounts.add(acct)
-                    last = (e.get("RoleLastUsed") or {}).get("LastUsedDate") if kind == "role" \
-                        else e.get("PasswordLastUsed")
-                    inventory.append({"arn": arn, "kind": kind, "name": e.get(name_key), "account": acct,
-                                      "created": _iso(e.get("CreateDate")), "last_used": _iso(last),
-                                      "path": e.get("Path") or "/"})
+                inventory += [_inventory_entry(kind, e, name_key) for e in page.get(key) or []]
     except (ClientError, BotoCoreError) as e:
         raise iam.IamError(f"cannot list IAM roles and users: {e} (set credentials, --profile or --endpoint-url, "
                            f"or use --iam-snapshot)") from None
+    accounts = {inv["account"] for inv in inventory}
     where = f"live IAM{' at ' + endpoint_url if endpoint_url else ''}{' (profile ' + profile + ')' if profile else ''}"
     return IamSource(where, inventory, accounts - {""}, lambda arn: iam.from_live(arn, client=client))
 
@@ -349,8 +343,8 @@ def build_review(con, window: Window, *, iam_source: IamSource | None = None, st
         for inv in iam_source.inventory:
             if inv["arn"] and (not account or inv["account"] == account):
                 inventory[inv["arn"].lower()] = inv
-    arns = list(metas) + [inv["arn"] for key, inv in sorted(inventory.items())
-                          if key not in {a.lower() for a in metas}]
+    acting_keys = {a.lower() for a in metas}
+    arns = list(metas) + [inv["arn"] for key, inv in sorted(inventory.items()) if key not in acting_keys]
     timeline = usage.timeline(con, window)
     act: dict[str, list] = {}
     if len(timeline):
@@ -503,7 +497,11 @@ def store_window(con) -> Window:
 
 
 def sample_logs_dir() -> Path | None:
-    """The bundled ``sample_logs/`` of a source checkout (beside the package, or above the current directory)."""
+    """The bundled ``sample_logs/`` of a source checkout (beside the package, or above the current directory).
+
+    Returns:
+        The directory, or ``None`` outside a checkout.
+    """
     here = Path(__file__).resolve().parent.parent
     for base in (here, Path.cwd(), *Path.cwd().parents):
         if (base / "sample_logs").is_dir():
@@ -551,6 +549,29 @@ def notebook_store(env: str = "MINER_STORE") -> Path:
     target = Path(tempfile.mkdtemp(prefix="miner-notebook-")) / "store"
     ingest.ingest([str(logs)], target)
     return target
+
+
+def notebook_previous_review(con, window: Window, *, iam_source: IamSource | None = None,
+                             store: str | Path | None = None, env: str = "MINER_PREVIOUS_REVIEW") -> dict:
+    """The review a notebook compares with: ``$MINER_PREVIOUS_REVIEW``, else a review of the window's first half.
+
+    Args:
+        con: a DuckDB connection from :func:`miner.store.connect`.
+        window: the current review's window (its first half stands in for last quarter).
+        iam_source: where grants come from (as for :func:`build_review`).
+        store: the store path (shown in the header).
+        env: the environment variable naming a previous ``--format json`` review.
+
+    Returns:
+        The previous review dict.
+
+    Raises:
+        ValueError: when the named file is not a miner review.
+    """
+    if os.environ.get(env):
+        return load_review(Path(os.environ[env]).expanduser())
+    first_half = Window(window.since, window.since + (window.until - window.since) / 2)
+    return build_review(con, first_half, iam_source=iam_source, store=store)
 
 
 # ----------------------------------------------------------------------------------------- quarter over quarter

@@ -26,7 +26,11 @@ _CSS_URL = re.compile(r"url\(\s*['\"]?(?!data:|#)([^)'\"]+)", re.I)
 
 
 def find_chromium() -> str | None:
-    """The Chromium binary (Debian's ``/usr/bin/chromium`` first), or ``None``."""
+    """The Chromium binary (Debian's ``/usr/bin/chromium`` first).
+
+    Returns:
+        Its path, or ``None`` when none is installed.
+    """
     for name in ("/usr/bin/chromium", "chromium", "chromium-browser", "google-chrome"):
         found = shutil.which(name) if not name.startswith("/") else (name if Path(name).exists() else None)
         if found:
@@ -315,7 +319,14 @@ def verdict(result: dict, min_rows: int = 1, min_charts: int = 2, expect: list[s
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line: check one HTML file; print a JSON summary; exit 1 on any failure."""
+    """Command line: check one HTML file; print a JSON summary.
+
+    Args:
+        argv: the arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit status: 0 when the page looks right, 1 on any failure, 2 when the file or Chromium is missing.
+    """
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("html", type=Path, help="the review HTML file")
     ap.add_argument("--screenshot", type=Path, help="write the screenshot here (PNG)")

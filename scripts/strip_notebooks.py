@@ -56,7 +56,14 @@ def is_stripped(nb) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Strip the given notebooks (default: ``notebooks/*.ipynb``); ``--check`` only reports (exit 1 if dirty)."""
+    """Strip the given notebooks (default: ``notebooks/*.ipynb``); ``--check`` only reports.
+
+    Args:
+        argv: the arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit status: 1 when ``--check`` finds a notebook with outputs, else 0.
+    """
     import nbformat
 
     ap = argparse.ArgumentParser(description=__doc__)

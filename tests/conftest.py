@@ -77,3 +77,36 @@ def shared_real() -> Path:
     if not SHARED_REAL.is_dir():
         pytest.skip("../shared/cloudtrail-real is absent")
     return SHARED_REAL
+
+
+@pytest.fixture(scope="session")
+def sample_store(tmp_path_factory, sample_logs) -> Path:
+    """The sample logs ingested once per test session (for the test modules that need a store)."""
+    from miner import ingest
+
+    target = tmp_path_factory.getbasetemp() / "sample-store"
+    if not (target / "events").is_dir():
+        ingest.ingest([str(sample_logs)], target)
+    return target
+
+
+@pytest.fixture(scope="session")
+def sample_review_json(tmp_path_factory, sample_store, sample_logs) -> Path:
+    """The review of the whole sample store with the sample IAM snapshots, built once per session, as a JSON file."""
+    from miner import report, review, store
+
+    cached = tmp_path_factory.getbasetemp() / "sample-review.json"
+    if not cached.exists():
+        con = store.connect(sample_store)
+        rv = review.build_review(con, review.store_window(con), iam_source=review.snapshot_source(sample_logs / "iam"),
+                                 store=sample_store)
+        cached.write_text(report.render_json(rv))
+    return cached
+
+
+@pytest.fixture(scope="module")
+def sample_review(sample_review_json) -> dict:
+    """The sample review as a dict read from JSON (a fresh copy per test module)."""
+    import json
+
+    return json.loads(sample_review_json.read_text())

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 import pandas as pd
 import pytest
 
-from miner import backtest
+from miner import backtest, models
 from miner.catalog import get_catalog
 
 
@@ -51,6 +51,22 @@ def test_parse_days_and_default_anchor():
         backtest.parse_days("soon")
     last = datetime(2026, 9, 14, 22, 34, tzinfo=timezone.utc)
     assert backtest.default_anchor(last) == datetime(2026, 9, 15, tzinfo=timezone.utc)
+
+
+def test_run_backtest_refuses_overlapping_windows():
+    """A test window that overlaps training would score the policy on calls it was mined from."""
+    anchor = datetime(2026, 9, 15, tzinfo=timezone.utc)
+    train, test = backtest.split_windows(anchor, 30, 15)
+    overlapping = models.Window(train.since, test.until)
+    with pytest.raises(ValueError, match="starts before the training window"):
+        backtest.run_backtest(None, None, overlapping, test)
+
+
+@pytest.mark.parametrize("text", ["inf", "nan", "-inf", "", "2026-09-01"])
+def test_parse_days_rejects_non_durations(text):
+    """Infinite or NaN lengths used to pass and crash later in timedelta; dates are not durations."""
+    with pytest.raises(ValueError, match="duration"):
+        backtest.parse_days(text)
 
 
 def test_score_counts_under_and_over_privilege():
@@ -115,21 +131,6 @@ def test_format_table_marks_the_recommendation():
 
 
 # ----------------------------------------------------------------------------------------- on the sample logs
-
-
-def _sample_store(tmp_path_factory, sample_logs):
-    """The sample logs ingested once per test session (shared by the test modules that need a store)."""
-    from miner import ingest
-
-    target = tmp_path_factory.getbasetemp() / "sample-store"
-    if not (target / "events").is_dir():
-        ingest.ingest([str(sample_logs)], target)
-    return target
-
-
-@pytest.fixture(scope="module")
-def sample_store(tmp_path_factory, sample_logs):
-    return _sample_store(tmp_path_factory, sample_logs)
 
 
 def _cli(*args):

@@ -17,38 +17,12 @@ SCRIPT = REPO / "scripts" / "check_review_in_browser.py"
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (apt-get install chromium)")
 
 
-def _sample_store(tmp_path_factory, sample_logs) -> Path:
-    """The sample logs ingested once per test session (shared by the test modules that need a store)."""
-    from miner import ingest
-
-    target = tmp_path_factory.getbasetemp() / "sample-store"
-    if not (target / "events").is_dir():
-        ingest.ingest([str(sample_logs)], target)
-    return target
-
-
-def _sample_review(tmp_path_factory, sample_logs) -> dict:
-    """The review of the whole sample store with the sample IAM snapshots, built once per test session."""
-    from miner import report, review, store
-
-    cached = tmp_path_factory.getbasetemp() / "sample-review.json"
-    if cached.exists():
-        return json.loads(cached.read_text())
-    db = _sample_store(tmp_path_factory, sample_logs)
-    con = store.connect(db)
-    rv = review.build_review(con, review.store_window(con), iam_source=review.snapshot_source(sample_logs / "iam"),
-                             store=db)
-    cached.write_text(report.render_json(rv))
-    return json.loads(cached.read_text())
-
-
 @pytest.fixture(scope="module")
-def review_html(tmp_path_factory, sample_logs) -> Path:
+def review_html(tmp_path_factory, sample_review) -> Path:
     from miner import report
 
-    rv = _sample_review(tmp_path_factory, sample_logs)
     out = tmp_path_factory.mktemp("browser") / "review.html"
-    out.write_text(report.render_html(rv), encoding="utf-8")
+    out.write_text(report.render_html(sample_review), encoding="utf-8")
     return out
 
 

@@ -92,6 +92,15 @@ def test_html_escapes_names_from_the_logs():
     assert "&lt;script&gt;" in html
 
 
+def test_markdown_escapes_names_in_its_html_blocks():
+    """Markdown renders inline HTML: a name from the logs used to go into tables and <summary> unescaped."""
+    r = synthetic_review()
+    r["principals"][0]["name"] = "<img src=x onerror=alert(1)>"
+    md = report.render_markdown(r)
+    assert "<img" not in md and "<summary>#1 &lt;img src=x onerror=alert(1)&gt;</summary>" in md
+    assert "| 1 | &lt;img src=x onerror=alert(1)> |" in md
+
+
 def test_html_without_grants_says_so_and_still_charts_usage():
     html = report.render_html(synthetic_review(known=False))
     assert "Grants unknown" in html
@@ -181,6 +190,23 @@ def test_compare_same_review_is_empty():
     assert not ch["new_principals"] and not ch["gone_principals"] and not ch["changed"]
 
 
+def test_times_are_utc_iso_and_missing_ones_none():
+    """NaT (a missing time in a pandas frame) used to raise instead of reading as missing."""
+    import pandas as pd
+
+    assert review._iso(pd.NaT) is None and review._iso(None) is None and review._iso(float("nan")) is None
+    assert review._iso(pd.Timestamp("2026-08-01 03:00", tz="Europe/Paris")) == "2026-08-01T01:00:00+00:00"
+    assert review._iso(pd.Timestamp("2026-08-01")) == "2026-08-01T00:00:00+00:00"
+
+
+def test_notebook_previous_review_reads_the_named_file(tmp_path, monkeypatch):
+    path = tmp_path / "last-quarter.json"
+    path.write_text(report.render_json(synthetic_review()))
+    monkeypatch.setenv("MINER_PREVIOUS_REVIEW", str(path))
+    previous = review.notebook_previous_review(None, None)
+    assert previous["kind"] == review.REVIEW_KIND and len(previous["principals"]) == 4
+
+
 def test_load_review_rejects_other_json(tmp_path):
     p = tmp_path / "x.json"
     p.write_text('{"Version": "2012-10-17"}')
@@ -189,41 +215,6 @@ def test_load_review_rejects_other_json(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------- on the sample logs
-
-
-def _sample_store(tmp_path_factory, sample_logs):
-    """The sample logs ingested once per test session (shared by the test modules that need a store)."""
-    from miner import ingest
-
-    target = tmp_path_factory.getbasetemp() / "sample-store"
-    if not (target / "events").is_dir():
-        ingest.ingest([str(sample_logs)], target)
-    return target
-
-
-@pytest.fixture(scope="module")
-def sample_store(tmp_path_factory, sample_logs):
-    return _sample_store(tmp_path_factory, sample_logs)
-
-
-def _sample_review(tmp_path_factory, sample_logs) -> dict:
-    """The review of the whole sample store with the sample IAM snapshots, built once per test session."""
-    from miner import report, review, store
-
-    cached = tmp_path_factory.getbasetemp() / "sample-review.json"
-    if cached.exists():
-        return json.loads(cached.read_text())
-    db = _sample_store(tmp_path_factory, sample_logs)
-    con = store.connect(db)
-    rv = review.build_review(con, review.store_window(con), iam_source=review.snapshot_source(sample_logs / "iam"),
-                             store=db)
-    cached.write_text(report.render_json(rv))
-    return json.loads(cached.read_text())
-
-
-@pytest.fixture(scope="module")
-def sample_review(tmp_path_factory, sample_logs):
-    return _sample_review(tmp_path_factory, sample_logs)
 
 
 def test_sample_review_ranks_unused_privilege_and_finds_removal_candidates(sample_review):
