@@ -560,11 +560,13 @@ def _principal_details(p: dict, known: bool) -> str:
             cols.append("<div><h3>Unused grants by service</h3><ul class=\"compact\">" + "".join(
                 f"<li><code>{escape(s)}</code>: {n} action{'s' if n != 1 else ''}</li>" for s, n in items[:25])
                 + (f"<li>\u2026 {len(items) - 25} more services</li>" if len(items) > 25 else "") + "</ul></div>")
-        if p.get("high_risk_unused"):
-            cols.append("<div><h3>High-risk unused grants</h3><ul class=\"compact\">" + "".join(
-                f"<li><code>{escape(_rule(h))}</code> \u2014 {escape(str(h.get('reason') or ''))}</li>"
-                for h in p["high_risk_unused"][:15]) + (f"<li>\u2026 {len(p['high_risk_unused']) - 15} more</li>"
-                                                         if len(p["high_risk_unused"]) > 15 else "") + "</ul></div>")
+        for key, title in (("high_risk_unused", "High-risk unused grants"),
+                           ("high_risk_unobservable", "High-risk grants CloudTrail could not have seen used")):
+            hs = p.get(key) or []
+            if hs:
+                cols.append(f"<div><h3>{title}</h3><ul class=\"compact\">" + "".join(
+                    f"<li><code>{escape(_rule(h))}</code> \u2014 {escape(str(h.get('reason') or ''))}</li>"
+                    for h in hs[:15]) + (f"<li>\u2026 {len(hs) - 15} more</li>" if len(hs) > 15 else "") + "</ul></div>")
         if g.get("policies"):
             cols.append("<div><h3>Attached policies</h3>" + _tags(g["policies"], "", 30) + "</div>")
         if p.get("unobservable_count"):

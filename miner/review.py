@@ -286,15 +286,18 @@ def _principal_entry(con, window: Window, arn: str, meta: dict, inv: dict | None
         entry["unused_by_service"] = {svc: c["unused"] for svc, c in sorted(by_service.items()) if c.get("unused")}
         entry["unused_services"] = sorted(svc for svc, c in by_service.items() if c.get("unused") and not c.get("used"))
         entry["unused_sample"] = unused[:50]
-        entry["high_risk_unused"] = [
+        flagged = [
             {"rule": h["rule"], "action": h["rule"], "category": h.get("category"), "reason": h.get("reason"),
              "status": h.get("status"), "resource": "*" if h.get("on_all_resources") else "specific resources",
              "actions": len(h.get("actions") or []), "examples": list(h.get("actions") or [])[:5]}
             for h in report.high_risk]
+        # "unused" is a claim the logs support; a high-risk grant CloudTrail could not have seen is listed apart
+        entry["high_risk_unused"] = [h for h in flagged if h["status"] == "unused"]
+        entry["high_risk_unobservable"] = [h for h in flagged if h["status"] != "unused"]
         ung = report.used_not_granted
         entry["used_not_granted"] = sorted({r.action for r in ung.itertuples(index=False) if r.outcome == "authorised"})
         entry["notes"] = list(report.notes)
-        entry["score"] = risk_score(unused, sum(1 for h in report.high_risk if h.get("status") == "unused"), catalog)
+        entry["score"] = risk_score(unused, len(entry["high_risk_unused"]), catalog)
     return entry
 
 
@@ -385,8 +388,7 @@ def build_review(con, window: Window, *, iam_source: IamSource | None = None, st
         "never_used": sum(1 for p in principals if p["never_used"]),
         "granted_actions": sum(int(p["granted"].get("actions") or 0) for p in principals),
         "unused_actions": sum(int(p.get("unused_count") or 0) for p in principals),
-        "high_risk_unused": sum(1 for p in principals for h in p.get("high_risk_unused") or []
-                                if h.get("status") == "unused"),
+        "high_risk_unused": sum(len(p.get("high_risk_unused") or []) for p in principals),
         "denied": sum(int(p["denied"]) for p in principals),
     }
     return {

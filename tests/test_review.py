@@ -92,6 +92,15 @@ def test_html_escapes_names_from_the_logs():
     assert "&lt;script&gt;" in html
 
 
+def test_html_lists_unobservable_high_risk_grants_apart_from_unused_ones():
+    r = synthetic_review()
+    p = r["principals"][0]
+    p["high_risk_unobservable"] = [{"rule": "lambda:InvokeFunction on *", "reason": "invoke data events not logged",
+                                    "status": "unobservable"}]
+    html = report.render_html(r)
+    assert "High-risk grants CloudTrail could not have seen used" in html and "lambda:InvokeFunction on *" in html
+
+
 def test_markdown_escapes_names_in_its_html_blocks():
     """Markdown renders inline HTML: a name from the logs used to go into tables and <summary> unescaped."""
     r = synthetic_review()
@@ -228,6 +237,10 @@ def test_sample_review_ranks_unused_privilege_and_finds_removal_candidates(sampl
     # AdministratorAccess used for 4 calls outranks a busy, fairly scoped service role
     assert by["legacy-batch"]["rank"] < by["orders-api-task"]["rank"]
     assert any(h["rule"] == "* on *" for h in by["legacy-batch"]["high_risk_unused"])
+    for p in by.values():  # "unused" high-risk grants are those the logs show unused; the rest are listed apart
+        assert all(h["status"] == "unused" for h in p.get("high_risk_unused") or [])
+        assert all(h["status"] != "unused" for h in p.get("high_risk_unobservable") or [])
+    assert sample_review["summary"]["high_risk_unused"] == sum(len(p.get("high_risk_unused") or []) for p in by.values())
     assert [p["rank"] for p in sample_review["principals"]] == list(range(1, len(by) + 1))
     scores = [p["score"] for p in sample_review["principals"]]
     assert scores == sorted(scores, reverse=True)
