@@ -210,6 +210,16 @@ def _gunzip(data: bytes) -> bytes:
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
+def _gunzip_or_reason(data: bytes) -> tuple[bytes, str | None]:
+    """``(decompressed data, None)``, or ``(b"", file skip reason)`` when the gzip is truncated or corrupt."""
+    try:
+        return _gunzip(data), None
+    except _Truncated:
+        return b"", R_TRUNCATED
+    except zlib.error:
+        return b"", R_CORRUPT_GZIP
+
+
 def _looks_like_record(d: dict) -> bool:
     return "eventID" in d or "eventName" in d or "eventSource" in d or "eventTime" in d or "eventType" in d \
         or "eventVersion" in d
@@ -334,12 +344,9 @@ def _load(data: bytes) -> tuple[list | None, bool, str | None, dict[str, int], b
         recovered leniently?).
     """
     if data[:2] == b"\x1f\x8b":
-        try:
-            data = _gunzip(data)
-        except _Truncated:
-            return None, False, R_TRUNCATED, {}, False
-        except zlib.error:
-            return None, False, R_CORRUPT_GZIP, {}, False
+        data, reason = _gunzip_or_reason(data)
+        if reason:
+            return None, False, reason, {}, False
     if data[:3] == b"\xef\xbb\xbf":
         data = data[3:]
     i = _WS.match(data).end()
@@ -874,13 +881,8 @@ def _process_task_inner(task: _Task) -> _TaskResult:
                     continue
             if payload[:2] == b"\x1f\x8b":
                 comp += len(payload)
-                try:
-                    payload = _gunzip(payload)
-                except _Truncated:
-                    fr.reason = R_TRUNCATED
-                    continue
-                except zlib.error:
-                    fr.reason = R_CORRUPT_GZIP
+                payload, fr.reason = _gunzip_or_reason(payload)
+                if fr.reason:
                     continue
                 raw += len(payload)
             recs, struct, reason, skips, recovered = _load(payload)
@@ -951,7 +953,8 @@ def _write_parts(chunks: list[dict[str, pa.Array]], codes: _Codes, uris: list[st
     # integer sort keys: rank of (account, region), UTC day, rank of principal_arn, event time
     ia, ir = _A_COLS.index("account_id"), _A_COLS.index("aws_region")
     pairs = [(v[ia] or "", v[ir] or "") for v in codes.a_vals]
-    a_rank = pa.array(_ranks(pairs), pa.int32()).take(a)
+    pair_ranks = _ranks(pairs)
+    a_rank = pa.array(pair_ranks, pa.int32()).take(a)
     b_rank = pa.array(_ranks([v[_B_COLS.index("principal_arn")] for v in codes.b_vals]), pa.int32()).take(b)
     t = cols["event_time"]
     day = pc.cast(t, pa.date32()).cast(pa.int32())
@@ -966,7 +969,7 @@ def _write_parts(chunks: list[dict[str, pa.Array]], codes: _Codes, uris: list[st
         change = pc.or_(pc.not_equal(ka.slice(1), ka.slice(0, n - 1)), pc.not_equal(kd.slice(1), kd.slice(0, n - 1)))
         starts += [i + 1 for i in pc.indices_nonzero(change).to_pylist()]
     starts.append(n)
-    pair_of_rank = dict(zip(_ranks(pairs), pairs))
+    pair_of_rank = dict(zip(pair_ranks, pairs))
     sizes: dict[int, int] = {}
     for k in range(len(starts) - 1):
         r = ka[starts[k]].as_py()
@@ -1177,13 +1180,9 @@ class _Committer:
         if len(self.pending) >= MANIFEST_FLUSH_ROWS or time.monotonic() - self.last_flush > MANIFEST_FLUSH_SECONDS:
             self.flush()
 
-    def skip(self, obj: SourceObject, reason: str, manifest: bool = False) -> None:
-        """Record a file that was not parsed (download error, unsupported type)."""
+    def skip(self, obj: SourceObject, reason: str) -> None:
+        """Record a file that was not parsed (download error, unsupported type); it is not in the manifest."""
         self.report.skipped.append(SkippedInput(obj.uri, reason, 0))
-        if manifest:
-            self.pending.append({"source": obj.uri, "size": obj.size, "version": obj.version, "records": 0,
-                                 "status": "skipped", "reason": reason, "run_id": self.run_id,
-                                 "ingested_at": self.now})
 
     def flush(self) -> None:
         """Publish buffered rows, then write the pending manifest rows (data always before manifest)."""
@@ -1227,8 +1226,12 @@ def _window_tuple(window: Window | None) -> tuple | None:
     return ceil_s(window.since), ceil_s(window.until), window.since.astimezone(_UTC), window.until.astimezone(_UTC)
 
 
-def _walk(top: str, store_real: str | None, report: IngestReport) -> Iterator[tuple[str, os.DirEntry | None]]:
-    """Files under ``top`` in sorted path order (hidden entries, the store itself, digest/insight trees pruned)."""
+def _walk(top: str, visited: set[tuple[int, int]], report: IngestReport) -> Iterator[tuple[str, os.DirEntry | None]]:
+    """Files under ``top`` in sorted path order (hidden entries, digest/insight trees pruned).
+
+    ``visited`` holds the (device, inode) of the directories walked or excluded (the store): a directory reached
+    again through a symbolic link (a link to a parent would loop) is not walked twice.
+    """
     try:
         with os.scandir(top) as it:
             entries = sorted(it, key=lambda e: e.name)
@@ -1248,10 +1251,18 @@ def _walk(top: str, store_real: str | None, report: IngestReport) -> Iterator[tu
             yield e.path, e
         elif name in SKIPPED_TREES:
             report.trees_skipped[name] = report.trees_skipped.get(name, 0) + 1
-        elif name != "__pycache__" and e.path != store_real:
-            dirs.append(e.path)
+        elif name != "__pycache__":
+            try:
+                s = e.stat()  # follows a link
+                key = (s.st_dev, s.st_ino)
+            except OSError:  # a dangling or unreadable link: reported when scanned
+                key = None
+            if key not in visited:
+                if key is not None:
+                    visited.add(key)
+                dirs.append(e.path)
     for d in dirs:
-        yield from _walk(d, store_real, report)
+        yield from _walk(d, visited, report)
 
 
 def _local_objects(src: str, store: Path, days: set[str] | None, accounts: set[str], regions: set[str],
@@ -1263,11 +1274,14 @@ def _local_objects(src: str, store: Path, days: set[str] | None, accounts: set[s
     if p.is_file():
         found: Iterable[tuple[str, os.DirEntry | None]] = [(str(p.resolve()), None)]
     elif p.is_dir():
+        top = p.stat()
+        visited = {(top.st_dev, top.st_ino)}
         try:
-            store_real = str(store.resolve())
+            s = store.stat()
+            visited.add((s.st_dev, s.st_ino))  # a store inside the source is never read
         except OSError:
-            store_real = None
-        found = _walk(str(p.resolve()), store_real, report)
+            pass
+        found = _walk(str(p.resolve()), visited, report)
     else:
         raise IngestError(f"not a file or directory: {src}")
     out = []
@@ -1787,13 +1801,5 @@ def _next_task_number() -> int:
     return _TASK_NO[0]
 
 
-def read_manifest(store: Path) -> pa.Table:
-    """The manifest of ingested objects (see :func:`miner.store.read_manifest`).
-
-    Args:
-        store: the store root.
-
-    Returns:
-        A pyarrow Table with :data:`miner.store.MANIFEST_SCHEMA` columns.
-    """
-    return st.read_manifest(store)
+#: The manifest of ingested objects (re-exported from :func:`miner.store.read_manifest`).
+read_manifest = st.read_manifest

@@ -31,7 +31,14 @@ class StoreError(Exception):
 
 
 def event_files(store: Path) -> list[Path]:
-    """All committed event Parquet files of a store."""
+    """All committed event Parquet files of a store.
+
+    Args:
+        store: the store root.
+
+    Returns:
+        The files, sorted by path (empty when the store has no ``events/``).
+    """
     root = Path(store) / EVENTS_DIR
     return sorted(root.glob("account=*/region=*/date=*/*.parquet")) if root.is_dir() else []
 
@@ -145,7 +152,14 @@ def new_run_id(now: datetime) -> str:
 
 
 def tmp_dir(store: Path) -> Path:
-    """The store's scratch directory (same filesystem as ``events/``, so ``os.replace`` from it is atomic)."""
+    """The store's scratch directory (same filesystem as ``events/``, so ``os.replace`` from it is atomic).
+
+    Args:
+        store: the store root.
+
+    Returns:
+        ``<store>/_tmp``, created when missing.
+    """
     d = Path(store) / TMP_DIR
     d.mkdir(parents=True, exist_ok=True)
     return d
@@ -183,11 +197,15 @@ def write_lock(store: Path) -> Iterator[None]:
         store: the store root (created when missing).
 
     Raises:
-        StoreError: when another process holds the lock.
+        StoreError: when another process holds the lock, or the store cannot be created (a file is in the way,
+            no permission).
     """
     store = Path(store)
-    store.mkdir(parents=True, exist_ok=True)
-    fd = os.open(store / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        store.mkdir(parents=True, exist_ok=True)
+        fd = os.open(store / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise StoreError(f"cannot use {store} as a store: {e.strerror or e}") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -243,22 +261,6 @@ def file_event_ids(path: Path) -> pa.Array:
     return pq.ParquetFile(str(path)).read(columns=["event_id"]).column(0).combine_chunks()
 
 
-def partition_event_ids(part_dir: Path) -> set[str]:
-    """The event ids already stored in one partition (reads only the ``event_id`` column).
-
-    Args:
-        part_dir: a partition directory (may not exist).
-
-    Returns:
-        The set of ids (empty when the partition has no files).
-    """
-    ids: set[str] = set()
-    if part_dir.is_dir():
-        for f in part_dir.glob("*.parquet"):
-            ids.update(file_event_ids(f).to_pylist())
-    return ids
-
-
 def rewrite_filtered(path: Path, keep: pa.Array, tmp: Path, *, replace: bool = True) -> pa.Array | None:
     """Rewrite an event file keeping only the rows where ``keep`` is true (order and settings preserved).
 
@@ -285,7 +287,14 @@ def rewrite_filtered(path: Path, keep: pa.Array, tmp: Path, *, replace: bool = T
 
 
 def manifest_files(store: Path) -> list[Path]:
-    """The committed manifest files of a store, oldest first."""
+    """The committed manifest files of a store, oldest first.
+
+    Args:
+        store: the store root.
+
+    Returns:
+        The ``manifest/*.parquet`` files sorted by name (run ids sort by time).
+    """
     d = Path(store) / MANIFEST_DIR
     return sorted(d.glob("*.parquet")) if d.is_dir() else []
 

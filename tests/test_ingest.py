@@ -473,6 +473,15 @@ def test_store_inside_the_source_folder_is_not_read(tmp_path):
     assert r.files_seen == 1 and r.files_already_ingested == 1
 
 
+def test_a_folder_reached_again_through_a_symlink_is_walked_once(tmp_path):
+    write_gz(tmp_path / "in" / "a.json.gz", {"Records": [rec("a")]})
+    (tmp_path / "in" / "loop").symlink_to(tmp_path / "in")  # a link to a parent: used to recurse ~40 levels
+    (tmp_path / "in" / "store-link").symlink_to(tmp_path / "in" / "store")  # the store by another name
+    r = run([tmp_path / "in"], tmp_path / "in" / "store")
+    assert (r.files_seen, r.records_read, r.records_written, r.duplicates) == (1, 1, 1, 0)
+    assert r.skipped == []
+
+
 # ----------------------------------------------------------------------------- windows and filters
 
 
@@ -783,6 +792,14 @@ def test_cli_bad_sources_exit_2_without_traceback(tmp_path, args, message):
     res = cli(*args, "--store", tmp_path / "s")
     assert res.exit_code == 2
     assert message in res.stderr and "Traceback" not in res.output
+
+
+def test_cli_store_path_that_is_a_file_exits_2_without_traceback(tmp_path):
+    write_gz(tmp_path / "in" / "a.json.gz", {"Records": [rec("a")]})
+    (tmp_path / "s").write_text("a file where the store should be")
+    res = cli(tmp_path / "in", "--store", tmp_path / "s", "-q")
+    assert res.exit_code == 2
+    assert "cannot use" in res.stderr and "Traceback" not in res.output
 
 
 def test_cli_no_readable_files_exit_2(tmp_path):

@@ -101,3 +101,12 @@ def test_write_lock_is_exclusive(tmp_path):
                 pass
     with st.write_lock(tmp_path):  # released
         pass
+
+
+def test_write_lock_on_an_unusable_path_is_a_store_error(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    for store in (blocker, blocker / "below"):  # a file in the way: one clear line, no OSError traceback
+        with pytest.raises(st.StoreError, match="cannot use .* as a store"):
+            with st.write_lock(store):
+                pass
