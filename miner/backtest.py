@@ -108,13 +108,8 @@ def parse_days(text: str) -> float:
     try:
         days = float(t)
     except ValueError:
-        days = None
-        if t[-1:] in ("d", "w", "h", "m"):  # not a date: parse_when would read one
-            now = datetime(2000, 1, 1, tzinfo=timezone.utc)
-            try:
-                days = (now - models.parse_when(t, now)).total_seconds() / 86400
-            except ValueError:
-                pass
+        age = models.parse_age(t)
+        days = age.total_seconds() / 86400 if age is not None else None
     if days is None or not math.isfinite(days):
         raise ValueError(f"cannot read {text!r} as a duration: use e.g. 60d, 8w, 12h")
     return days

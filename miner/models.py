@@ -123,6 +123,22 @@ class Window:
 _REL = re.compile(r"^(\d+)\s*([dwhm])$")
 
 
+def parse_age(text: str) -> timedelta | None:
+    """A relative age such as ``90d``, ``12w``, ``6h`` or ``3m`` (30-day months), or ``None`` if ``text`` is not one.
+
+    Args:
+        text: the user's text.
+
+    Returns:
+        The age as a timedelta, or ``None``.
+    """
+    m = _REL.match(text.strip().lower())
+    if not m:
+        return None
+    n, unit = int(m.group(1)), m.group(2)
+    return {"d": timedelta(days=n), "w": timedelta(weeks=n), "h": timedelta(hours=n), "m": timedelta(days=30 * n)}[unit]
+
+
 def parse_when(text: str, now: datetime) -> datetime:
     """Parse a window bound: ``90d``/``12w``/``6h`` (relative to ``now``), ``today``, or an ISO date/time.
 
@@ -137,11 +153,9 @@ def parse_when(text: str, now: datetime) -> datetime:
         ValueError: with a message a user can act on.
     """
     t = text.strip().lower()
-    m = _REL.match(t)
-    if m:
-        n, unit = int(m.group(1)), m.group(2)
-        delta = {"d": timedelta(days=n), "w": timedelta(weeks=n), "h": timedelta(hours=n), "m": timedelta(days=30 * n)}[unit]
-        return now - delta
+    age = parse_age(t)
+    if age is not None:
+        return now - age
     if t in ("now",):
         return now
     if t == "today":

@@ -59,3 +59,13 @@ def test_bad_windows_say_why(since, until):
 def test_store_path_env(monkeypatch, tmp_path):
     monkeypatch.setenv("MINER_STORE", str(tmp_path / "s"))
     assert models.default_store_path() == tmp_path / "s"
+
+
+@pytest.mark.parametrize("text,days", [("90d", 90), ("2w", 14), ("12h", 0.5), ("3m", 90), (" 7D ", 7)])
+def test_parse_age(text, days):
+    assert models.parse_age(text).total_seconds() / 86400 == days
+
+
+@pytest.mark.parametrize("text", ["2026-08-01", "today", "d", "1y"])
+def test_parse_age_is_none_for_other_text(text):
+    assert models.parse_age(text) is None
