@@ -313,9 +313,9 @@ def arn_templates(template: str) -> tuple[ArnTemplate, ...]:
             if parts[end] in CONTEXT_VARIABLES or end == len(parts) - 2 and parts[-1] == "":
                 continue  # a context variable, or the cut that is the whole template
             rx, pnames = _compile(parts[: end + 1] + [""], parts[end + 1][:1] or None)
-            prefixes.append((re.compile(rx), pnames))
+            prefixes.append((re.compile(rx, re.S), pnames))
         literal = sum(len(p) for p in parts[0::2])
-        out.append(ArnTemplate(form, names, re.compile(full), tuple(prefixes), literal))
+        out.append(ArnTemplate(form, names, re.compile(full, re.S), tuple(prefixes), literal))
     return tuple(out)
 
 

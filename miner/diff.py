@@ -14,6 +14,8 @@ from typing import Iterable
 
 import pandas as pd
 
+from miner.patterns import covers
+
 #: Services whose resources carry resource-based policies (a call the identity policies do not allow may have
 #: been allowed by the resource's own policy).
 RESOURCE_POLICY_SERVICES = frozenset({
@@ -113,33 +115,23 @@ def action_matches(pattern: str, action: str) -> bool:
     return _action_rx(pattern).match(action.lower()) is not None
 
 
-_VAR = re.compile(r"\$\{[^}]*\}")
-
-
-@lru_cache(maxsize=16384)
-def _resource_rx(pattern: str) -> re.Pattern:
-    parts = []
-    for piece in _VAR.split(pattern):
-        parts.append("".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in piece))
-    return re.compile(".*".join(parts), re.S)  # a policy variable may stand for anything
-
-
 def resource_matches(pattern: str, resource: str) -> bool:
-    """IAM resource matching: ``*`` any run of characters (``/`` included), ``?`` one character, case-sensitive.
+    """IAM resource matching: ``*`` any run of characters (``/`` included), ``?`` one character, case-sensitive;
+    ``${*}``, ``${?}`` and ``${$}`` are the literal characters (see :mod:`miner.patterns`).
 
     A policy variable such as ``${aws:username}`` is treated as matching anything (its value is not known).
-    A used resource of ``*`` (the mapping could not derive one) matches only a pattern of ``*``.
+    ``resource`` is a pattern too: a mapped resource holds logged names as escaped literals, and may hold a
+    wildcard the mapping put there (an unknown IAM path, a secret's random suffix). It matches when ``pattern``
+    covers every string it stands for; so ``*`` (the mapping could not derive a resource) matches only ``*``.
 
     Args:
         pattern: a Resource element.
-        resource: a resource ARN, or ``*``.
+        resource: a resource pattern, usually one ARN (:func:`miner.patterns.literal` of a concrete ARN), or ``*``.
 
     Returns:
         True when the pattern covers the resource.
     """
-    if resource == "*":
-        return pattern == "*"
-    return _resource_rx(pattern).fullmatch(resource) is not None
+    return covers(pattern, resource)
 
 
 def _allows(stmts: list[Statement], action: str, resource: str) -> bool:

@@ -38,12 +38,14 @@ from typing import Any, Callable, Iterable
 from urllib.parse import quote, unquote
 
 from miner.catalog import ArnTemplate, Catalog, arn_templates, get_catalog
+from miner.patterns import literal
 
 # ----------------------------------------------------------------------------- public types
 
 #: Event statuses: mapped (>= 1 action), no_permission (a call no IAM action authorises), service_event
-#: (AwsServiceEvent: AWS did it), not_api_call (insight / VPC-endpoint records), unmapped (a gap: listed).
-STATUSES = ("mapped", "no_permission", "service_event", "not_api_call", "unmapped")
+#: (AwsServiceEvent: AWS did it), not_api_call (insight / VPC-endpoint records), unmapped (a gap: listed),
+#: invalid (the request names a resource AWS does not allow, e.g. a bucket called ``*``: never used for an ARN).
+STATUSES = ("mapped", "no_permission", "service_event", "not_api_call", "unmapped", "invalid")
 #: How a resource was derived.
 DERIVATIONS = ("record_arn", "template", "star")
 #: The reason given when the action cannot be scoped to resources at all.
@@ -55,7 +57,8 @@ class MappedAction:
     """One IAM action an event needed, on one resource."""
 
     action: str  # canonical catalogue spelling, e.g. "s3:GetObject"
-    resource: str  # an ARN (possibly with wildcards for unknown parts), or "*"
+    resource: str  # an IAM resource pattern: an ARN whose logged parts are literals (miner.patterns.literal),
+    #                possibly with wildcards for unknown parts; or "*"
     derivation: str  # "record_arn" | "template" | "star"
     reason: str | None = None  # why the resource is "*" or partial, or where it came from
     implicit: bool = False  # True for extra actions such as iam:PassRole
@@ -75,7 +78,8 @@ class MappingResult:
 # ----------------------------------------------------------------------------- rules as data
 
 DATA_DIR = Path(__file__).resolve().parent / "data" / "mapping"
-RULE_FILES = ("sources.csv", "event_types.csv", "rules.csv", "versioned.csv", "passrole.csv", "bindings.csv")
+RULE_FILES = ("sources.csv", "event_types.csv", "rules.csv", "versioned.csv", "passrole.csv", "bindings.csv",
+              "names.csv")
 #: Resource strategies that rules.csv may name in its ``resource`` column (code, because they parse values).
 STRATEGIES = ("copy_source", "s3_destination", "kms_reencrypt_source", "kms_reencrypt_destination", "partiql",
               "apigateway_rest")
@@ -126,6 +130,7 @@ class Rules:
     versioned: list[tuple[str, re.Pattern, str]] = field(default_factory=list)
     passrole: dict[str, dict[str, str]] = field(default_factory=dict)  # kind -> {name_lower: comment}
     bindings: dict[tuple[str, str, str], Binding] = field(default_factory=dict)
+    names: dict[tuple[str, str, str], tuple[re.Pattern, str]] = field(default_factory=dict)  # valid request values
     rows: dict[str, list[dict]] = field(default_factory=dict)
     version: str = ""
 
@@ -196,6 +201,12 @@ def load_rules(directory: str | None = None) -> Rules:
         b = Binding(row["scope"].lower(), row["resource_type"].lower(), row["variable"],
                     tuple(p.strip() for p in row["parameters"].split("|") if p.strip()), row["transform"], row["comment"])
         rules.bindings[(b.scope, b.resource_type, b.variable)] = b
+    for i, row in enumerate(rules.rows["names.csv"], start=2):
+        try:
+            rx = re.compile(row["pattern"], re.S)
+        except re.error as e:
+            raise ValueError(f"names.csv line {i}: bad pattern {row['pattern']!r}: {e}") from None
+        rules.names[(row["scope"].lower(), row["resource_type"].lower(), row["variable"])] = (rx, row["comment"])
     return rules
 
 
@@ -237,21 +248,26 @@ def _loads(value: Any) -> Any:
 
 
 def _arn_of(entry: Any) -> str | None:
+    """A resources[] entry's ARN as a pattern: the logged ARN as a literal, or an ARNPrefix as a literal + ``*``."""
     if isinstance(entry, str):
-        return entry if entry.startswith("arn:") else None
+        return literal(entry) if entry.startswith("arn:") else None
     if not isinstance(entry, dict):
         return None
     for key in ("ARN", "arn", "Arn"):
         if isinstance(entry.get(key), str) and entry[key].startswith("arn:"):
-            return entry[key]
+            return literal(entry[key])
     for key in ("ARNPrefix", "arnPrefix", "arnprefix"):
         if isinstance(entry.get(key), str) and entry[key].startswith("arn:"):
-            return entry[key] + "*"
+            return literal(entry[key]) + "*"
     return None
 
 
 class EventContext:
-    """One event's request parameters, record ARNs and location, with lazy lookups."""
+    """One event's request parameters, record ARNs and location, with lazy lookups.
+
+    Request values (:meth:`values`, :meth:`lookup`, :meth:`items`) are raw, as logged; ``record_arns``,
+    :attr:`param_arns` and :meth:`location` are already patterns (logged text made literal), ready for an ARN.
+    """
 
     def __init__(self, params: Any, resources: Any, account: str, region: str, partition: str):
         params = _loads(params)
@@ -260,13 +276,14 @@ class EventContext:
         if isinstance(res, dict):
             res = [res]
         self.record_arns: list[str] = list(dict.fromkeys(a for a in (_arn_of(e) for e in (res or [])) if a))
-        self.account = account or ""
-        self.region = region or ""
-        self.partition = partition or "aws"
+        self.account = literal(account or "")
+        self.region = literal(region or "")
+        self.partition = literal(partition or "aws")
         self._index: dict[str, list] | None = None
         self._items: list[tuple[str, Any]] = []
         self._param_arns: list[str] | None = None
         self.used: list[str] = []  # parameter names a derivation read
+        self.invalid: list[tuple[str, str, str]] = []  # (variable, value, rule) request values AWS does not allow
 
     @property
     def index(self) -> dict[str, list]:
@@ -296,7 +313,8 @@ class EventContext:
         return any(v is not None for v in self.index.get(key.lower(), ()))
 
     def values(self, key: str) -> list[str]:
-        """Scalar values under a key (anywhere; ``a.b`` for a path from the root), lists flattened."""
+        """Scalar values under a key (anywhere; ``a.b`` for a path from the root), lists flattened; only empty
+        strings are skipped (a name of spaces is a name, and must not read as a missing value that becomes ``*``)."""
         if "." in key:
             nodes: list = [self.params]
             for part in key.split("."):
@@ -314,7 +332,7 @@ class EventContext:
         out: list[str] = []
         for v in raw:
             for x in (v if isinstance(v, list) else [v]):
-                if isinstance(x, (str, int)) and not isinstance(x, bool) and str(x).strip() != "":
+                if isinstance(x, (str, int)) and not isinstance(x, bool) and str(x) != "":
                     out.append(str(x))
         return list(dict.fromkeys(out))
 
@@ -329,14 +347,14 @@ class EventContext:
 
     @property
     def param_arns(self) -> list[str]:
-        """Every ARN-looking string value in the request parameters."""
+        """Every ARN-looking string value in the request parameters, each as a literal pattern."""
         if self._param_arns is None:
             out = []
             for vals in self.index.values():
                 for v in vals:
                     for x in (v if isinstance(v, list) else [v]):
                         if isinstance(x, str) and x.startswith("arn:") and len(out) < 200:
-                            out.append(x)
+                            out.append(literal(x))
             self._param_arns = list(dict.fromkeys(out))
         return self._param_arns
 
@@ -357,28 +375,30 @@ _ID_VALUE = re.compile(r"^[\w+=,.@/:-]+$")
 
 @dataclass(frozen=True)
 class Value:
-    """A bound value: a variable's text, or a whole ARN."""
+    """A bound value: a variable's text, or a whole ARN; a pattern, with logged text made literal."""
 
     text: str
     is_arn: bool = False
 
 
+# Transforms take a raw request value and return patterns: every logged piece goes through literal().
+
 def _t_arn_or_name(v: str, ctx: EventContext) -> list[Value]:
-    return [Value(v, v.startswith("arn:"))]
+    return [Value(literal(v), v.startswith("arn:"))]
 
 
 def _t_lambda_function(v: str, ctx: EventContext) -> list[Value]:
     if v.startswith("arn:"):
-        arn = v
+        arn = literal(v)
     else:
         parts = v.split(":")
         if len(parts) >= 3 and parts[1] == "function":  # 123456789012:function:name[:qualifier]
-            arn = f"arn:{ctx.partition}:lambda:{ctx.region}:{parts[0]}:function:{':'.join(parts[2:])}"
+            arn = f"arn:{ctx.partition}:lambda:{ctx.region}:{literal(parts[0])}:function:{literal(':'.join(parts[2:]))}"
         else:
-            arn = f"arn:{ctx.partition}:lambda:{ctx.region}:{ctx.account}:function:{v}"
+            arn = f"arn:{ctx.partition}:lambda:{ctx.region}:{ctx.account}:function:{literal(v)}"
     _, quals = ctx.lookup(["qualifier"])
     if quals and arn.count(":") == 6:
-        arn = f"{arn}:{quals[0]}"
+        arn = f"{arn}:{literal(quals[0])}"
     return [Value(arn, True)]
 
 
@@ -387,7 +407,7 @@ _KEY_ID = re.compile(r"^(mrk-)?[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4
 
 def _t_kms_key(v: str, ctx: EventContext) -> list[Value]:
     if v.startswith("arn:"):
-        return [Value(v, True)] if ":key/" in v else []
+        return [Value(literal(v), True)] if ":key/" in v else []
     if v.startswith("alias/"):
         return []  # an alias does not name the key; the record's resources[] usually does
     return [Value(v)] if _KEY_ID.match(v) or _ID_VALUE.match(v) else []
@@ -395,14 +415,14 @@ def _t_kms_key(v: str, ctx: EventContext) -> list[Value]:
 
 def _t_kms_alias(v: str, ctx: EventContext) -> list[Value]:
     if v.startswith("arn:"):
-        return [Value(v, True)] if ":alias/" in v else []
-    return [Value(v[len("alias/"):] if v.startswith("alias/") else v)]
+        return [Value(literal(v), True)] if ":alias/" in v else []
+    return [Value(literal(v[len("alias/"):] if v.startswith("alias/") else v))]
 
 
 def _t_secret_id(v: str, ctx: EventContext) -> list[Value]:
     if v.startswith("arn:"):
-        return [Value(v, True)]
-    return [Value(f"{v}-??????")]  # secret ARNs end in -<6 random characters>
+        return [Value(literal(v), True)]
+    return [Value(f"{literal(v)}-??????")]  # secret ARNs end in -<6 random characters>
 
 
 _QUEUE_URL = re.compile(r"^https?://(?:sqs\.)?([a-z0-9-]+)?\.?(?:queue\.)?amazonaws\.com(?:\.cn)?/(\d+|[^/]+)/([^/?#]+)", re.I)
@@ -410,48 +430,48 @@ _QUEUE_URL = re.compile(r"^https?://(?:sqs\.)?([a-z0-9-]+)?\.?(?:queue\.)?amazon
 
 def _t_sqs_queue(v: str, ctx: EventContext) -> list[Value]:
     if v.startswith("arn:"):
-        return [Value(v, True)]
+        return [Value(literal(v), True)]
     m = _QUEUE_URL.match(v)
     if m:
-        region = m.group(1) or ctx.region
+        region = literal(m.group(1)) if m.group(1) else ctx.region
         if region in ("sqs", "queue"):
             region = ctx.region
-        return [Value(f"arn:{ctx.partition}:sqs:{region}:{m.group(2)}:{m.group(3)}", True)]
+        return [Value(f"arn:{ctx.partition}:sqs:{region}:{literal(m.group(2))}:{literal(m.group(3))}", True)]
     if v.startswith("http"):
         return []
-    return [Value(v)]
+    return [Value(literal(v))]
 
 
 def _t_iam_with_path(v: str, ctx: EventContext) -> list[Value]:
     if v.startswith("arn:"):
-        return [Value(v, True)]
+        return [Value(literal(v), True)]
     _, paths = ctx.lookup(["path"])
     if paths:
         path = paths[0].strip("/")
-        return [Value(f"{path}/{v}" if path else v)]
+        return [Value(literal(f"{path}/{v}" if path else v))]
     if "/" in v:
-        return [Value(v)]
-    return [Value(v), Value(f"*/{v}")]  # the path is unknown: the name at the root or under any path
+        return [Value(literal(v))]
+    return [Value(literal(v)), Value(f"*/{literal(v)}")]  # the path is unknown: the name at the root or under any path
 
 
 def _t_strip_leading_slash(v: str, ctx: EventContext) -> list[Value]:
     if v.startswith("arn:"):
-        return [Value(v, True)]
-    return [Value(v.lstrip("/"))]
+        return [Value(literal(v), True)]
+    return [Value(literal(v.lstrip("/")))]
 
 
 def _t_log_group(v: str, ctx: EventContext) -> list[Value]:
     if v.startswith("arn:"):
         m = re.match(r"^(arn:[^:]+:logs:[^:]*:[^:]*:log-group:[^:]+)", v)
-        return [Value(m.group(1), True)] if m else []
-    return [Value(v)]
+        return [Value(literal(m.group(1)), True)] if m else []
+    return [Value(literal(v))]
 
 
 def _t_ecs_task_definition(v: str, ctx: EventContext) -> list[Value]:
     if v.startswith("arn:"):
-        return [Value(v, True)]
-    family = v.split(":")[0]
-    rev = v.split(":")[1] if ":" in v else "*"
+        return [Value(literal(v), True)]
+    family = literal(v.split(":")[0])
+    rev = literal(v.split(":")[1]) if ":" in v else "*"
     return [Value(f"arn:{ctx.partition}:ecs:{ctx.region}:{ctx.account}:task-definition/{family}:{rev}", True)]
 
 
@@ -461,7 +481,7 @@ _EC2_ID = re.compile(r"^([a-z]+(?:-[a-z]+)*)-[0-9A-Za-z]+$")
 def _t_ec2_id(v: str, ctx: EventContext) -> list[Value]:
     """EC2 ids keep their type in a prefix (vpc-, subnet-, eni-, fl-, nat-, tgw-): checked by the caller's variable."""
     if v.startswith("arn:"):
-        return [Value(v, True)]
+        return [Value(literal(v), True)]
     return [Value(v)] if _EC2_ID.match(v) else []
 
 
@@ -475,14 +495,14 @@ _REGION_GROUPS = ("us.", "eu.", "apac.", "global.", "us-gov.", "jp.", "au.", "ca
 
 def _t_bedrock_foundation_model(v: str, ctx: EventContext) -> list[Value]:
     if v.startswith("arn:"):
-        return [Value(v, True)]
-    return [] if v.startswith(_REGION_GROUPS) else [Value(v)]
+        return [Value(literal(v), True)]
+    return [] if v.startswith(_REGION_GROUPS) else [Value(literal(v))]
 
 
 def _t_bedrock_inference_profile(v: str, ctx: EventContext) -> list[Value]:
     if v.startswith("arn:"):
-        return [Value(v, True)]
-    return [Value(v)] if v.startswith(_REGION_GROUPS) else []
+        return [Value(literal(v), True)]
+    return [Value(literal(v))] if v.startswith(_REGION_GROUPS) else []
 
 
 _TRANSFORM_FUNCS: dict[str, Callable[[str, EventContext], list[Value]]] = {
@@ -810,6 +830,8 @@ class Mapper:
             out.extend(extra)
             if extra:
                 static = False
+        if ctx.invalid:
+            return MappingResult("invalid", (), _invalid_note(ctx.invalid), plan.via), False
         seen, uniq = set(), []
         for a in out:
             if (a.action, a.resource) not in seen:
@@ -928,6 +950,25 @@ class Mapper:
                 return b[k]
         return None
 
+    def name_rule(self, prefix: str, rtype: str, var: str) -> tuple[re.Pattern, str] | None:
+        """The names.csv rule for a template variable's request values (most specific scope first), if any."""
+        n = self.rules.names
+        for k in ((prefix, rtype.lower(), var), (prefix, "*", var), ("*", rtype.lower(), var), ("*", "*", var)):
+            if k in n:
+                return n[k]
+        return None
+
+    def valid(self, prefix: str, rtype: str, var: str, value: str, ctx: EventContext) -> bool:
+        """Is a raw request value a name AWS allows for the variable? A value that is not is recorded on ``ctx``.
+
+        Whole ARNs are not checked here: they are used as literals, so they can name nothing but themselves.
+        """
+        rule = self.name_rule(prefix, rtype, var)
+        if rule is None or value.startswith("arn:") or rule[0].fullmatch(value):
+            return True
+        ctx.invalid.append((var, value, rule[1]))
+        return False
+
     def _bind(self, prefix: str, rtype: str, var: str, ctx: EventContext) -> tuple[str | None, list[Value]]:
         b = self._binding(prefix, rtype, var)
         if b is not None:
@@ -937,7 +978,8 @@ class Mapper:
         key, raw = ctx.lookup(keys)
         out: list[Value] = []
         for v in raw[:50]:
-            out.extend(_TRANSFORM_FUNCS[transform](v, ctx))
+            if self.valid(prefix, rtype, var, v, ctx):
+                out.extend(_TRANSFORM_FUNCS[transform](v, ctx))
         if prefix == "ec2" and var in _EC2_PREFIXES:
             out = [v for v in out if v.is_arn or v.text.startswith(_EC2_PREFIXES[var])]
         return key, out
@@ -1038,14 +1080,22 @@ class Mapper:
                 if not isinstance(v, str):
                     continue
                 if v.startswith("arn:") and ":role/" in v and ":iam:" in v:
-                    out.append(MappedAction(passrole, v, "template", f"role passed in request parameter {orig}",
-                                            True, "role"))
+                    out.append(MappedAction(passrole, literal(v), "template",
+                                            f"role passed in request parameter {orig}", True, "role"))
                 elif key in name_ok and re.fullmatch(r"[\w+=,.@-]{1,64}", v):
                     for rn in (v, f"*/{v}"):
                         out.append(MappedAction(passrole, f"arn:{ctx.partition}:iam::{ctx.account}:role/{rn}",
                                                 "template", f"role name passed in request parameter {orig} "
                                                 "(path unknown)", True, "role"))
         return out if out else None
+
+
+def _invalid_note(invalid: list[tuple[str, str, str]]) -> str:
+    """The note of an event whose request names a resource AWS does not allow (values shown as Python literals)."""
+    var, value, rule = invalid[0]
+    shown = repr(value if len(value) <= 80 else value[:80] + "...")
+    more = f" (and {len(invalid) - 1} more)" if len(invalid) > 1 else ""
+    return f"the request names {var} {shown}{more}, which AWS does not allow ({rule}): not used to build an ARN"
 
 
 @lru_cache(maxsize=None)
@@ -1087,9 +1137,12 @@ def _s_copy_source(mapper: Mapper, step: Step, ctx: EventContext) -> list[Mapped
     for v in vals[:1]:
         src = unquote(v).split("?", 1)[0].lstrip("/")
         if src.startswith("arn:"):  # an access point's object: arn:...:accesspoint/<name>/object/<key>
-            arn = src
+            arn = literal(src)
         elif "/" in src:
-            arn = f"arn:{ctx.partition}:s3:::{src}"
+            bucket, obj = src.split("/", 1)
+            if not mapper.valid("s3", "object", "BucketName", bucket, ctx):
+                continue
+            arn = f"arn:{ctx.partition}:s3:::{literal(bucket)}/{literal(obj)}"
         else:
             continue
         out.append(MappedAction(step.action, arn, "template", f"source object from {key}", step.implicit, "object"))
@@ -1099,9 +1152,9 @@ def _s_copy_source(mapper: Mapper, step: Step, ctx: EventContext) -> list[Mapped
 def _s_s3_destination(mapper: Mapper, step: Step, ctx: EventContext) -> list[MappedAction]:
     _, buckets = ctx.lookup(["bucketName", "bucket"])
     _, keys = ctx.lookup(["key"])
-    if buckets and keys:
-        return [MappedAction(step.action, f"arn:{ctx.partition}:s3:::{buckets[0]}/{keys[0]}", "template",
-                             "destination object from bucketName and key", step.implicit, "object")]
+    if buckets and keys and mapper.valid("s3", "object", "BucketName", buckets[0], ctx):
+        return [MappedAction(step.action, f"arn:{ctx.partition}:s3:::{literal(buckets[0])}/{literal(keys[0])}",
+                             "template", "destination object from bucketName and key", step.implicit, "object")]
     return []
 
 
@@ -1146,6 +1199,10 @@ def _s_partiql(mapper: Mapper, step: Step, ctx: EventContext) -> list[MappedActi
         if not t:
             continue
         table, index = _unquote_ident(t.group(1)), _unquote_ident(t.group(2)) if t.group(2) else None
+        if not mapper.valid("dynamodb", "table", "TableName", table, ctx) or \
+                (index is not None and not mapper.valid("dynamodb", "index", "IndexName", index, ctx)):
+            continue
+        table, index = literal(table), literal(index) if index is not None else None
         region, account = ctx.region, ctx.account
         for arn in ctx.record_arns:  # the record's table ARN carries the table's own region/account
             mm = re.match(r"^arn:[^:]+:dynamodb:([^:]*):([^:]*):table/([^/]+)$", arn)

@@ -10,6 +10,8 @@ from typing import Iterable
 
 import pandas as pd
 
+from miner.patterns import covers, is_literal, text_of
+
 #: The managed-policy size limit, in characters without whitespace (as IAM counts).
 MANAGED_POLICY_LIMIT = 6144
 #: The inline-policy size limit per role (all inline policies together).
@@ -57,6 +59,21 @@ class Fallback:
 
 
 @dataclass(frozen=True)
+class Unproven:
+    """Resources of an action seen only in calls that did not succeed (not found, throttled, other errors).
+
+    Such a call was authorised, but says nothing about whether the resource exists, and its name may be whatever
+    a caller sent: it never widens a grant. ``kept`` are granted exactly; ``left_out`` are not granted.
+    """
+
+    action: str
+    kept: tuple[str, ...]
+    left_out: tuple[str, ...]
+    calls: int  # the calls that did not succeed on resources not already granted
+    reason: str  # why ``left_out`` were left out ("" when none were)
+
+
+@dataclass(frozen=True)
 class ActionWildcard:
     """An action wildcard used in the policy and the observed actions it expands to in the pinned catalogue."""
 
@@ -73,6 +90,7 @@ class Suggestion:
     generalisations: list[Generalisation] = field(default_factory=list)
     fallbacks: list[Fallback] = field(default_factory=list)
     wildcards: list[ActionWildcard] = field(default_factory=list)
+    unproven: list[Unproven] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     catalog_version: str = ""
     size_limit: int = MANAGED_POLICY_LIMIT
@@ -115,9 +133,13 @@ def _cut(prefix: str) -> str:
 
 
 def _kind(arn: str) -> tuple[tuple, str, str] | None:
-    """The generalisation group of a resource ARN: (group key, pattern head, name within the group)."""
+    """The generalisation group of a resource ARN: (group key, pattern head, name within the group).
+
+    Only literal ARNs are grouped; their names are patterns (logged text as literals), and the separators a
+    prefix is cut at never occur inside an escape, so a cut prefix is a valid pattern.
+    """
     parts = _split_arn(arn)
-    if parts is None or any(ch in arn for ch in "*?"):
+    if parts is None or not is_literal(arn):
         return None
     _, part, service, region, account, res = parts
     if service == "s3" and not region and not account:
@@ -175,13 +197,17 @@ def _generalise(resources: Iterable[str], max_resources: int) -> tuple[dict[str,
 
 
 def _drop_covered(resources: set[str]) -> set[str]:
-    """Remove resources already matched by a wildcard pattern in the same set."""
+    """Remove resources already matched by a wildcard pattern in the same set (never all of them).
+
+    ``r`` goes when another pattern covers it and is not covered back, or when the two cover each other (two
+    spellings of one pattern) and the other sorts first: the kept ones are the maximal elements of a strict
+    order, so a non-empty set stays non-empty.
+    """
     if "*" in resources:
         return {"*"}
-    from miner.diff import resource_matches
-
-    patterns = [r for r in resources if "*" in r or "?" in r]
-    return {r for r in resources if not any(p != r and resource_matches(p, r) for p in patterns)}
+    patterns = [r for r in resources if not is_literal(r)]
+    return {r for r in resources
+            if not any(p != r and covers(p, r) and (p < r or not covers(r, p)) for p in patterns)}
 
 
 _WORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z][a-z0-9]*|[a-z0-9]+")
@@ -315,6 +341,76 @@ def _pack(statements: list[dict], limit: int) -> list[dict]:
     return docs
 
 
+#: Outcome classes that prove a resource exists and the call did what it asked (models.classify_outcome).
+PROVEN_OUTCOMES = ("success", "dry_run")
+
+
+def succeeded(outcomes) -> bool:
+    """Did any of a usage row's calls succeed? (``outcomes`` as in ``usage_actions.sql``: ``success:12,not_found:1``.)
+
+    Args:
+        outcomes: the comma-joined ``class:count`` list; missing (``None``/NaN) counts as success.
+
+    Returns:
+        True when some call succeeded (or was a dry run that would have), or nothing is known.
+    """
+    if not isinstance(outcomes, str) or not outcomes:
+        return True
+    return any(part.split(":", 1)[0] in PROVEN_OUTCOMES for part in outcomes.split(","))
+
+
+def _place_unproven(unproven: dict[str, dict[str, int]], per_action: dict[str, set[str]], general: dict[str, str],
+                    exact: dict[str, set[str]], max_resources: int) -> list[Unproven]:
+    """Decide which resources seen only in calls that did not succeed are granted, filling ``exact``.
+
+    A resource already covered by the action's grant (from calls that succeeded) needs nothing. Of the rest, a
+    group (the objects of one bucket, the resources of one type in one account and region) of at most
+    ``max_resources`` is granted exactly, as literals; a larger group is left out, never generalised, so the
+    volume of failed calls (whose names any caller can choose) cannot decide how broad a grant is. ``*`` from
+    such calls is left out where calls that succeeded name resources.
+    """
+    out: list[Unproven] = []
+    for action in sorted(unproven):
+        granted = per_action.get(action, set())
+        if granted == {"*"}:
+            continue
+        patterns = {general.get(r, r) for r in granted}
+        rest = {r: n for r, n in unproven[action].items() if not any(covers(p, r) for p in patterns)}
+        by_group: dict[tuple, list[str]] = {}
+        for r in sorted(rest):
+            k = _kind(r) if r != "*" else None
+            by_group.setdefault(k[0] if k else ("-", r), []).append(r)
+        kept, left = [], []
+        for key, members in sorted(by_group.items(), key=lambda kv: kv[1][0]):
+            if members == ["*"] or (0 < max_resources < len(members)):
+                left.extend(members)
+            else:
+                kept.extend(members)
+        if not kept and not left:
+            continue
+        exact.setdefault(action, set()).update(kept)
+        calls = sum(rest.values())
+        why = "" if not left else (
+            "\"*\" would widen a grant that calls which succeeded scope to resources" if left == ["*"] else
+            f"more than --max-resources {max_resources} of one kind: granting them would widen the grant")
+        out.append(Unproven(action, tuple(kept), tuple(left), calls, why))
+    return out
+
+
+def _drop_oversized(per_action: dict[str, set[str]], exact: dict[str, set[str]], limit: int) -> list[str]:
+    """Leave out resources that alone would make a statement larger than the size limit; returns notes."""
+    notes = []
+    for action in sorted(per_action):
+        for pool in (per_action[action], exact.get(action, set())):
+            for r in sorted(pool):
+                size = policy_size(_document([_statement("S", [action], [r], None)]))
+                if size > limit:
+                    pool.discard(r)
+                    notes.append(f"left out {action} on a resource of {len(r):,} characters "
+                                 f"({text_of(r)[:60]!r}...): one statement with it alone exceeds {limit:,} characters")
+    return notes
+
+
 def synthesize(usage: pd.DataFrame, *, max_resources: int = DEFAULT_MAX_RESOURCES, wildcards: bool = True,
                passrole_condition: bool = True, size_limit: int = MANAGED_POLICY_LIMIT, catalog=None) -> Suggestion:
     """Build a minimised least-privilege policy that allows every observed (action, resource).
@@ -351,12 +447,17 @@ def synthesize(usage: pd.DataFrame, *, max_resources: int = DEFAULT_MAX_RESOURCE
         raise ValueError("no authorised calls to build a policy from")
     cols = set(usage.columns)
     reasons: dict[str, str] = {}
-    per_action: dict[str, set[str]] = {}
+    proven: dict[str, set[str]] = {}  # resources of calls that succeeded
+    unproven: dict[str, dict[str, int]] = {}  # resources (-> calls) seen only in calls that did not succeed
     passed_to: dict[str, set[str]] = {}  # iam:PassRole resource -> service principals it was passed to ("?" unknown)
     for row in usage.itertuples(index=False):
         action = catalog.canonical(row.action) or row.action
         resource = row.resource if isinstance(row.resource, str) and row.resource else "*"
-        per_action.setdefault(action, set()).add(resource)
+        if "outcomes" not in cols or succeeded(row.outcomes):
+            proven.setdefault(action, set()).add(resource)
+        else:
+            calls = unproven.setdefault(action, {})
+            calls[resource] = calls.get(resource, 0) + (int(row.calls) if "calls" in cols else 1)
         if resource == "*" and action not in reasons:
             reason = getattr(row, "reason", None) if "reason" in cols else None
             reasons[action] = reason if isinstance(reason, str) and reason else "no resource could be derived"
@@ -366,17 +467,25 @@ def synthesize(usage: pd.DataFrame, *, max_resources: int = DEFAULT_MAX_RESOURCE
             passed_to.setdefault(resource, set()).update({PASSED_TO_SERVICE.get(v, "?") for v in via.split(",") if v}
                                                          or {"?"})
     fallbacks: list[Fallback] = []
-    for action in sorted(per_action):
+    per_action: dict[str, set[str]] = {}
+    for action in sorted(set(proven) | set(unproven)):
         info = catalog.info(action)
         if info is not None and not info.supports_resource_level:
             per_action[action] = {"*"}
             fallbacks.append(Fallback(action, "the action supports no resource-level permissions (IAM requires \"*\")"))
-        elif "*" in per_action[action]:
+        elif "*" in proven.get(action, ()) or ("*" in unproven.get(action, {}) and not proven.get(action)):
             per_action[action] = {"*"}
-            fallbacks.append(Fallback(action, reasons.get(action, "no resource could be derived")))
-    every_resource = {r for rs in per_action.values() for r in rs if r != "*"}
-    general, generalisations = _generalise(every_resource, max_resources)
-    notes: list[str] = []
+            why = reasons.get(action, "no resource could be derived")
+            fallbacks.append(Fallback(action, why if action in proven else f"{why} (in calls that did not succeed)"))
+        else:
+            per_action[action] = set(proven.get(action, ()))
+    # Only resources of calls that succeeded decide how far a grant is generalised.
+    general, generalisations = _generalise({r for a, rs in per_action.items() for r in rs if r != "*"}, max_resources)
+    exact: dict[str, set[str]] = {}  # unproven resources granted as they are (never through `general`)
+    left_notes = _place_unproven(unproven, per_action, general, exact, max_resources)
+    notes: list[str] = _drop_oversized(per_action, exact, size_limit)
+    for action in [a for a, rs in per_action.items() if not rs and not exact.get(a)]:
+        del per_action[action]  # every resource was left out (explained above)
     groups: dict[tuple, set[str]] = {}
 
     def add(action: str, resources: set[str], cond: dict | None) -> None:
@@ -385,7 +494,7 @@ def synthesize(usage: pd.DataFrame, *, max_resources: int = DEFAULT_MAX_RESOURCE
 
     for action, resources in per_action.items():
         if action != "iam:PassRole" or not passrole_condition:
-            add(action, {general.get(r, r) for r in resources}, None)
+            add(action, {general.get(r, r) for r in resources} | exact.get(action, set()), None)
             continue
         # One statement per set of services the roles were passed to (iam:PassedToService), when known.
         services_of: dict[str, set[str]] = {}
@@ -394,6 +503,8 @@ def synthesize(usage: pd.DataFrame, *, max_resources: int = DEFAULT_MAX_RESOURCE
         else:
             for r in resources:
                 services_of.setdefault(general.get(r, r), set()).update(passed_to.get(r, {"?"}))
+            for r in exact.get(action, ()):
+                services_of.setdefault(r, set()).update(passed_to.get(r, {"?"}))
         by_services: dict[tuple[str, ...], set[str]] = {}
         for pattern, services in services_of.items():
             by_services.setdefault(() if "?" in services else tuple(sorted(services)), set()).add(pattern)
@@ -428,7 +539,8 @@ def synthesize(usage: pd.DataFrame, *, max_resources: int = DEFAULT_MAX_RESOURCE
         notes.append(f"{total:,} characters in all: too large for inline policies ({INLINE_ROLE_LIMIT:,} per role); "
                      f"attach them as managed policies")
     return Suggestion(policies, tuple(sorted(per_action)), generalisations, fallbacks,
-                      sorted(set(used_wildcards), key=lambda w: w.pattern), notes, catalog.version, size_limit)
+                      sorted(set(used_wildcards), key=lambda w: w.pattern), left_notes, notes, catalog.version,
+                      size_limit)
 
 
 # ----------------------------------------------------------------------------- rendering
@@ -561,7 +673,8 @@ def summary_lines(suggestion: Suggestion, *, principal_arn: str, window, events:
         events: all of the principal's events in the window.
         authorised_events: those that were authorised (the policy's input).
         denied: denied (action, resource) rows with ``calls`` (and ``outcomes``), if any.
-        unmapped: operations that map to no IAM action (event_source, event_name, calls), if any.
+        unmapped: operations that map to no IAM action (event_source, event_name, calls, and ``status``
+            ``invalid`` with a ``note`` for requests that name resources AWS does not allow), if any.
         no_permission: operations that need no IAM permission (sts:GetCallerIdentity, console sign-in, service
             events), with the same columns, if any.
 
@@ -588,11 +701,25 @@ def summary_lines(suggestion: Suggestion, *, principal_arn: str, window, events:
         lines.append(f"generalised: {g.pattern} <- {g.reason}")
     for w in suggestion.wildcards:
         lines.append(f"wildcard:   {w.pattern} = {', '.join(w.expands_to)} (every match was observed)")
+    for u in suggestion.unproven:
+        head = f"{u.action}: {u.calls:,} call{'s' * (u.calls != 1)} that did not succeed (not found, throttled, failed)"
+        if u.kept:
+            lines.append(f"failed:     {head}; {len(u.kept)} resource{'s' * (len(u.kept) != 1)} kept, granted "
+                         f"exactly as literals, never generalised (the calls were authorised): {_top(list(u.kept), 3)}")
+        if u.left_out:
+            lines.append(f"failed:     {head}; {len(u.left_out)} resource{'s' * (len(u.left_out) != 1)} left out, "
+                         f"not granted ({u.reason}): {_top(list(u.left_out), 3)}")
     for note in suggestion.notes:
         lines.append(f"note:       {note}")
     if unmapped is not None and len(unmapped):
-        lines.append(f"unmapped:   {int(unmapped['calls'].sum()):,} events of {len(unmapped)} operations map to no IAM "
-                     f"action (not in the policy): {_top(_operations(unmapped))}")
+        invalid = unmapped[unmapped["status"] == "invalid"] if "status" in unmapped.columns else unmapped.iloc[:0]
+        gaps = unmapped.drop(invalid.index)
+        if len(gaps):
+            lines.append(f"unmapped:   {int(gaps['calls'].sum()):,} events of {len(gaps)} operations map to no IAM "
+                         f"action (not in the policy): {_top(_operations(gaps))}")
+        for row in invalid.itertuples(index=False):
+            lines.append(f"invalid:    {int(row.calls):,} events of {str(row.event_source).split('.')[0]}:"
+                         f"{row.event_name} (not in the policy): {row.note}")
     if no_permission is not None and len(no_permission):
         lines.append(f"no permission needed: {int(no_permission['calls'].sum()):,} events of {len(no_permission)} "
                      f"operations: {_top(_operations(no_permission))}")

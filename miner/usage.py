@@ -60,6 +60,8 @@ class Usage:
     window: Window
     actions: pd.DataFrame  # USAGE_COLUMNS, authorised and denied rows (see ``outcome_class``)
     unmapped: pd.DataFrame  # event_source, event_name, status, calls, note: events that map to no IAM action
+    #                         (status ``unmapped``: a mapping gap; ``invalid``: the request names a resource AWS
+    #                         does not allow, so it is never used to build an ARN)
     no_permission: pd.DataFrame  # the same for calls that need no permission (no_permission, service_event, ...)
     events: int = 0  # every event of the principal in the window
     authorised_events: int = 0
@@ -326,7 +328,7 @@ def collect(con, principal: Principal, window: Window) -> Usage:
 
     total = int(shapes["events"].sum()) if len(shapes) else 0
     denied = int(shapes.loc[shapes["outcome"] == "denied", "events"].sum()) if len(shapes) else 0
-    return Usage(principal, window, actions, by_operation(("unmapped",)),
+    return Usage(principal, window, actions, by_operation(("unmapped", "invalid")),
                  by_operation(("no_permission", "service_event", "not_api_call")),
                  events=total, authorised_events=total - denied, denied_events=denied)
 

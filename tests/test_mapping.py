@@ -709,3 +709,133 @@ def test_mapping_invariants_hold_for_any_input(source, name, params, region):
         assert CAT.has_action(a.action) and a.derivation in mapping.DERIVATIONS
         assert a.resource == "*" or a.resource.startswith("arn:")
         assert (a.resource == "*") == (a.derivation == "star") and (a.derivation != "star" or a.reason)
+
+
+# ----------------------------------------------------------------------------- hostile request values (issue 8)
+
+from miner.patterns import covers, is_literal, literal  # noqa: E402
+
+#: names.csv row (scope, resource_type, variable) -> an event that binds it: (source, eventName, parameter, valid value)
+_NAME_EVENTS = {
+    ("*", "*", "BucketName"): ("s3", "GetObject", "bucketName", "my.Legacy_bucket-1"),
+    ("s3", "*", "AccessPointName"): ("s3", "GetAccessPointPolicy", "name", "ap-1"),
+    ("lambda", "*", "FunctionName"): ("lambda", "GetFunction", "functionName", "thumbnailer:live"),
+    ("lambda", "*", "LayerName"): ("lambda", "GetLayerVersion", "layerName", "deps_1"),
+    ("dynamodb", "*", "TableName"): ("dynamodb", "DescribeTable", "tableName", "orders.v2-x"),
+    ("dynamodb", "*", "IndexName"): ("dynamodb", "Query", "indexName", "by-date"),
+    ("sqs", "*", "QueueName"): ("sqs", "SendMessage", "queueUrl", f"https://sqs.us-east-1.amazonaws.com/{ACCT}/q.fifo"),
+    ("sns", "*", "TopicName"): ("sns", "CreateTopic", "name", "alerts"),
+    ("iam", "role", "RoleNameWithPath"): ("iam", "GetRole", "roleName", "app+role=,.@-_"),
+    ("iam", "user", "UserNameWithPath"): ("iam", "GetUser", "userName", "alice@example.com"),
+    ("iam", "group", "GroupNameWithPath"): ("iam", "GetGroup", "groupName", "admins"),
+    ("iam", "policy", "PolicyNameWithPath"): ("iam", "CreatePolicy", "policyName", "ReadOnly"),
+    ("iam", "instance-profile", "InstanceProfileNameWithPath"): ("iam", "GetInstanceProfile", "instanceProfileName", "web"),
+    ("secretsmanager", "*", "SecretId"): ("secretsmanager", "GetSecretValue", "secretId", "prod/db+x=y.z@w-1"),
+    ("ssm", "parameter", "ParameterNameWithoutLeadingSlash"): ("ssm", "GetParameter", "name", "/app/prod/db_url"),
+    ("logs", "*", "LogGroupName"): ("logs", "DescribeLogStreams", "logGroupName", "/aws/lambda/f#1"),
+    ("logs", "*", "LogStreamName"): ("logs", "PutLogEvents", "logStreamName", "2026/08/14/[$LATEST]abc"),
+    ("kinesis", "stream", "StreamName"): ("kinesis", "PutRecord", "streamName", "clicks.v1"),
+    ("firehose", "deliverystream", "DeliveryStreamName"): ("firehose", "PutRecord", "deliveryStreamName", "to-s3"),
+    ("ecs", "*", "ClusterName"): ("ecs", "DescribeClusters", "cluster", "prod_1"),
+    ("ecs", "task-definition", "TaskDefinitionFamilyName"): ("ecs", "RunTask", "taskDefinition", "web:12"),
+    ("rds", "*", "DbInstanceName"): ("rds", "DescribeDBInstances", "dBInstanceIdentifier", "db-1"),
+    ("rds", "*", "DbClusterInstanceName"): ("rds", "DescribeDBClusters", "dBClusterIdentifier", "aurora-1"),
+    ("states", "*", "StateMachineName"): ("states", "CreateStateMachine", "name", "orders-flow_2"),
+}
+
+
+def test_every_names_row_has_an_example():
+    assert set(RULES.names) == set(_NAME_EVENTS)
+
+
+@pytest.mark.parametrize("row", sorted(RULES.names), ids=lambda r: "/".join(r))
+def test_names_row_accepts_real_names_and_rejects_wildcards(row):
+    rx, comment = RULES.names[row]
+    source, name, param, good = _NAME_EVENTS[row]
+    assert rx.fullmatch(good) and comment and "https://docs.aws.amazon.com/" in comment
+    params = {"bucketName": "b", "key": "k"} if row[2] == "BucketName" else {}
+    ok = ev(source, name, {**params, param: good})
+    assert ok.status == "mapped", ok.note
+    bad = ev(source, name, {**params, param: good + "*"})
+    assert bad.status == "invalid" and not bad.actions and "not used to build an ARN" in bad.note
+
+
+def test_a_star_key_is_a_literal_not_a_wildcard():
+    (r,) = res_of(ev("s3", "GetObject", {"bucketName": "b", "key": "*"}), "s3:GetObject")
+    assert r == "arn:aws:s3:::b/${*}" and is_literal(r)
+    (r,) = res_of(ev("s3", "GetObject", {"bucketName": "b", "key": "${aws:username}/?"}), "s3:GetObject")
+    assert r == "arn:aws:s3:::b/${$}{aws:username}/${?}"
+
+
+def test_record_arns_and_request_arns_are_literals():
+    r = ev("s3", "GetObject", {}, [{"type": "AWS::S3::Object", "ARN": "arn:aws:s3:::b/*"}])
+    assert res_of(r, "s3:GetObject") == ["arn:aws:s3:::b/${*}"]
+    r = ev("sns", "Publish", {"topicArn": f"arn:aws:sns:us-east-1:{ACCT}:*"})
+    assert res_of(r, "sns:Publish") == [f"arn:aws:sns:us-east-1:{ACCT}:${{*}}"]
+    r = ev("kms", "Decrypt", {}, [{"ARNPrefix": f"arn:aws:kms:us-east-1:{ACCT}:key/a*"}])
+    assert res_of(r, "kms:Decrypt") == [f"arn:aws:kms:us-east-1:{ACCT}:key/a${{*}}*"]  # the prefix stays literal
+
+
+def test_names_of_spaces_are_names_not_missing_values():
+    (r,) = res_of(ev("s3", "GetObject", {"bucketName": "b", "key": " "}), "s3:GetObject")
+    assert r == "arn:aws:s3:::b/ "
+
+
+@pytest.mark.parametrize("source, name, params, expected", [
+    ("s3", "CopyObject", {"bucketName": "b", "key": "k", "x-amz-copy-source": "src/%2A"}, "arn:aws:s3:::src/${*}"),
+    ("s3", "CopyObject", {"bucketName": "b", "key": "k", "x-amz-copy-source": "*/k"}, None),  # invalid bucket
+    ("dynamodb", "ExecuteStatement", {"statement": 'SELECT * FROM "t*"'}, None),
+    ("iam", "CreateRole", {"roleName": "r", "path": "/*/"}, f"arn:aws:iam::{ACCT}:role/${{*}}/r"),
+])
+def test_strategies_and_paths_keep_logged_text_literal(source, name, params, expected):
+    r = ev(source, name, params)
+    if expected is None:
+        assert r.status == "invalid"
+    else:
+        assert expected in [a.resource for a in r.actions]
+
+
+#: Request fields that become resources: (source, eventName, params from a value, the pattern it must map to).
+_HOSTILE_FIELDS = {
+    "s3 key": ("s3", "GetObject", lambda v: {"bucketName": "b", "key": v}, lambda v: {"arn:aws:s3:::b/" + literal(v)}),
+    "s3 bucket": ("s3", "PutObject", lambda v: {"bucketName": v, "key": "k"},
+                  lambda v: {f"arn:aws:s3:::{literal(v)}/k"}),
+    "dynamodb table": ("dynamodb", "GetItem", lambda v: {"tableName": v},
+                       lambda v: {f"arn:aws:dynamodb:us-east-1:{ACCT}:table/{literal(v)}"}),
+    "lambda function": ("lambda", "Invoke", lambda v: {"functionName": v},
+                        lambda v: {f"arn:aws:lambda:us-east-1:{ACCT}:function:{literal(v)}"}),
+    "secret": ("secretsmanager", "GetSecretValue", lambda v: {"secretId": v},
+               lambda v: {f"arn:aws:secretsmanager:us-east-1:{ACCT}:secret:{literal(v)}-??????"}),
+    "queue": ("sqs", "SendMessage", lambda v: {"queueUrl": f"https://sqs.us-east-1.amazonaws.com/{ACCT}/{v}"},
+              lambda v: {f"arn:aws:sqs:us-east-1:{ACCT}:{literal(v)}"}),
+    "role": ("iam", "GetRole", lambda v: {"roleName": v},
+             lambda v: {f"arn:aws:iam::{ACCT}:role/{literal(v)}", f"arn:aws:iam::{ACCT}:role/*/{literal(v)}"}),
+    "log group": ("logs", "DescribeLogStreams", lambda v: {"logGroupName": v},
+                  lambda v: {f"arn:aws:logs:us-east-1:{ACCT}:log-group:{literal(v)}"}),
+    "topic ARN": ("sns", "Publish", lambda v: {"topicArn": f"arn:aws:sns:us-east-1:{ACCT}:{v}"},
+                  lambda v: {literal(f"arn:aws:sns:us-east-1:{ACCT}:{v}")}),
+    "record ARN": ("s3", "GetObject", lambda v: {}, lambda v: {literal(f"arn:aws:s3:::b/{v}")}),
+}
+_HOSTILE_TEXT = st.one_of(st.text(min_size=1, max_size=20),
+                          st.text(alphabet="ab*?${}/:-_. \n\x1b", min_size=1, max_size=12))
+
+
+@settings(max_examples=60, deadline=None)
+@given(field=st.sampled_from(sorted(_HOSTILE_FIELDS)), value=_HOSTILE_TEXT)
+def test_request_values_never_widen_a_resource(field, value):
+    """Whatever a request carries, the mapped resource is the logged name as a literal (plus only the wildcards
+    the mapping itself adds for parts the log does not show), or the event is invalid and maps to nothing."""
+    source, name, params, expected = _HOSTILE_FIELDS[field]
+    resources = [{"ARN": f"arn:aws:s3:::b/{value}"}] if field == "record ARN" else None
+    if field == "lambda function" and re.match(r"\d{12}:function:", value):
+        return  # a partial ARN: another spelling of the same function, covered by the row tests
+    r = ev(source, name, params(value), resources)
+    if r.status == "invalid":
+        assert not r.actions
+        return
+    assert r.status == "mapped", r.note
+    got = {a.resource for a in r.actions if not a.implicit}
+    assert got == expected(value)
+    concrete = {"s3 key": f"arn:aws:s3:::b/{value}", "dynamodb table": f"arn:aws:dynamodb:us-east-1:{ACCT}:table/{value}"}
+    if field in concrete:  # the call itself is allowed by its resource, and a different name is not
+        assert covers(got.pop(), literal(concrete[field])) and not covers(r.actions[0].resource, literal(concrete[field] + "x"))

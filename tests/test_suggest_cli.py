@@ -267,3 +267,57 @@ def test_golden_diff_orders_api_task(sample_store):
 def test_sample_principal_only_in_snapshot_is_unknown(sample_store):
     r = run("suggest", "--role", "unused-etl", "--store", sample_store, *SAMPLE_WINDOW)
     assert r.exit_code == 2 and "unknown role 'unused-etl'" in r.stderr
+
+
+# ----------------------------------------------------------------------------- hostile request values (issue 8.1-8.3)
+
+def _suggest_json(tmp_path, events, *extra):
+    root = write_store(tmp_path / "store", events)
+    res = run("suggest", "--role", "orders-api", "--store", root, *WINDOW, *extra)
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    return doc, res.stderr
+
+
+def test_suggest_failed_call_on_key_star_keeps_the_real_key(tmp_path):
+    doc, err = _suggest_json(tmp_path, [s3_get(key="*", error="NoSuchKey"), s3_get(key="real.json",
+                                                                                    when="2026-08-11T00:00:00Z")])
+    (stmt,) = doc["Statement"]
+    assert sorted(stmt["Resource"]) == ["arn:aws:s3:::orders-bucket/${*}", "arn:aws:s3:::orders-bucket/real.json"]
+    assert "1 resource kept, granted exactly as literals" in err
+
+
+@pytest.mark.parametrize("source, name, params, needle", [
+    ("dynamodb.amazonaws.com", "GetItem", {"tableName": "*"}, "TableName '*'"),
+    ("lambda.amazonaws.com", "Invoke", {"functionName": "*"}, "FunctionName '*'"),
+    ("secretsmanager.amazonaws.com", "GetSecretValue", {"secretId": "*"}, "SecretId '*'"),
+    ("sqs.amazonaws.com", "SendMessage", {"queueUrl": f"https://sqs.us-east-1.amazonaws.com/{ACCT}/*"}, "QueueName"),
+    ("iam.amazonaws.com", "GetRole", {"roleName": "*"}, "RoleNameWithPath '*'"),
+    ("s3.amazonaws.com", "GetObject", {"bucketName": "*", "key": "k"}, "BucketName '*'"),
+])
+def test_suggest_names_aws_does_not_allow_are_reported_never_an_arn(tmp_path, source, name, params, needle):
+    evs = [event(ORDERS, name, source, params=params, error="ResourceNotFoundException"), s3_get(key="real.json")]
+    doc, err = _suggest_json(tmp_path, evs)
+    assert json.dumps(doc).count("Resource") == 1 and doc["Statement"][0]["Resource"] == \
+        "arn:aws:s3:::orders-bucket/real.json"
+    assert "invalid:" in err and needle in err and "not used to build an ARN" in err
+
+
+def test_suggest_keys_star_and_escaped_star_in_one_bucket(tmp_path):
+    doc, _ = _suggest_json(tmp_path, [s3_get(key="*"), s3_get(key="${*}", when="2026-08-11T00:00:00Z")])
+    resources = doc["Statement"][0]["Resource"]
+    assert sorted(resources) == ["arn:aws:s3:::orders-bucket/${$}{${*}}", "arn:aws:s3:::orders-bucket/${*}"]
+    ev = diff.Evaluator([doc])
+    from miner.patterns import literal
+
+    assert ev("s3:GetObject", literal("arn:aws:s3:::orders-bucket/*"))
+    assert ev("s3:GetObject", literal("arn:aws:s3:::orders-bucket/${*}"))
+    assert not ev("s3:GetObject", "arn:aws:s3:::orders-bucket/other")
+
+
+def test_suggest_junk_keys_from_failed_calls_do_not_decide_breadth(tmp_path):
+    evs = [s3_get(key="real.json")] + [s3_get(key=f"junk{i}", error="NoSuchKey", when=f"2026-08-02T00:00:{i:02d}Z")
+                                       for i in range(15)]
+    doc, err = _suggest_json(tmp_path, evs)
+    assert doc["Statement"][0]["Resource"] == "arn:aws:s3:::orders-bucket/real.json"
+    assert "15 resources left out" in err and "generalised" not in err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import types
 
 import pandas as pd
 import pytest
@@ -214,3 +215,107 @@ def test_property_input_order_does_not_change_the_output(df, rnd, max_resources)
     b = syn.synthesize(shuffled, max_resources=max_resources)
     assert syn.to_json(a) == syn.to_json(b)
     assert a.generalisations == b.generalisations and a.fallbacks == b.fallbacks
+
+
+# ----------------------------------------------------------------------------- hostile resources (issue 8)
+
+from miner.patterns import covers, literal  # noqa: E402
+
+
+def obj(key: str, bucket: str = "b") -> str:
+    return f"arn:aws:s3:::{bucket}/{literal(key)}"
+
+
+def test_a_failed_call_on_key_star_does_not_widen_the_grant():
+    """Issue 8.1: a NoSuchKey GetObject of key `*` plus one real key used to give `b/*` and drop the real key."""
+    df = frame([("s3:GetObject", obj("*")), ("s3:GetObject", obj("real.json"))],
+               outcomes=["not_found:1", "success:1"], calls=[1, 1])
+    s = syn.synthesize(df)
+    assert sorted(s.statements[0]["Resource"]) == ["arn:aws:s3:::b/${*}", "arn:aws:s3:::b/real.json"]
+    ev = diff.Evaluator(s.policies)
+    assert ev("s3:GetObject", obj("real.json")) and ev("s3:GetObject", obj("*"))
+    assert not ev("s3:GetObject", obj("other.json"))
+    (u,) = s.unproven
+    assert u.kept == ("arn:aws:s3:::b/${*}",) and not u.left_out
+    assert any("1 resource kept" in line for line in syn.summary_lines(
+        s, principal_arn="p", window=_WINDOW, events=2, authorised_events=2))
+
+
+def test_keys_star_and_escaped_star_never_give_an_empty_resource_list():
+    """Issue 8.2: keys `*` and `${*}` in one bucket produced "Resource": [] and a policy that denied both."""
+    df = frame([("s3:GetObject", obj("*")), ("s3:GetObject", obj("${*}"))])
+    s = syn.synthesize(df)
+    assert sorted(s.statements[0]["Resource"]) == ["arn:aws:s3:::b/${$}{${*}}", "arn:aws:s3:::b/${*}"]
+    assert allowed_everything(s.policies, df)
+
+
+@pytest.mark.parametrize("outcome", ["not_found:1", "error:1", "throttled:1"])
+def test_failed_call_volume_never_generalises(outcome):
+    """Issue 8.3: more than --max-resources junk keys from failed calls generalised the grant to the whole bucket."""
+    rows = [("s3:GetObject", obj("real.json"))] + [("s3:GetObject", obj(f"junk{i}")) for i in range(15)]
+    df = frame(rows, outcomes=["success:3"] + [outcome] * 15, calls=[3] + [1] * 15)
+    s = syn.synthesize(df, max_resources=10)
+    assert s.statements[0]["Resource"] == "arn:aws:s3:::b/real.json" and not s.generalisations
+    (u,) = s.unproven
+    assert len(u.left_out) == 15 and u.calls == 15 and "--max-resources 10" in u.reason
+    lines = syn.summary_lines(s, principal_arn="p", window=_WINDOW, events=18, authorised_events=18)
+    assert any("15 resources left out" in line for line in lines)
+
+
+def test_failed_calls_already_covered_need_nothing_and_successes_still_generalise():
+    rows = [("s3:GetObject", obj(f"in/{i}.json")) for i in range(12)] + [("s3:GetObject", obj("in/missing.json"))]
+    df = frame(rows, outcomes=["success:1"] * 12 + ["not_found:1"])
+    s = syn.synthesize(df, max_resources=10)
+    assert s.statements[0]["Resource"] == "arn:aws:s3:::b/in/*" and not s.unproven
+
+
+def test_a_star_from_failed_calls_is_left_out_where_successes_name_resources():
+    df = frame([("dynamodb:GetItem", f"arn:aws:dynamodb:us-east-1:{A}:table/orders"), ("dynamodb:GetItem", "*")],
+               outcomes=["success:1", "error:1"])
+    s = syn.synthesize(df)
+    assert s.statements[0]["Resource"] == f"arn:aws:dynamodb:us-east-1:{A}:table/orders" and not s.fallbacks
+    assert s.unproven[0].left_out == ("*",)
+
+
+def test_only_failed_calls_left_out_drops_the_action():
+    rows = [("s3:GetObject", obj("ok"))] + [("s3:DeleteObject", obj(f"junk{i}")) for i in range(5)]
+    s = syn.synthesize(frame(rows, outcomes=["success:1"] + ["not_found:1"] * 5), max_resources=2)
+    assert s.actions == ("s3:GetObject",) and "s3:DeleteObject" not in json.dumps(s.policies)
+
+
+def test_a_resource_over_the_size_limit_is_reported_not_a_traceback():
+    huge = obj("k" * 7000)
+    s = syn.synthesize(frame([("s3:GetObject", huge), ("s3:GetObject", obj("small"))]))
+    assert s.statements[0]["Resource"] == obj("small")
+    assert any(f"left out s3:GetObject on a resource of {len(huge):,} characters" in n for n in s.notes)
+
+
+_WINDOW = types.SimpleNamespace(days=1.0, __str__=lambda self: "w")
+
+
+_HOSTILE_KEY = st.one_of(st.text(max_size=12), st.text(alphabet="ab*?${}/ ", max_size=8))
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(_HOSTILE_KEY, st.sampled_from(["success:1", "not_found:1", "error:1"])),
+                min_size=1, max_size=14),
+       st.integers(0, 12))
+def test_property_hostile_keys_never_widen_and_statements_are_never_empty(items, max_resources):
+    """The suggested resources are covered by the observed ones under IAM's matching (nothing wider), every
+    statement has resources, and every successful call is allowed (generalisation only over successes)."""
+    df = frame([("s3:GetObject", obj(k)) for k, _ in items], outcomes=[o for _, o in items])
+    s = syn.synthesize(df, max_resources=max_resources)
+    for stmt in s.statements:
+        assert syn._as_list(stmt["Resource"])
+    ev = diff.Evaluator(s.policies)
+    observed = [obj(k) for k, _ in items]
+    for k, o in items:
+        if o.startswith("success"):
+            assert ev("s3:GetObject", obj(k))
+    successes = {obj(k) for k, o in items if o.startswith("success")}
+    for stmt in s.statements:
+        for pattern in syn._as_list(stmt["Resource"]):
+            if any(g.pattern == pattern for g in s.generalisations):  # only successes past the threshold generalise
+                assert 0 < max_resources < len(successes)
+                continue
+            assert any(covers(r, pattern) for r in observed), pattern
