@@ -716,11 +716,13 @@ class _Codes:
         return code
 
 
-def _normalise(records: list, struct: bool, rows: list, seen: set, skips: dict, win: tuple | None, codes: _Codes
-               ) -> tuple[int, int, int]:
+def _normalise(records: list, struct: bool, rows: list, seen: set, skips: dict, win: tuple | None, codes: _Codes,
+               strict: bool = False) -> tuple[int, int, int]:
     """The hot loop: append one tuple per stored record to ``rows`` (_R_COLS, then codes A, B and C).
 
-    ``records`` are dicts, or msgspec structs (``struct``) whose fields are :data:`_FIELDS`.
+    ``records`` are dicts, or msgspec structs (``struct``) whose fields are :data:`_FIELDS`. Canonical times
+    (``YYYY-MM-DDTHH:MM:SSZ``) are checked here only when ``strict``; otherwise :func:`_chunk` checks them all at
+    once and raises :class:`_BadTime` when one is not a real time, and the task is redone strictly.
 
     Returns:
         (records read, in-task duplicates, records filtered out by the window/account/region).
@@ -741,7 +743,7 @@ def _normalise(records: list, struct: bool, rows: list, seen: set, skips: dict, 
         since_s, until_s, since_dt, until_dt = win
     else:
         since_s = until_s = since_dt = until_dt = None
-    hours, mmss = _canonical_tables()
+    hours, mmss = _canonical_tables() if strict else ({}, frozenset())
     dup = out = n_insight = n_noid = n_notime = n_notrec = n_bad = n_account = n_region = 0
     n = 0
     for r in records:
@@ -770,10 +772,11 @@ def _normalise(records: list, struct: bool, rows: list, seen: set, skips: dict, 
             if not et:
                 et = ts
             if et.__class__ is str_ and len(et) == 20 and et[10] == "T" and et[19] == "Z":
-                ok = hours.get(et[:13])
-                if not (ok or (ok is None and _hour_ok(et[:13], hours))) or et[13:] not in mmss:
-                    n_notime += 1  # e.g. 2026-02-30, T24:00:00, year 0000
-                    continue
+                if strict:
+                    ok = hours.get(et[:13])
+                    if not (ok or (ok is None and _hour_ok(et[:13], hours))) or et[13:] not in mmss:
+                        n_notime += 1  # e.g. 2026-02-30, T24:00:00, year 0000
+                        continue
                 if since_s is not None and (et < since_s or et >= until_s):
                     out += 1
                     continue
@@ -886,6 +889,9 @@ def _normalise(records: list, struct: bool, rows: list, seen: set, skips: dict, 
 
 
 _TS = pa.timestamp("us", tz="UTC")
+#: Event times accepted, in microseconds since the epoch: the years of EVENT_YEARS, both included.
+_TIME_RANGE = (int(datetime(EVENT_YEARS[0], 1, 1, tzinfo=_UTC).timestamp()) * 1_000_000,
+               int(datetime(EVENT_YEARS[1] + 1, 1, 1, tzinfo=_UTC).timestamp()) * 1_000_000)
 _TYPES = {f.name: f.type for f in EVENT_SCHEMA}
 _TYPES["_outcome"] = pa.string()
 
@@ -925,12 +931,20 @@ class _TaskResult:
     gunzip_bytes: int = 0  # their decompressed size (tasks are sized by the observed ratio)
 
 
+class _BadTime(Exception):
+    """A canonical-looking eventTime is not a real time (e.g. 2026-02-30), or its year is out of range."""
+
+
 def _process_task(task: _Task) -> _TaskResult:
     """Parse, normalise, dedupe (within the task), sort and write one batch of files to ``_tmp/``."""
     gc_was = gc.isenabled()
     gc.disable()  # parsed JSON holds no cycles; the collector would rescan millions of live objects
     try:
-        return _process_task_inner(task)
+        try:
+            return _process_task_inner(task, False)
+        except _BadTime:  # (rare) again, checking every time record by record: a bad one is skipped and counted,
+            # before it could hide a valid copy of its eventID
+            return _process_task_inner(task, True)
     finally:
         if gc_was:
             gc.enable()
@@ -946,12 +960,23 @@ def _column(values: Sequence, typ: pa.DataType) -> pa.Array:
 
 
 def _chunk(rows: list, srcs: list) -> dict[str, pa.Array]:
-    """Row tuples -> Arrow arrays: the per-record columns, plus int32 codes (``_a``, ``_b``, ``_src``)."""
+    """Row tuples -> Arrow arrays: the per-record columns, plus int32 codes (``_a``, ``_b``, ``_src``).
+
+    Raises:
+        _BadTime: a time is not a real time, or its year is outside :data:`miner.models.EVENT_YEARS`.
+    """
     cols = list(zip(*rows))
     out: dict[str, pa.Array] = {}
     for i, name in enumerate(_R_COLS):
         if name == "event_time":
-            out[name] = pa.array(cols[i], pa.string()).cast(_TS)
+            try:
+                times = pa.array(cols[i], pa.string()).cast(_TS)
+            except pa.ArrowInvalid:
+                raise _BadTime from None
+            lo, hi = pc.min_max(times.cast(pa.int64())).values()
+            if lo.as_py() < _TIME_RANGE[0] or hi.as_py() >= _TIME_RANGE[1]:
+                raise _BadTime
+            out[name] = times
         else:
             out[name] = _column(cols[i], _TYPES[name])
     out["_a"] = pa.array(cols[-3], pa.int32())
@@ -980,7 +1005,20 @@ def _ranks(keys: list) -> list[int]:
     return [order[k] for k in keys]
 
 
-def _process_task_inner(task: _Task) -> _TaskResult:
+def _read_file(path: str, limit: int) -> bytes | None:
+    """A local file's bytes, or None when it holds more than ``limit`` bytes (never read whole then, even when it
+    grows, or is a device that never ends)."""
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size > limit:
+            return None
+        data = fh.read(size + 1)  # (a buffer of the file's size: never one of the limit's)
+        if len(data) > size:
+            data += fh.read(limit + 1 - len(data))
+    return data if len(data) <= limit else None
+
+
+def _process_task_inner(task: _Task, strict: bool) -> _TaskResult:
     rows: list = []
     srcs: list = []
     uris: list[str] = []
@@ -991,8 +1029,7 @@ def _process_task_inner(task: _Task) -> _TaskResult:
     read = dup = filtered = comp = raw = 0
     for obj in task.behind:  # ids the previous task stores
         try:
-            with open(obj.uri, "rb") as fh:
-                recs, struct = _load(fh.read(task.limit + 1), task.limit)[:2]
+            recs, struct = _load(_read_file(obj.uri, task.limit) or b"", task.limit)[:2]
             if recs:
                 seen.update(r.eventID if struct else r.get("eventID") for r in recs if struct or r.__class__ is dict)
         except Exception:  # only an optimisation: the main process dedupes anyway
@@ -1003,16 +1040,12 @@ def _process_task_inner(task: _Task) -> _TaskResult:
         files.append(fr)
         try:
             if payload is None:
-                if obj.size > task.limit:
-                    fr.reason = R_TOO_BIG
-                    continue
                 try:
-                    with open(obj.uri, "rb") as fh:
-                        payload = fh.read(task.limit + 1)  # (a file that grew is not held whole either)
+                    payload = _read_file(obj.uri, task.limit)
                 except OSError as e:
                     fr.reason = f"{R_READ_ERROR}: {e.strerror or e}"
                     continue
-                if len(payload) > task.limit:
+                if payload is None:
                     fr.reason = R_TOO_BIG
                     continue
             if payload[:2] == b"\x1f\x8b":
@@ -1029,7 +1062,7 @@ def _process_task_inner(task: _Task) -> _TaskResult:
                 continue
             before = len(rows)
             unusable = sum(skips.values())  # bad NDJSON lines, items that are not records
-            n, d, o = _normalise(recs, struct, rows, seen, fr.skips, task.win, codes)
+            n, d, o = _normalise(recs, struct, rows, seen, fr.skips, task.win, codes, strict)
             recs = None
             fr.records = n + unusable
             fr.kept = len(rows) - before
@@ -1138,8 +1171,8 @@ class _Committer:
     Big parts arrive as files in ``_tmp/`` and are published by an atomic rename. Small and foreign parts (see
     :data:`SMALL_PART_ROWS`, :data:`FOREIGN_PART_ROWS`; typically copies delivered under another region's
     prefix) arrive in memory and are buffered per partition, so they cost no file unless they survive dedupe;
-    buffers are written before any manifest row, so the manifest never names an object whose rows are not all
-    published.
+    the manifest rows of objects with buffered rows wait until those are written, so the manifest never names an
+    object whose rows are not all published.
 
     Dedupe: the ids of a partition's files are cached as Arrow arrays (LRU, bounded by :data:`ID_CACHE_LIMIT` ids,
     read back from the ``event_id`` column when evicted or written by an earlier run). The store is append-only:
@@ -1158,6 +1191,7 @@ class _Committer:
         self.ids: OrderedDict[Path, dict[Path, pa.Array]] = OrderedDict()
         self.cached = 0
         self.buf: dict[Path, list[pa.Table]] = {}
+        self.buf_sources: dict[Path, set[str]] = {}  # objects with rows in each buffer (their manifest rows wait)
         self.buffered = 0
         self.buffer_files = 0
         self.partitions: set[Path] = set()
@@ -1211,6 +1245,7 @@ class _Committer:
                     table = table.filter(pc.invert(dup))
             if table.num_rows:
                 self.buf.setdefault(d, []).append(table)
+                self.buf_sources.setdefault(d, set()).update(pc.unique(table.column("source_object")).to_pylist())
                 self.buffered += table.num_rows
                 if self.buffered > BUFFER_ROWS:  # write the largest buffers until half the budget is free
                     sizes = sorted(((sum(t.num_rows for t in ts), k) for k, ts in self.buf.items()), reverse=True)
@@ -1235,7 +1270,7 @@ class _Committer:
             if kept:
                 self.buf[d] = kept
             else:
-                del self.buf[d]
+                del self.buf[d], self.buf_sources[d]
         if entry:
             existing = pa.chunked_array(list(entry.values()), pa.string())
             dup_mask = pc.is_in(ids, value_set=existing.combine_chunks())
@@ -1256,6 +1291,7 @@ class _Committer:
         jobs = []
         for d in only if only is not None else list(self.buf):
             tables = self.buf.pop(d, None)
+            self.buf_sources.pop(d, None)
             if not tables:
                 continue
             table = pa.concat_tables(tables)
@@ -1298,19 +1334,27 @@ class _Committer:
                                  "records": fr.records, "status": status, "reason": reason, "run_id": self.run_id,
                                  "ingested_at": self.now})
         if len(self.pending) >= MANIFEST_FLUSH_ROWS or time.monotonic() - self.last_flush > MANIFEST_FLUSH_SECONDS:
-            self.flush()
+            self.flush(final=False)
 
     def skip(self, obj: SourceObject, reason: str) -> None:
         """Record a file that was not parsed (download error, unsupported type); it is not in the manifest."""
         self.report.skipped.append(SkippedInput(obj.uri, reason, 0))
 
-    def flush(self) -> None:
-        """Publish buffered rows, then write the pending manifest rows (data always before manifest)."""
-        self._flush_buffers()
-        if self.pending:
+    def flush(self, final: bool = True) -> None:
+        """Write the pending manifest rows of objects whose rows are all published (data always before manifest).
+
+        At the end of a run (``final``) the buffers are published first, so every row goes. Periodic flushes
+        leave the buffers in memory (a copy buffered now may still meet the copy it duplicates, for free) and
+        hold back the rows of their objects.
+        """
+        if final:
+            self._flush_buffers()
+        held = set().union(*self.buf_sources.values()) if self.buf_sources else set()
+        ready = [r for r in self.pending if r["source"] not in held] if held else self.pending
+        if ready:
             self.manifest_seq += 1
-            st.append_manifest(self.store, self.pending, self.run_id, self.manifest_seq)
-            self.pending = []
+            st.append_manifest(self.store, ready, self.run_id, self.manifest_seq)
+            self.pending = [r for r in self.pending if r["source"] in held] if held else []
         self.last_flush = time.monotonic()
 
 
@@ -1431,16 +1475,7 @@ def _local_objects(src: str, store: Path, days: set[str] | None, accounts: set[s
                 report.files_filtered += 1
                 continue
         out.append(obj)
-    return sorted(out, key=_delivery_order)
-
-
-def _delivery_order(obj: SourceObject) -> tuple[str, str, str, str]:
-    """Files of the delivery layout day by day, then region (as S3 is listed), so copies of one day delivered
-    under several region prefixes are read close together; other files in path order."""
-    m = _LAYOUT_DATE.search(obj.uri)
-    if m is None:
-        return obj.uri, "", "", ""
-    return obj.uri[:m.start()], m.group(2) + m.group(3) + m.group(4), m.group(1), obj.uri
+    return out
 
 
 # -------------------------------------------------------------------------------------------------------------- S3
@@ -1619,8 +1654,8 @@ def _s3_objects(lister: _Lister, prefix: str, window: Window, accounts: set[str]
     days = [d.strftime("%Y/%m/%d") for d in window_days(window)]
     if date_prefix:
         days = [d for d in days if (d + "/").startswith(date_prefix.rstrip("/") + "/")]
-    for d in days:  # day-major: copies of one day delivered under several region prefixes arrive close together
-        for rp in region_prefixes:
+    for rp in region_prefixes:
+        for d in days:
             yield from lister.objects(f"{rp}{d}/")
 
 
@@ -1648,6 +1683,9 @@ def _download(client, obj: SourceObject, limit: int = MAX_OBJECT_BYTES, attempts
     for attempt in range(attempts):
         try:
             resp = client.get_object(Bucket=obj.bucket, Key=obj.key)
+            if int(resp.get("ContentLength") or 0) > limit:  # (replaced since it was listed)
+                resp["Body"].close()
+                return obj, R_TOO_BIG
             return obj, resp["Body"].read()
         except be.ClientError as e:
             code = str(e.response.get("Error", {}).get("Code", ""))

@@ -1283,3 +1283,19 @@ def test_a_duplicate_event_id_with_other_content_keeps_the_stored_copy(tmp_path,
     write_gz(tmp_path / "both" / "2.json.gz", {"Records": b})
     run([tmp_path / "both"], tmp_path / "s2")
     assert rows(tmp_path / "s2", f"select event_name from events where event_id = 'id{first - 1:04d}'") == shared
+
+
+def test_periodic_flushes_hold_buffered_copies_back_so_no_file_is_rewritten(tmp_path, monkeypatch):
+    """A copy delivered under another region's prefix waits in memory (and its object's manifest row with it)
+    until the copy it duplicates arrives: no published file is touched, no new file rewritten."""
+    monkeypatch.setattr(ig, "MANIFEST_FLUSH_SECONDS", 0.0)  # a manifest flush after every task
+    rewrites = []
+    real = st.rewrite_filtered
+    monkeypatch.setattr(st, "rewrite_filtered", lambda *a, **k: rewrites.append(a) or real(*a, **k))
+    home = [rec(f"h{i:03d}", ident=assumed(session=f"s{i}")) for i in range(400)]
+    write_gz(delivery_path(tmp_path / "in", "2026-08-10", region="eu-west-1"), {"Records": home[:3]})
+    write_gz(delivery_path(tmp_path / "in", "2026-08-10", region="us-east-1"), {"Records": home})
+    r = run([tmp_path / "in"], tmp_path / "s", task_bytes=1)
+    assert (r.records_written, r.duplicates, rewrites) == (400, 3, [])
+    # the flush after the first task held its object's row back; the one after the second wrote both
+    assert ig.read_manifest(tmp_path / "s").num_rows == 2 and len(st.manifest_files(tmp_path / "s")) == 1
