@@ -57,11 +57,11 @@ MANIFEST_FLUSH_ROWS = 20_000
 #: When a folder is split between two tasks, the second one first reads the event ids of this many files before
 #: the cut (about an hour of deliveries) and skips them: CloudTrail re-delivers within minutes.
 LOOK_BEHIND_FILES = 12
-#: Files larger than this (decompressed) are not retried with the slow lenient JSON reader.
-LENIENT_MAX_BYTES = 64 << 20
 #: Default largest object read, decompressed (``--max-object-size``): CloudTrail delivers objects of a few MB at
-#: most; a bigger one (e.g. a decompression bomb) is skipped after inflating this much, not held whole.
+#: most; a bigger one (e.g. a decompression bomb) is skipped after inflating this much, never held whole.
 MAX_OBJECT_BYTES = 256 << 20
+#: Bytes inflated per step: a gzip is inflated in pieces, so stopping at the limit never holds more than this on top.
+INFLATE_STEP = 16 << 20
 
 #: Extensions read when walking a folder (anything else is reported as an unsupported file type).
 READ_SUFFIXES = (".json", ".gz", ".jsonl", ".ndjson", ".log")
@@ -233,19 +233,24 @@ class _TooBig(Exception):
 
 
 def _gunzip(data: bytes, limit: int) -> bytes:
-    """Decompress a (possibly multi-member) gzip blob, inflating at most ``limit`` bytes in all (a bomb stops
-    there); raises _Truncated, _TooBig or zlib.error."""
+    """Decompress a (possibly multi-member) gzip blob, inflating at most ``limit`` bytes in all, in steps of
+    :data:`INFLATE_STEP` (a bomb stops at the limit); raises _Truncated, _TooBig or zlib.error."""
     parts = []
     left = limit
     while True:
         d = zlib.decompressobj(31)
-        part = d.decompress(data, left + 1)
-        left -= len(part)
-        if left < 0:
-            raise _TooBig
-        if not d.eof:  # (output below the cap, so the input ran out)
-            raise _Truncated
-        parts.append(part)
+        while True:
+            step = min(left + 1, INFLATE_STEP)
+            part = d.decompress(data, step)
+            parts.append(part)
+            left -= len(part)
+            if left < 0:
+                raise _TooBig
+            if d.eof:
+                break
+            data = d.unconsumed_tail
+            if not data and len(part) < step:  # the input ran out before the end of the stream
+                raise _Truncated
         data = d.unused_data
         if not data or data[:2] != b"\x1f\x8b":  # trailing padding/garbage after the last member is ignored
             break
@@ -315,54 +320,58 @@ def _unwrap_items(items: Iterable[Any]) -> tuple[list, int, bool]:
     return out, other, digest
 
 
-_STRUCT = re.compile(rb'[\[{]+|[\]}]+|"')  # runs of brackets, or the start of a string
-_STRING_REST = re.compile(rb'[^"\\]*+(?:\\.[^"\\]*+)*+"')  # the rest of a string, closing quote included
+#: JSON text up to the next bracket: anything but brackets and quotes, and whole strings (brackets inside are text).
+_FLAT = re.compile(rb'(?:[^"\[\]{}]++|"[^"\\]*+(?:\\.[^"\\]*+)*+")*+')
+_OPENING = re.compile(rb"[\[{]+")
+_CLOSING = re.compile(rb"[\]}]+")
 _RECORDS_OPEN = re.compile(rb'\s*\{\s*"Records"\s*:\s*\[')
+#: Items nested deeper than this are not handed to a parser (CloudTrail records nest a dozen levels at most).
+_MAX_DEPTH = 200
 
 
-def _lenient(data: bytes) -> tuple[list, int]:
-    """Recover the objects of a document the JSON parsers reject as a whole: array elements concatenated without
+def _lenient(data: bytes) -> tuple[list, bool, int]:
+    """Recover the records of a document the JSON parsers reject as a whole: array elements concatenated without
     commas, or one record nested deeper than the parsers allow.
 
     One scan, without recursion, finds the balanced items (the elements of ``{"Records": [...]}`` or of a
-    top-level array, or concatenated objects); each is decoded on its own, so a bad item costs only itself. The
-    work is linear in the size of the data, and capped: a scan that needs more than one step per 8 bytes (only
-    pathological input does) stops there.
+    top-level array, or concatenated objects) and how deep each nests; items nested deeper than
+    :data:`_MAX_DEPTH` are dropped, the others decoded on their own, so a bad item costs only itself (the records
+    of a ``{"Records": [...]}`` document are first decoded together by the fast decoder). The work is linear in
+    the size of the data, and capped: a scan that needs more than one step per 16 bytes stops there (CloudTrail
+    needs one per ~100 bytes; only pathological input needs more).
 
     Returns:
-        (the decoded items, how many items no parser accepts; a scan cut short counts one more).
+        (the decoded items, whether they are msgspec structs, how many items were dropped; a scan cut short counts
+        one more).
     """
     m = _RECORDS_OPEN.match(data)
     i = _WS.match(data).end()
     level = 2 if m else 1 if data[i:i + 1] == b"[" else 0
     depth = 2 if m else 0
     pos = m.end() if m else 0
-    out: list = []
+    spans: list[tuple[int, int]] = []
     bad = 0
-    start = -1
-    view = memoryview(data)
-    search, string_rest, loads = _STRUCT.search, _STRING_REST.match, orjson.loads
-    for _ in range(len(data) // 8 + 100_000):
-        t = search(data, pos)
-        if t is None:
+    start = deepest = -1
+    flat, opening, closing = _FLAT.match, _OPENING.match, _CLOSING.match
+    n = len(data)
+    for _ in range(n // 16 + 100_000):
+        pos = flat(data, pos).end()
+        if pos >= n or data[pos] == 34:  # the end, or an unterminated string: nothing after it is usable
             break
-        a, pos = t.span()
-        c = data[a]
-        if c == 34:  # '"': skip the string whole (brackets inside it are text)
-            e = string_rest(data, pos)
-            if e is None:  # unterminated: nothing after it is usable
-                break
-            pos = e.end()
-        elif c == 123 or c == 91:  # a run of '{' / '['
+        if data[pos] in b"[{":
+            a, pos = opening(data, pos).span()
             if depth <= level < depth + pos - a and data[a + level - depth] == 123:  # an object item opens
-                start = a + level - depth
+                start, deepest = a + level - depth, 0
             depth += pos - a
-        else:  # a run of '}' / ']'
+            if depth - level > deepest:
+                deepest = depth - level
+        else:
+            a, pos = closing(data, pos).span()
             after = depth - (pos - a)
             if start >= 0 and after <= level < depth:
-                try:
-                    out.append(loads(view[start:a + depth - level]))
-                except orjson.JSONDecodeError:
+                if deepest <= _MAX_DEPTH:
+                    spans.append((start, a + depth - level))
+                else:
                     bad += 1
                 start = -1
             depth = after
@@ -375,7 +384,22 @@ def _lenient(data: bytes) -> tuple[list, int]:
         start = -1
     if start >= 0:
         bad += 1  # an item cut off by the end of the data
-    return out, bad
+    view = memoryview(data)
+    fast = _struct_decoder() if level == 2 else None
+    if fast is not None and spans:  # records: all together, through the fast decoder
+        try:
+            doc = b'{"Records":[' + b",".join(view[a:b] for a, b in spans) + b"]}"
+            return fast[0].decode(doc).Records, True, bad
+        except fast[3]:
+            pass
+    out: list = []
+    loads = orjson.loads
+    for a, b in spans:
+        try:
+            out.append(loads(view[a:b]))
+        except orjson.JSONDecodeError:
+            bad += 1
+    return out, False, bad
 
 
 _DECODER: list = []  # [(msgspec Decoder of {"Records": [...]}, msgspec.Raw)] or [None]; built on first use
@@ -459,11 +483,13 @@ def _load(data: bytes, limit: int) -> tuple[list | None, bool, str | None, dict[
             if bad:
                 skips[R_BAD_LINE] = bad
         else:
-            doc, bad = _lenient(data) if len(data) <= LENIENT_MAX_BYTES else ([], 0)
+            doc, struct, bad = _lenient(data)
             if not doc:
                 return None, False, R_INVALID_JSON, {}, False
             if bad:
                 skips[R_UNPARSABLE] = bad
+            if struct:
+                return doc, True, None, skips, True
             recovered = True
     if doc.__class__ is dict:
         recs = doc.get("Records")
