@@ -81,8 +81,9 @@ def _python_baseline(files: list[Path]) -> tuple[float, int]:
     return float(secs), int(n)
 
 
-def _measure(cmd: list[str]) -> dict:
-    """Run ``cmd``; wall, CPU (user+sys) and peak summed RSS/PSS of its process tree."""
+def _measure(cmd: list[str], check: bool = True) -> dict:
+    """Run ``cmd``; wall, CPU (user+sys) and peak summed RSS/PSS of its process tree (and its exit status: a
+    non-zero one raises when ``check``)."""
     import psutil
 
     t0 = time.perf_counter()
@@ -114,9 +115,10 @@ def _measure(cmd: list[str]) -> dict:
         time.sleep(0.05)
     out, err = proc.communicate()
     wall = time.perf_counter() - t0
-    if proc.returncode != 0:
+    if check and proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {err[-2000:]}")
-    return {"wall": wall, "cpu": sum(cpu.values()), "rss": peak_rss, "pss": peak_pss, "stdout": out}
+    return {"wall": wall, "cpu": sum(cpu.values()), "rss": peak_rss, "pss": peak_pss, "stdout": out,
+            "returncode": proc.returncode}
 
 
 def _machine() -> str:
