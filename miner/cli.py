@@ -67,7 +67,7 @@ def _vanished_file(e: Exception) -> bool:
     """Whether a query failed because a file it had listed was gone when it was opened."""
     import duckdb
 
-    return isinstance(e, FileNotFoundError) or (isinstance(e, duckdb.IOException) and "Cannot open file" in str(e))
+    return isinstance(e, duckdb.IOException) and "Cannot open file" in str(e)
 
 
 def retry_if_store_changes(command):

@@ -1222,6 +1222,7 @@ class _Committer:
         self.buffer_files = 0
         self.partitions: set[Path] = set()
         self.pending: list[dict] = []
+        self.held = 0  # pending rows held back at the last flush
         self.manifest_seq = 0
         self.last_flush = time.monotonic()
 
@@ -1359,7 +1360,8 @@ class _Committer:
             self.pending.append({"source": fr.obj.uri, "size": fr.obj.size, "version": fr.obj.version,
                                  "records": fr.records, "status": status, "reason": reason, "run_id": self.run_id,
                                  "ingested_at": self.now})
-        if len(self.pending) >= MANIFEST_FLUSH_ROWS or time.monotonic() - self.last_flush > MANIFEST_FLUSH_SECONDS:
+        if len(self.pending) - self.held >= MANIFEST_FLUSH_ROWS or \
+                time.monotonic() - self.last_flush > MANIFEST_FLUSH_SECONDS:
             self.flush(final=False)
 
     def skip(self, obj: SourceObject, reason: str) -> None:
@@ -1381,6 +1383,7 @@ class _Committer:
             self.manifest_seq += 1
             st.append_manifest(self.store, ready, self.run_id, self.manifest_seq)
             self.pending = [r for r in self.pending if r["source"] in held] if held else []
+        self.held = len(self.pending)
         self.last_flush = time.monotonic()
 
 

@@ -105,7 +105,7 @@ def partition_of(region: str | None, arn: str | None = None) -> str:
 
 
 # Values a log record turns into a Hive partition (a directory name) must have one of these shapes; ingest skips a
-# record whose value does not fit (see README "Ingest", what is read).
+# record whose value does not fit (README "Ingest", hostile input).
 #: An AWS account id.
 ACCOUNT_ID_SHAPE = re.compile(r"[0-9]{12}")
 #: The documented fallback for other account values: short placeholder words of anonymised or test logs
@@ -117,7 +117,7 @@ REGION_SHAPE = re.compile(r"[a-z]{2,12}(?:-[a-z]{2,20}){1,3}-[0-9]{1,2}[a-z]?")
 #: Event years accepted (the record's UTC day becomes the ``date=`` partition).
 EVENT_YEARS = (1990, 2200)
 
-_SIZE = re.compile(r"^([0-9]+(?:\.[0-9]+)?)\s*([kmgt]?)(i?b)?$")
+_SIZE = re.compile(r"^([0-9]+(?:\.[0-9]+)?)\s*(?:([kmgt])(?:i?b)?|b)?$")
 
 
 def parse_size(text: str) -> int:

@@ -353,8 +353,8 @@ def test_dedupe_within_a_file_across_files_and_across_runs(tmp_path):
 
 
 @pytest.mark.parametrize("first, second", [(80, 300), (300, 80)])
-def test_dedupe_against_published_files_rewrites_the_smaller_side(tmp_path, first, second):
-    """Overlapping parts above the in-memory threshold: the smaller of (published, new) is rewritten."""
+def test_dedupe_against_published_files_filters_the_new_file(tmp_path, first, second):
+    """Overlapping parts above the in-memory threshold: the new file loses the shared ids, whatever the sizes."""
     a = [rec(f"id{i:04d}") for i in range(first)]
     b = [rec(f"id{i:04d}") for i in range(first - 40, first - 40 + second)]
     write_gz(tmp_path / "one" / "a.json.gz", {"Records": a})
@@ -1146,6 +1146,18 @@ def test_a_deeply_nested_record_costs_only_itself(tmp_path, container, decoder):
     assert sorted(x["event_id"] for x in rows(tmp_path / "s")) == ["g1", "g2"]
     assert r.records_skipped == 1 and r.files_skipped == 0
     check_invariant(r)
+
+
+@pytest.mark.parametrize("text, size", [("256MiB", 256 << 20), ("1G", 1 << 30), ("500 mb", 500 << 20),
+                                        ("1.5k", 1536), ("100b", 100), ("4096", 4096)])
+def test_parse_size(text, size):
+    assert models.parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["", "0", "lots", "1ib", "-5M", "1e9"])
+def test_parse_size_rejects_other_text(text):
+    with pytest.raises(ValueError, match="as a size"):
+        models.parse_size(text)
 
 
 def test_cli_max_object_size_option(tmp_path):
