@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from datetime import datetime, timezone
@@ -62,6 +63,31 @@ def print_json(obj) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
+def _vanished_file(e: Exception) -> bool:
+    """Whether a query failed because a file it had listed was gone when it was opened."""
+    import duckdb
+
+    return isinstance(e, duckdb.IOException) and "Cannot open file" in str(e)
+
+
+def retry_if_store_changes(command):
+    """Run a command that reads the store once more when a file it listed vanished before it was read (something
+    other than ``miner ingest``, which never removes a published file, changed the store meanwhile)."""
+
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        for attempt in (1, 2):
+            try:
+                return command(*args, **kwargs)
+            except Exception as e:
+                if not _vanished_file(e):
+                    raise
+                if attempt == 2:
+                    fail(f"the store changed while it was read, twice ({e}); run the command again")
+
+    return run
+
+
 # ----------------------------------------------------------------------------- ingest
 # (section owned by the ingest stage)
 
@@ -88,6 +114,9 @@ def ingest_cmd(
                                                help="S3 endpoint URL (S3-compatible storage, a local moto server)."),
     s3_region: Optional[str] = typer.Option(None, "--s3-region", help="Region of the S3 client [default: from the "
                                                                       "AWS config; S3 redirects to the bucket's]."),
+    max_object_size: str = typer.Option("256MiB", "--max-object-size",
+                                        help="Skip objects larger than this once decompressed (e.g. 64MiB, 1G); a "
+                                             "gzip stops inflating there."),
     quiet: bool = QuietOpt,
     as_json: bool = typer.Option(False, "--json", help="Print a machine-readable summary on stdout."),
 ) -> None:
@@ -111,6 +140,10 @@ or when no file held CloudTrail records.
         s3 = any(s.startswith("s3://") for s in sources)
         win = window(since, until, default_days=ing.S3_DEFAULT_DAYS) if s3 and not since else \
             window(since or "1970-01-01", until)
+    try:
+        max_bytes = models.parse_size(max_object_size)
+    except ValueError as e:
+        fail(f"--max-object-size: {e}")
     target = store_path(store)
     progress_cb = None
     bar = None
@@ -130,7 +163,7 @@ or when no file held CloudTrail records.
     try:
         report = ing.ingest(sources, target, window=win, accounts=account, regions=region, workers=workers,
                             processes=processes, profile=profile, endpoint_url=endpoint_url, s3_region=s3_region,
-                            progress=progress_cb)
+                            progress=progress_cb, max_object_size=max_bytes)
     except (ing.IngestError, StoreError) as e:
         if bar is not None:
             bar.stop()
@@ -176,6 +209,8 @@ def _print_ingest_summary(report, verdict: str) -> None:
             err.print(f"    {reason}: {what}  e.g. {g['examples'][0]}", highlight=False, soft_wrap=True)
     for r in report.recovered[:5]:
         err.print(f"  recovered {r.records:,} records from invalid JSON: {r.source}", highlight=False)
+    for note in report.notes:
+        err.print(f"  note: {note}", highlight=False)
 
 # ----------------------------------------------------------------------------- mapping: coverage, catalog
 # (section owned by the mapping stage)
@@ -197,6 +232,7 @@ def _map_mapper(service_reference: Optional[Path]):
 
 
 @app.command("coverage")
+@retry_if_store_changes
 def coverage_cmd(
     store: Optional[Path] = StoreOpt,
     since: Optional[str] = typer.Option(None, "--since", help="Window start (date, timestamp or age like 90d) [default: all]."),
@@ -398,6 +434,7 @@ def _emit_frame(df, fmt: str, title: str, columns: list[str]) -> None:
 
 
 @app.command("principals")
+@retry_if_store_changes
 def principals_cmd(
     since: Optional[str] = SinceOpt,
     until: Optional[str] = UntilOpt,
@@ -421,6 +458,7 @@ def principals_cmd(
 
 
 @app.command("usage")
+@retry_if_store_changes
 def usage_cmd(
     role: Optional[str] = RoleOpt,
     user: Optional[str] = UserOpt,
@@ -481,6 +519,7 @@ def _write_policy_files(suggestion, fmt: str, text: str, path: Path, quiet: bool
 
 
 @app.command("suggest")
+@retry_if_store_changes
 def suggest_cmd(
     role: Optional[str] = RoleOpt,
     user: Optional[str] = UserOpt,
@@ -613,6 +652,7 @@ _RvLiveOpt = typer.Option(False, "--live", help="Read grants live from IAM with 
 
 
 @app.command("review")
+@retry_if_store_changes
 def review_cmd(
     since: Optional[str] = SinceOpt,
     until: Optional[str] = UntilOpt,
@@ -670,6 +710,7 @@ def review_cmd(
 
 
 @app.command("backtest")
+@retry_if_store_changes
 def backtest_cmd(
     role: Optional[str] = RoleOpt,
     user: Optional[str] = UserOpt,

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import errno
 import gc
-import json
 import multiprocessing
 import os
 import random
 import re
+import signal
 import sys
 import time
 import zlib
 from collections import OrderedDict
 from concurrent.futures import FIRST_COMPLETED, Executor, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta, timezone
+from functools import partial
 from itertools import chain
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
@@ -24,7 +28,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from miner import store as st
-from miner.models import EVENT_SCHEMA, IngestSummary, SkippedInput, Window, classify_outcome, partition_of
+from miner.models import (ACCOUNT_ID_SHAPE, ACCOUNT_PLACEHOLDER_SHAPE, EVENT_SCHEMA, EVENT_YEARS, REGION_SHAPE,
+                          IngestSummary, SkippedInput, Window, classify_outcome, partition_of)
 
 # ----------------------------------------------------------------------------------------------------------- tuning
 
@@ -52,8 +57,11 @@ MANIFEST_FLUSH_ROWS = 20_000
 #: When a folder is split between two tasks, the second one first reads the event ids of this many files before
 #: the cut (about an hour of deliveries) and skips them: CloudTrail re-delivers within minutes.
 LOOK_BEHIND_FILES = 12
-#: Files larger than this (decompressed) are not retried with the slow lenient JSON reader.
-LENIENT_MAX_BYTES = 64 << 20
+#: Default largest object read, decompressed (``--max-object-size``): CloudTrail delivers objects of a few MB at
+#: most; a bigger one (e.g. a decompression bomb) is skipped after inflating this much, never held whole.
+MAX_OBJECT_BYTES = 256 << 20
+#: Bytes inflated per step: a gzip is inflated in pieces, so stopping at the limit never holds more than this on top.
+INFLATE_STEP = 16 << 20
 
 #: Extensions read when walking a folder (anything else is reported as an unsupported file type).
 READ_SUFFIXES = (".json", ".gz", ".jsonl", ".ndjson", ".log")
@@ -79,6 +87,10 @@ R_NOT_RECORD = "not a CloudTrail record"
 R_BAD_LINE = "invalid JSON line"
 R_MALFORMED = "malformed record"
 R_RECOVERED = "invalid JSON: records recovered by the lenient reader"
+R_TOO_BIG = "larger than --max-object-size when decompressed"
+R_BAD_ACCOUNT = "record with an unusable account id (not 12 digits or a short placeholder)"
+R_BAD_REGION = "record with an unusable awsRegion (not a region name)"
+R_UNPARSABLE = "record the JSON parser rejects (invalid, or nested too deeply)"
 
 #: File-level reasons that are a property of the object itself (recorded in the manifest, not retried).
 _PERMANENT = {R_TRUNCATED, R_CORRUPT_GZIP, R_EMPTY, R_NOT_JSON, R_INVALID_JSON, R_DIGEST, R_NOT_CLOUDTRAIL}
@@ -110,6 +122,7 @@ class IngestReport(IngestSummary):
     partitions_written: int = 0
     s3_list_requests: int = 0
     tmp_files_cleaned: int = 0
+    notes: list[str] = field(default_factory=list)  # things the user should know (e.g. a stale lock taken over)
 
     @property
     def files_skipped(self) -> int:
@@ -139,19 +152,38 @@ class IngestReport(IngestSummary):
 
         Returns:
             ``(0, message)`` when records were stored or there was nothing new to do; ``(2, message)`` when no
-            file was found, or none of the files read held CloudTrail records.
+            file was found, none could be downloaded or read (the message says why), or none of the files read
+            held CloudTrail records.
         """
+        failed = self._not_read()
+        retried = f"; {failed} (retried by the next run)" if failed else ""
         if self.records_written:
-            return 0, f"{self.records_written:,} new records stored"
+            return 0, f"{self.records_written:,} new records stored{retried}"
         if self.records_read:
-            return 0, "nothing new to store: every record read is already in the store or outside the window"
+            return 0, f"nothing new to store: every record read is already in the store or outside the window{retried}"
         if self.files_already_ingested:
-            return 0, f"nothing new to ingest: {self.files_already_ingested:,} files are already in the store"
+            return 0, f"nothing new to ingest: {self.files_already_ingested:,} files are already in the store{retried}"
         if self.files_read == 0 and (self.files_filtered or (self.files_seen == 0 and self.s3_list_requests)):
             return 0, "no log files in the window"
         if self.files_seen == 0:
             return 2, "no CloudTrail log files found in the sources"
-        return 2, f"none of the {self.files_seen:,} files held readable CloudTrail records"
+        if failed and self.files_read == 0:
+            return 2, f"nothing stored: {failed}; run again later, they are retried"
+        return 2, f"none of the {self.files_seen:,} files held readable CloudTrail records{retried}"
+
+    def _not_read(self) -> str:
+        """``"N files could not be downloaded (reason: n, ...)"`` for the files a transient error kept from being
+        read (downloads, reads), or ``""``."""
+        counts: dict[str, int] = {}
+        for s in self.skipped:
+            if s.records == 0 and s.reason.startswith((R_DOWNLOAD, R_READ_ERROR)):
+                counts[s.reason] = counts.get(s.reason, 0) + 1
+        if not counts:
+            return ""
+        n = sum(counts.values())
+        verb = "downloaded" if all(r.startswith(R_DOWNLOAD) for r in counts) else "downloaded or read"
+        why = ", ".join(f"{r.partition(': ')[2] or r}: {k:,}" for r, k in sorted(counts.items(), key=lambda x: -x[1]))
+        return f"{n:,} file{'s' if n != 1 else ''} could not be {verb} ({why})"
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (the ``--json`` summary)."""
@@ -196,26 +228,44 @@ class _Truncated(Exception):
     pass
 
 
-def _gunzip(data: bytes) -> bytes:
-    """Decompress a (possibly multi-member) gzip blob; raises _Truncated or zlib.error."""
+class _TooBig(Exception):
+    pass
+
+
+def _gunzip(data: bytes, limit: int) -> bytes:
+    """Decompress a (possibly multi-member) gzip blob, inflating at most ``limit`` bytes in all, in steps of
+    :data:`INFLATE_STEP` (a bomb stops at the limit); raises _Truncated, _TooBig or zlib.error."""
     parts = []
+    left = limit
     while True:
         d = zlib.decompressobj(31)
-        parts.append(d.decompress(data))
-        if not d.eof:
-            raise _Truncated
+        while True:
+            step = min(left + 1, INFLATE_STEP)
+            part = d.decompress(data, step)
+            parts.append(part)
+            left -= len(part)
+            if left < 0:
+                raise _TooBig
+            if d.eof:
+                break
+            data = d.unconsumed_tail
+            if not data and len(part) < step:  # the input ran out before the end of the stream
+                raise _Truncated
         data = d.unused_data
         if not data or data[:2] != b"\x1f\x8b":  # trailing padding/garbage after the last member is ignored
             break
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
-def _gunzip_or_reason(data: bytes) -> tuple[bytes, str | None]:
-    """``(decompressed data, None)``, or ``(b"", file skip reason)`` when the gzip is truncated or corrupt."""
+def _gunzip_or_reason(data: bytes, limit: int) -> tuple[bytes, str | None]:
+    """``(decompressed data, None)``, or ``(b"", file skip reason)`` when the gzip is truncated, corrupt or
+    inflates past ``limit`` bytes."""
     try:
-        return _gunzip(data), None
+        return _gunzip(data, limit), None
     except _Truncated:
         return b"", R_TRUNCATED
+    except _TooBig:
+        return b"", R_TOO_BIG
     except zlib.error:
         return b"", R_CORRUPT_GZIP
 
@@ -270,26 +320,86 @@ def _unwrap_items(items: Iterable[Any]) -> tuple[list, int, bool]:
     return out, other, digest
 
 
-def _lenient(data: bytes) -> list:
-    """Recover JSON objects from text that is not valid JSON (e.g. array elements concatenated without commas)."""
-    text = data.decode("utf-8", "replace")
-    dec = json.JSONDecoder()
-    out: list = []
-    pos = 0
-    fails = 0
-    while fails < 5000:
-        i = text.find("{", pos)
-        if i < 0:
+#: JSON text up to the next bracket: anything but brackets and quotes, and whole strings (brackets inside are text).
+_FLAT = re.compile(rb'(?:[^"\[\]{}]++|"[^"\\]*+(?:\\.[^"\\]*+)*+")*+')
+_OPENING = re.compile(rb"[\[{]+")
+_CLOSING = re.compile(rb"[\]}]+")
+_RECORDS_OPEN = re.compile(rb'\s*\{\s*"Records"\s*:\s*\[')
+#: Items nested deeper than this are not handed to a parser (CloudTrail records nest a dozen levels at most).
+_MAX_DEPTH = 200
+
+
+def _lenient(data: bytes) -> tuple[list, bool, int]:
+    """Recover the records of a document the JSON parsers reject as a whole: array elements concatenated without
+    commas, or one record nested deeper than the parsers allow.
+
+    One scan, without recursion, finds the balanced items (the elements of ``{"Records": [...]}`` or of a
+    top-level array, or concatenated objects) and how deep each nests; items nested deeper than
+    :data:`_MAX_DEPTH` are dropped, the others decoded on their own, so a bad item costs only itself (the records
+    of a ``{"Records": [...]}`` document are first decoded together by the fast decoder). The work is linear in
+    the size of the data, and capped: a scan that needs more than one step per 16 bytes stops there (CloudTrail
+    needs one per ~100 bytes; only pathological input needs more).
+
+    Returns:
+        (the decoded items, whether they are msgspec structs, how many items were dropped; a scan cut short counts
+        one more).
+    """
+    m = _RECORDS_OPEN.match(data)
+    i = _WS.match(data).end()
+    level = 2 if m else 1 if data[i:i + 1] == b"[" else 0
+    depth = 2 if m else 0
+    pos = m.end() if m else 0
+    spans: list[tuple[int, int]] = []
+    bad = 0
+    start = deepest = -1
+    flat, opening, closing = _FLAT.match, _OPENING.match, _CLOSING.match
+    n = len(data)
+    for _ in range(n // 16 + 100_000):
+        pos = flat(data, pos).end()
+        if pos >= n or data[pos] == 34:  # the end, or an unterminated string: nothing after it is usable
             break
+        if data[pos] in b"[{":
+            a, pos = opening(data, pos).span()
+            if depth <= level < depth + pos - a and data[a + level - depth] == 123:  # an object item opens
+                start, deepest = a + level - depth, 0
+            depth += pos - a
+            if depth - level > deepest:
+                deepest = depth - level
+        else:
+            a, pos = closing(data, pos).span()
+            after = depth - (pos - a)
+            if start >= 0 and after <= level < depth:
+                if deepest <= _MAX_DEPTH:
+                    spans.append((start, a + depth - level))
+                else:
+                    bad += 1
+                start = -1
+            depth = after
+            if depth < level:
+                if level:  # the array of items is closed
+                    break
+                depth = 0
+    else:
+        bad += 1  # work cap reached
+        start = -1
+    if start >= 0:
+        bad += 1  # an item cut off by the end of the data
+    view = memoryview(data)
+    fast = _struct_decoder() if level == 2 else None
+    if fast is not None and spans:  # records: all together, through the fast decoder
         try:
-            obj, end = dec.raw_decode(text, i)
-        except ValueError:
-            pos = i + 1
-            fails += 1
-            continue
-        out.append(obj)
-        pos = end
-    return out
+            doc = b'{"Records":[' + b",".join(view[a:b] for a, b in spans) + b"]}"
+            return fast[0].decode(doc).Records, True, bad
+        except fast[3]:
+            pass
+    out: list = []
+    loads = orjson.loads
+    for a, b in spans:
+        try:
+            out.append(loads(view[a:b]))
+        except orjson.JSONDecodeError:
+            bad += 1
+    return out, False, bad
 
 
 _DECODER: list = []  # [(msgspec Decoder of {"Records": [...]}, msgspec.Raw)] or [None]; built on first use
@@ -318,10 +428,10 @@ def _struct_decoder():
          msgspec.field(default=None, name=name) if name.startswith("@") else None)
         for name in _FIELDS], gc=False)
     doc = msgspec.defstruct("_Doc", [("Records", list[rec])], gc=False)
-    # a record whose shape does not fit (e.g. sessionIssuer that is not an object) fails the whole file over to the
-    # general (orjson) path, which handles anything
-    dec = (msgspec.json.Decoder(doc), msgspec.Raw, msgspec.structs.astuple, (msgspec.DecodeError,), ident,
-           msgspec.to_builtins)
+    # a record whose shape does not fit (e.g. sessionIssuer that is not an object), or nesting deeper than the
+    # recursion limit, fails the whole file over to the general (orjson) path, which handles anything
+    dec = (msgspec.json.Decoder(doc), msgspec.Raw, msgspec.structs.astuple, (msgspec.DecodeError, RecursionError),
+           ident, msgspec.to_builtins)
     _DECODER.append(dec)
     return dec
 
@@ -336,15 +446,15 @@ _FIELDS = ("eventID", "eventTime", "@timestamp", "eventType", "userIdentity", "r
            "errorMessage", "requestParameters", "resources", "sourceIPAddress", "userAgent", "vpcEndpointId")
 
 
-def _load(data: bytes) -> tuple[list | None, bool, str | None, dict[str, int], bool]:
-    """Decode one file's bytes.
+def _load(data: bytes, limit: int) -> tuple[list | None, bool, str | None, dict[str, int], bool]:
+    """Decode one file's bytes (gzip inflated up to ``limit`` bytes).
 
     Returns:
         (records or None, records are msgspec structs?, file skip reason, record-level skips {reason: n},
         recovered leniently?).
     """
     if data[:2] == b"\x1f\x8b":
-        data, reason = _gunzip_or_reason(data)
+        data, reason = _gunzip_or_reason(data, limit)
         if reason:
             return None, False, reason, {}, False
     if data[:3] == b"\xef\xbb\xbf":
@@ -373,9 +483,13 @@ def _load(data: bytes) -> tuple[list | None, bool, str | None, dict[str, int], b
             if bad:
                 skips[R_BAD_LINE] = bad
         else:
-            doc = _lenient(data) if len(data) <= LENIENT_MAX_BYTES else []
+            doc, struct, bad = _lenient(data)
             if not doc:
                 return None, False, R_INVALID_JSON, {}, False
+            if bad:
+                skips[R_UNPARSABLE] = bad
+            if struct:
+                return doc, True, None, skips, True
             recovered = True
     if doc.__class__ is dict:
         recs = doc.get("Records")
@@ -416,7 +530,8 @@ _UTC = timezone.utc
 
 
 def _slow_time(v: Any) -> tuple[str, datetime] | None:
-    """Parse a non-canonical timestamp (space separator, fractions, offsets, basic format); None if unusable."""
+    """Parse a non-canonical timestamp (space separator, fractions, offsets, basic format); None if unusable
+    (no such date or time, or a year outside :data:`miner.models.EVENT_YEARS`)."""
     if v.__class__ is not str or len(v) < 10:
         return None
     try:
@@ -424,10 +539,34 @@ def _slow_time(v: Any) -> tuple[str, datetime] | None:
     except ValueError:
         return None
     dt = dt.replace(tzinfo=_UTC) if dt.tzinfo is None else dt.astimezone(_UTC)
-    if not 1990 <= dt.year <= 2200:
+    if not EVENT_YEARS[0] <= dt.year <= EVENT_YEARS[1]:
         return None
     s = dt.strftime("%Y-%m-%dT%H:%M:%S")
     return (f"{s}.{dt.microsecond:06d}Z" if dt.microsecond else s + "Z"), dt
+
+
+_CANON: list = []  # [(valid "YYYY-MM-DDTHH" cache, valid ":MM:SSZ" set)], built on first use
+
+
+def _canonical_tables() -> tuple[dict[str, bool], frozenset]:
+    """Lookup tables that check a canonical ``YYYY-MM-DDTHH:MM:SSZ`` time in two steps (no parsing per record)."""
+    if not _CANON:
+        _CANON.append(({}, frozenset(f":{m:02d}:{s:02d}Z" for m in range(60) for s in range(60))))
+    return _CANON[0]
+
+
+def _hour_ok(prefix: str, cache: dict[str, bool]) -> bool:
+    """Whether ``YYYY-MM-DDTHH`` is a real day in :data:`miner.models.EVENT_YEARS` and an hour 00-23 (cached)."""
+    if len(cache) > 100_000:
+        cache.clear()
+    hour = prefix[11:13]
+    try:
+        day = date.fromisoformat(prefix[:10]) if prefix[4] == prefix[7] == "-" else None
+    except ValueError:
+        day = None
+    ok = cache[prefix] = day is not None and EVENT_YEARS[0] <= day.year <= EVENT_YEARS[1] and hour.isascii() \
+        and hour.isdigit() and hour <= "23"
+    return ok
 
 
 _BOOL: dict[Any, bool] = {True: True, False: False, "true": True, "True": True, "TRUE": True, "false": False,
@@ -546,6 +685,8 @@ _C_COLS = ("session_arn", "session_name", "access_key_id", "source_ip")
 _R_COLS = ("event_id", "event_time", "error_message", "_outcome", "request_parameters", "resources")
 #: Marker in a code-C key: the session name is the last part of the assumed-role ARN (derived once per key).
 _FROM_ARN = object()
+#: Code-A values of records not stored: outside the account/region filters, or an unusable partition value.
+_A_FILTERED, _A_BAD_ACCOUNT, _A_BAD_REGION = -1, -2, -3
 
 
 class _Codes:
@@ -570,10 +711,14 @@ class _Codes:
                 classify_outcome(ec) if ec else "success")
         code = len(self.a_vals)
         self.a_vals.append(vals)
-        if self.filt is not None:
+        if acct and not (ACCOUNT_ID_SHAPE.fullmatch(acct) or ACCOUNT_PLACEHOLDER_SHAPE.fullmatch(acct)):
+            code = _A_BAD_ACCOUNT  # (values that become a partition directory are validated, never trusted)
+        elif region and not REGION_SHAPE.fullmatch(region):
+            code = _A_BAD_REGION
+        elif self.filt is not None:
             accts, regs = self.filt
             if (accts and acct not in accts) or (regs and region not in regs):
-                code = -1
+                code = _A_FILTERED
         self.a[key] = code
         return code
 
@@ -597,11 +742,13 @@ class _Codes:
         return code
 
 
-def _normalise(records: list, struct: bool, rows: list, seen: set, skips: dict, win: tuple | None, codes: _Codes
-               ) -> tuple[int, int, int]:
+def _normalise(records: list, struct: bool, rows: list, seen: set, skips: dict, win: tuple | None, codes: _Codes,
+               strict: bool = False) -> tuple[int, int, int]:
     """The hot loop: append one tuple per stored record to ``rows`` (_R_COLS, then codes A, B and C).
 
-    ``records`` are dicts, or msgspec structs (``struct``) whose fields are :data:`_FIELDS`.
+    ``records`` are dicts, or msgspec structs (``struct``) whose fields are :data:`_FIELDS`. Canonical times
+    (``YYYY-MM-DDTHH:MM:SSZ``) are checked here only when ``strict``; otherwise :func:`_chunk` checks them all at
+    once and raises :class:`_BadTime` when one is not a real time, and the task is redone strictly.
 
     Returns:
         (records read, in-task duplicates, records filtered out by the window/account/region).
@@ -622,7 +769,8 @@ def _normalise(records: list, struct: bool, rows: list, seen: set, skips: dict, 
         since_s, until_s, since_dt, until_dt = win
     else:
         since_s = until_s = since_dt = until_dt = None
-    dup = out = n_insight = n_noid = n_notime = n_notrec = n_bad = 0
+    hours, mmss = _canonical_tables() if strict else ({}, frozenset())
+    dup = out = n_insight = n_noid = n_notime = n_notrec = n_bad = n_account = n_region = 0
     n = 0
     for r in records:
         n += 1
@@ -650,6 +798,11 @@ def _normalise(records: list, struct: bool, rows: list, seen: set, skips: dict, 
             if not et:
                 et = ts
             if et.__class__ is str_ and len(et) == 20 and et[10] == "T" and et[19] == "Z":
+                if strict:
+                    ok = hours.get(et[:13])
+                    if not (ok or (ok is None and _hour_ok(et[:13], hours))) or et[13:] not in mmss:
+                        n_notime += 1  # e.g. 2026-02-30, T24:00:00, year 0000
+                        continue
                 if since_s is not None and (et < since_s or et >= until_s):
                     out += 1
                     continue
@@ -693,7 +846,12 @@ def _normalise(records: list, struct: bool, rows: list, seen: set, skips: dict, 
             if ca is None:
                 ca = codes.new_a(ka)
             if ca < 0:
-                out += 1
+                if ca == _A_FILTERED:
+                    out += 1
+                elif ca == _A_BAD_ACCOUNT:
+                    n_account += 1
+                else:
+                    n_region += 1
                 continue
             if eid in seen:
                 dup += 1
@@ -750,13 +908,16 @@ def _normalise(records: list, struct: bool, rows: list, seen: set, skips: dict, 
         except Exception:  # a record of an unexpected shape never stops the file
             n_bad += 1
     for reason, k in ((R_INSIGHT, n_insight), (R_NO_ID, n_noid), (R_NO_TIME, n_notime), (R_NOT_RECORD, n_notrec),
-                      (R_MALFORMED, n_bad)):
+                      (R_MALFORMED, n_bad), (R_BAD_ACCOUNT, n_account), (R_BAD_REGION, n_region)):
         if k:
             skips[reason] = skips.get(reason, 0) + k
     return n, dup, out
 
 
 _TS = pa.timestamp("us", tz="UTC")
+#: Event times accepted, in microseconds since the epoch: the years of EVENT_YEARS, both included.
+_TIME_RANGE = (int(datetime(EVENT_YEARS[0], 1, 1, tzinfo=_UTC).timestamp()) * 1_000_000,
+               int(datetime(EVENT_YEARS[1] + 1, 1, 1, tzinfo=_UTC).timestamp()) * 1_000_000)
 _TYPES = {f.name: f.type for f in EVENT_SCHEMA}
 _TYPES["_outcome"] = pa.string()
 
@@ -771,6 +932,7 @@ class _Task:
     filt: tuple | None
     behind: list = field(default_factory=list)  # local files just before the task in the same folder: their
     # event ids are skipped (the previous task stores them), so re-deliveries across the cut need no rewrite
+    limit: int = MAX_OBJECT_BYTES  # largest object read, decompressed
 
 
 @dataclass
@@ -795,12 +957,20 @@ class _TaskResult:
     gunzip_bytes: int = 0  # their decompressed size (tasks are sized by the observed ratio)
 
 
+class _BadTime(Exception):
+    """A canonical-looking eventTime is not a real time (e.g. 2026-02-30), or its year is out of range."""
+
+
 def _process_task(task: _Task) -> _TaskResult:
     """Parse, normalise, dedupe (within the task), sort and write one batch of files to ``_tmp/``."""
     gc_was = gc.isenabled()
     gc.disable()  # parsed JSON holds no cycles; the collector would rescan millions of live objects
     try:
-        return _process_task_inner(task)
+        try:
+            return _process_task_inner(task, False)
+        except _BadTime:  # (rare) again, checking every time record by record: a bad one is skipped and counted,
+            # before it could hide a valid copy of its eventID
+            return _process_task_inner(task, True)
     finally:
         if gc_was:
             gc.enable()
@@ -816,12 +986,23 @@ def _column(values: Sequence, typ: pa.DataType) -> pa.Array:
 
 
 def _chunk(rows: list, srcs: list) -> dict[str, pa.Array]:
-    """Row tuples -> Arrow arrays: the per-record columns, plus int32 codes (``_a``, ``_b``, ``_src``)."""
+    """Row tuples -> Arrow arrays: the per-record columns, plus int32 codes (``_a``, ``_b``, ``_src``).
+
+    Raises:
+        _BadTime: a time is not a real time, or its year is outside :data:`miner.models.EVENT_YEARS`.
+    """
     cols = list(zip(*rows))
     out: dict[str, pa.Array] = {}
     for i, name in enumerate(_R_COLS):
         if name == "event_time":
-            out[name] = pa.array(cols[i], pa.string()).cast(_TS)
+            try:
+                times = pa.array(cols[i], pa.string()).cast(_TS)
+            except pa.ArrowInvalid:
+                raise _BadTime from None
+            lo, hi = pc.min_max(times.cast(pa.int64())).values()
+            if lo.as_py() < _TIME_RANGE[0] or hi.as_py() >= _TIME_RANGE[1]:
+                raise _BadTime
+            out[name] = times
         else:
             out[name] = _column(cols[i], _TYPES[name])
     out["_a"] = pa.array(cols[-3], pa.int32())
@@ -850,7 +1031,20 @@ def _ranks(keys: list) -> list[int]:
     return [order[k] for k in keys]
 
 
-def _process_task_inner(task: _Task) -> _TaskResult:
+def _read_file(path: str, limit: int) -> bytes | None:
+    """A local file's bytes, or None when it holds more than ``limit`` bytes (never read whole then, even when it
+    grows, or is a device that never ends)."""
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size > limit:
+            return None
+        data = fh.read(size + 1)  # (a buffer of the file's size: never one of the limit's)
+        if len(data) > size:
+            data += fh.read(limit + 1 - len(data))
+    return data if len(data) <= limit else None
+
+
+def _process_task_inner(task: _Task, strict: bool) -> _TaskResult:
     rows: list = []
     srcs: list = []
     uris: list[str] = []
@@ -861,8 +1055,7 @@ def _process_task_inner(task: _Task) -> _TaskResult:
     read = dup = filtered = comp = raw = 0
     for obj in task.behind:  # ids the previous task stores
         try:
-            with open(obj.uri, "rb") as fh:
-                recs, struct = _load(fh.read())[:2]
+            recs, struct = _load(_read_file(obj.uri, task.limit) or b"", task.limit)[:2]
             if recs:
                 seen.update(r.eventID if struct else r.get("eventID") for r in recs if struct or r.__class__ is dict)
         except Exception:  # only an optimisation: the main process dedupes anyway
@@ -874,18 +1067,20 @@ def _process_task_inner(task: _Task) -> _TaskResult:
         try:
             if payload is None:
                 try:
-                    with open(obj.uri, "rb") as fh:
-                        payload = fh.read()
+                    payload = _read_file(obj.uri, task.limit)
                 except OSError as e:
                     fr.reason = f"{R_READ_ERROR}: {e.strerror or e}"
                     continue
+                if payload is None:
+                    fr.reason = R_TOO_BIG
+                    continue
             if payload[:2] == b"\x1f\x8b":
                 comp += len(payload)
-                payload, fr.reason = _gunzip_or_reason(payload)
+                payload, fr.reason = _gunzip_or_reason(payload, task.limit)
                 if fr.reason:
                     continue
                 raw += len(payload)
-            recs, struct, reason, skips, recovered = _load(payload)
+            recs, struct, reason, skips, recovered = _load(payload, task.limit)
             payload = None
             fr.skips, fr.recovered = skips, recovered
             if reason:
@@ -893,7 +1088,7 @@ def _process_task_inner(task: _Task) -> _TaskResult:
                 continue
             before = len(rows)
             unusable = sum(skips.values())  # bad NDJSON lines, items that are not records
-            n, d, o = _normalise(recs, struct, rows, seen, fr.skips, task.win, codes)
+            n, d, o = _normalise(recs, struct, rows, seen, fr.skips, task.win, codes, strict)
             recs = None
             fr.records = n + unusable
             fr.kept = len(rows) - before
@@ -1002,15 +1197,15 @@ class _Committer:
     Big parts arrive as files in ``_tmp/`` and are published by an atomic rename. Small and foreign parts (see
     :data:`SMALL_PART_ROWS`, :data:`FOREIGN_PART_ROWS`; typically copies delivered under another region's
     prefix) arrive in memory and are buffered per partition, so they cost no file unless they survive dedupe;
-    buffers are written before any manifest row, so the manifest never names an object whose rows are not all
-    published.
+    the manifest rows of objects with buffered rows wait until those are written, so the manifest never names an
+    object whose rows are not all published.
 
     Dedupe: the ids of a partition's files are cached as Arrow arrays (LRU, bounded by :data:`ID_CACHE_LIMIT` ids,
-    read back from the ``event_id`` column when evicted or written by an earlier run). When a new file overlaps
-    published files, the cheaper side is rewritten without the shared ids: usually the new file; when the overlap
-    sits in smaller published files, those are rewritten (atomic replace) BEFORE the new file is published, so a
-    crash in between only leaves ids missing whose source objects are not yet in the manifest (the next run
-    restores them).
+    read back from the ``event_id`` column when evicted or written by an earlier run). The store is append-only:
+    the first copy of an eventID published is the one kept, and a published file is never rewritten or removed
+    (a reader may have listed it), so a new file that overlaps published files is rewritten in ``_tmp/`` without
+    the shared ids before it is published; buffered (unpublished) copies are dropped when a file brings the same
+    ids.
     """
 
     def __init__(self, store: Path, run_id: str, report: IngestReport, now: datetime):
@@ -1022,10 +1217,12 @@ class _Committer:
         self.ids: OrderedDict[Path, dict[Path, pa.Array]] = OrderedDict()
         self.cached = 0
         self.buf: dict[Path, list[pa.Table]] = {}
+        self.buf_sources: dict[Path, set[str]] = {}  # objects with rows in each buffer (their manifest rows wait)
         self.buffered = 0
         self.buffer_files = 0
         self.partitions: set[Path] = set()
         self.pending: list[dict] = []
+        self.held = 0  # pending rows held back at the last flush
         self.manifest_seq = 0
         self.last_flush = time.monotonic()
 
@@ -1075,6 +1272,7 @@ class _Committer:
                     table = table.filter(pc.invert(dup))
             if table.num_rows:
                 self.buf.setdefault(d, []).append(table)
+                self.buf_sources.setdefault(d, set()).update(pc.unique(table.column("source_object")).to_pylist())
                 self.buffered += table.num_rows
                 if self.buffered > BUFFER_ROWS:  # write the largest buffers until half the budget is free
                     sizes = sorted(((sum(t.num_rows for t in ts), k) for k, ts in self.buf.items()), reverse=True)
@@ -1099,35 +1297,19 @@ class _Committer:
             if kept:
                 self.buf[d] = kept
             else:
-                del self.buf[d]
+                del self.buf[d], self.buf_sources[d]
         if entry:
             existing = pa.chunked_array(list(entry.values()), pa.string())
             dup_mask = pc.is_in(ids, value_set=existing.combine_chunks())
             ndup = pc.sum(dup_mask).as_py() or 0
-            if ndup:
+            if ndup:  # the stored copies win: published files are never rewritten (a reader may have listed them)
                 self.report.duplicates += ndup
-                dup_ids = ids.filter(dup_mask)
-                victims = [(f, a) for f, a in entry.items() if pc.any(pc.is_in(a, value_set=dup_ids)).as_py()]
-                if ndup < n and sum(len(a) for _, a in victims) < n:
-                    for f, a in victims:  # drop the shared ids from the smaller, already published files
-                        keep = pc.invert(pc.is_in(a, value_set=dup_ids))
-                        kept_ids = st.rewrite_filtered(f, keep, Path(tmp[:-8] + "-old.parquet"))
-                        self.cached -= len(a)
-                        self.report.records_written -= len(a) - (len(kept_ids) if kept_ids is not None else 0)
-                        if kept_ids is None:
-                            del entry[f]
-                        else:
-                            entry[f] = kept_ids
-                            self.cached += len(kept_ids)
-                else:  # drop them from the new file
-                    if ndup == n:
-                        path.unlink(missing_ok=True)
-                        return
-                    keep = pc.invert(dup_mask)
-                    ids = ids.filter(keep)
-                    path = Path(tmp[:-8] + "-dedup.parquet")
-                    st.rewrite_filtered(Path(tmp), keep, path, replace=False)
-                    n -= ndup
+                if ndup == n:
+                    path.unlink(missing_ok=True)
+                    return
+                path = Path(tmp[:-8] + "-dedup.parquet")
+                ids = st.rewrite_filtered(Path(tmp), pc.invert(dup_mask), path)
+                n -= ndup
         self._publish(d, path, ids, n)
         self._evict()
 
@@ -1136,6 +1318,7 @@ class _Committer:
         jobs = []
         for d in only if only is not None else list(self.buf):
             tables = self.buf.pop(d, None)
+            self.buf_sources.pop(d, None)
             if not tables:
                 continue
             table = pa.concat_tables(tables)
@@ -1177,20 +1360,30 @@ class _Committer:
             self.pending.append({"source": fr.obj.uri, "size": fr.obj.size, "version": fr.obj.version,
                                  "records": fr.records, "status": status, "reason": reason, "run_id": self.run_id,
                                  "ingested_at": self.now})
-        if len(self.pending) >= MANIFEST_FLUSH_ROWS or time.monotonic() - self.last_flush > MANIFEST_FLUSH_SECONDS:
-            self.flush()
+        if len(self.pending) - self.held >= MANIFEST_FLUSH_ROWS or \
+                time.monotonic() - self.last_flush > MANIFEST_FLUSH_SECONDS:
+            self.flush(final=False)
 
     def skip(self, obj: SourceObject, reason: str) -> None:
         """Record a file that was not parsed (download error, unsupported type); it is not in the manifest."""
         self.report.skipped.append(SkippedInput(obj.uri, reason, 0))
 
-    def flush(self) -> None:
-        """Publish buffered rows, then write the pending manifest rows (data always before manifest)."""
-        self._flush_buffers()
-        if self.pending:
+    def flush(self, final: bool = True) -> None:
+        """Write the pending manifest rows of objects whose rows are all published (data always before manifest).
+
+        At the end of a run (``final``) the buffers are published first, so every row goes. Periodic flushes
+        leave the buffers in memory (a copy buffered now may still meet the copy it duplicates, for free) and
+        hold back the rows of their objects.
+        """
+        if final:
+            self._flush_buffers()
+        held = set().union(*self.buf_sources.values()) if self.buf_sources else set()
+        ready = [r for r in self.pending if r["source"] not in held] if held else self.pending
+        if ready:
             self.manifest_seq += 1
-            st.append_manifest(self.store, self.pending, self.run_id, self.manifest_seq)
-            self.pending = []
+            st.append_manifest(self.store, ready, self.run_id, self.manifest_seq)
+            self.pending = [r for r in self.pending if r["source"] in held] if held else []
+        self.held = len(self.pending)
         self.last_flush = time.monotonic()
 
 
@@ -1506,15 +1699,22 @@ def _s3_flat_objects(lister: _Lister, prefix: str, days: set[str] | None, report
         yield obj
 
 
-def _download(client, obj: SourceObject, attempts: int = 6) -> tuple[SourceObject, bytes | str]:
-    """GET one object with backoff on throttling and broken streams; returns bytes or an error reason."""
+def _download(client, obj: SourceObject, limit: int = MAX_OBJECT_BYTES, attempts: int = 6
+              ) -> tuple[SourceObject, bytes | str]:
+    """GET one object with backoff on throttling and broken streams; returns bytes or an error reason (also when
+    it is larger than ``limit`` bytes: then it is not downloaded)."""
     import botocore.exceptions as be
 
+    if obj.size > limit:
+        return obj, R_TOO_BIG
     delay = 0.2
     last = ""
     for attempt in range(attempts):
         try:
             resp = client.get_object(Bucket=obj.bucket, Key=obj.key)
+            if int(resp.get("ContentLength") or 0) > limit:  # (replaced since it was listed)
+                resp["Body"].close()
+                return obj, R_TOO_BIG
             return obj, resp["Body"].read()
         except be.ClientError as e:
             code = str(e.response.get("Error", {}).get("Code", ""))
@@ -1527,7 +1727,8 @@ def _download(client, obj: SourceObject, attempts: int = 6) -> tuple[SourceObjec
     return obj, f"{R_DOWNLOAD}: {last} after {attempts} attempts"
 
 
-def _fetch(objs: Iterator[SourceObject], client, workers: int) -> Iterator[tuple[SourceObject, bytes | str | None]]:
+def _fetch(objs: Iterator[SourceObject], client, workers: int, limit: int
+           ) -> Iterator[tuple[SourceObject, bytes | str | None]]:
     """Local objects pass through (workers read them); S3 objects are downloaded by a thread pool."""
     if client is None:
         for o in objs:
@@ -1536,7 +1737,7 @@ def _fetch(objs: Iterator[SourceObject], client, workers: int) -> Iterator[tuple
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="miner-s3") as ex:
         pending: set = set()
         for o in objs:
-            pending.add(ex.submit(_download, client, o))
+            pending.add(ex.submit(_download, client, o, limit))
             if len(pending) >= 2 * workers:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for f in done:
@@ -1562,7 +1763,7 @@ def ingest(sources: Sequence[str], store: Path, *, window: Window | None = None,
            regions: Iterable[str] = (), workers: int = 16, processes: int | None = None, profile: str | None = None,
            endpoint_url: str | None = None, s3_region: str | None = None, s3_client=None,
            progress: Callable[[Progress], None] | None = None, now: datetime | None = None,
-           task_bytes: int = TASK_BYTES) -> IngestReport:
+           task_bytes: int = TASK_BYTES, max_object_size: int = MAX_OBJECT_BYTES) -> IngestReport:
     """Ingest CloudTrail logs into the store: new objects only, deduplicated, committed atomically.
 
     Args:
@@ -1581,13 +1782,16 @@ def ingest(sources: Sequence[str], store: Path, *, window: Window | None = None,
         progress: called with a :class:`Progress` as the run advances.
         now: the current time (default: the real clock, read at call time).
         task_bytes: estimated decompressed bytes per parser task.
+        max_object_size: largest object read, in bytes once decompressed; a bigger one is skipped (a gzip stops
+            inflating there).
 
     Returns:
         The :class:`IngestReport` of the run.
 
     Raises:
         IngestError: a source is missing or unreachable (nothing is written for that source).
-        miner.store.StoreError: another ingest holds the store lock.
+        miner.store.StoreError: another ingest holds the store lock, or the store's disk is full (what was
+            committed before stays readable).
     """
     t0 = time.monotonic()
     now = now or datetime.now(_UTC)
@@ -1612,7 +1816,9 @@ def ingest(sources: Sequence[str], store: Path, *, window: Window | None = None,
     filt = (frozenset(accounts), frozenset(regions)) if accounts or regions else None
     prog = Progress()
 
-    with st.write_lock(store):
+    with _disk_full_is_a_store_error(store), st.write_lock(store) as lock:
+        if lock.took_over:
+            report.notes.append(lock.took_over)
         report.tmp_files_cleaned = st.clean_tmp(store)
         st.compact_manifest(store, run_id)
         tmp = str(st.tmp_dir(store))
@@ -1620,6 +1826,7 @@ def ingest(sources: Sequence[str], store: Path, *, window: Window | None = None,
         committer = _Committer(store, run_id, report, now)
         pool: list[Executor] = []
         n_proc = max(1, int(processes or _cpus()))
+        failed = False
         try:
             for src in sources:
                 if src.startswith("s3://"):
@@ -1649,15 +1856,34 @@ def ingest(sources: Sequence[str], store: Path, *, window: Window | None = None,
                     for o in todo:
                         k = o.uri.rpartition("/")[0]
                         folders[k] = folders.get(k, 0) + (o.size if o.uri.endswith(".gz") else o.size // GZIP_RATIO)
-                _run_source(objs, client, win, filt, workers, n_proc, task_bytes, tmp, run_id, known, report,
-                            committer, prog, progress, pool, total_est, folders)
+                _run_source(objs, client, win, filt, workers, n_proc, task_bytes, max_object_size, tmp, run_id,
+                            known, report, committer, prog, progress, pool, total_est, folders)
+        except BaseException:
+            failed = True
+            raise
         finally:
             for p in pool:
                 p.shutdown(wait=True, cancel_futures=True)
-            committer.flush()
+            try:
+                committer.flush()  # what was published is recorded, also after an interruption
+            except Exception:
+                if not failed:
+                    raise  # (after a failure, the first error is the one reported)
             st.clean_tmp(store)
     report.seconds = round(time.monotonic() - t0, 3)
     return report
+
+
+@contextmanager
+def _disk_full_is_a_store_error(store: Path) -> Iterator[None]:
+    """Turn a full disk (or quota) into one :class:`miner.store.StoreError` line naming the store."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise st.StoreError(f"no space left for the store at {store} ({e.strerror}): free some space and run "
+                            f"again; what was committed is safe, and the next run completes it") from None
 
 
 def _cpus() -> int:
@@ -1676,10 +1902,11 @@ def _first_then_lazy(objs: Iterator[SourceObject]) -> Iterator[SourceObject]:
 
 
 def _run_source(objs: Iterator[SourceObject], client, win, filt, workers: int, n_proc: int, task_bytes: int,
-                tmp: str, run_id: str, known: dict, report: IngestReport, committer: _Committer, prog: Progress,
-                progress: Callable[[Progress], None] | None, pool: list[Executor], total_est: int | None = None,
-                folders: dict[str, int] | None = None) -> None:
-    """Stream one source's objects through download -> parse tasks -> commit.
+                object_limit: int, tmp: str, run_id: str, known: dict, report: IngestReport, committer: _Committer,
+                prog: Progress, progress: Callable[[Progress], None] | None, pool: list[Executor],
+                total_est: int | None = None, folders: dict[str, int] | None = None) -> None:
+    """Stream one source's objects through download -> parse tasks -> commit (objects larger than
+    ``object_limit`` bytes, decompressed, are skipped).
 
     ``total_est`` (known for local sources) lets the last tasks shrink so that the workers finish together;
     ``folders`` (compressed bytes per folder, local sources) lets tasks end where a folder ends.
@@ -1707,7 +1934,7 @@ def _run_source(objs: Iterator[SourceObject], client, win, filt, workers: int, n
         folder = None
         ratio = gz_ratio
         behind: list = []
-        for obj, payload in _fetch(new_objects(), client, workers):
+        for obj, payload in _fetch(new_objects(), client, workers, object_limit):
             if isinstance(payload, str):
                 committer.skip(obj, payload)
                 prog.files_done += 1
@@ -1715,7 +1942,7 @@ def _run_source(objs: Iterator[SourceObject], client, win, filt, workers: int, n
             here = obj.uri.rpartition("/")[0]
             if items and (len(items) >= TASK_MAX_FILES or est >= limit or (
                     here != folder and folders is not None and est + folders.get(here, 0) * ratio[0] > limit)):
-                yield _Task(_next_task_number(), items, tmp, run_id, win, filt, behind)
+                yield _Task(_next_task_number(), items, tmp, run_id, win, filt, behind, object_limit)
                 behind = [o for o, _ in items[-LOOK_BEHIND_FILES:] if o.uri.rpartition("/")[0] == here] \
                     if folders is not None else []
                 if left is not None:
@@ -1726,7 +1953,7 @@ def _run_source(objs: Iterator[SourceObject], client, win, filt, workers: int, n
             items.append((obj, payload))
             est += int(obj.size * ratio[0]) if obj.uri.endswith(".gz") else obj.size
         if items:
-            yield _Task(_next_task_number(), items, tmp, run_id, win, filt, behind)
+            yield _Task(_next_task_number(), items, tmp, run_id, win, filt, behind, object_limit)
 
     gz_ratio = [float(GZIP_RATIO)]
     seen_gz = [0, 0]
@@ -1749,26 +1976,38 @@ def _run_source(objs: Iterator[SourceObject], client, win, filt, workers: int, n
         if progress:
             progress(prog)
         for t in chain([first] if first else [], [second] if second else [], it):
-            done(_process_task(t))
+            done(_result(t, partial(_process_task, t)))
         return
     if not pool:
         pool.append(_new_pool(n_proc))
     ex = pool[0]
-    pending: set = set()
+    pending: dict = {}
     for t in chain([first, second], it):
-        pending.add(ex.submit(_process_task, t))
+        pending[ex.submit(_process_task, t)] = t
         if len(pending) == 1:
             gc.unfreeze()  # see _new_pool
             if progress:
                 progress(prog)
         while len(pending) >= 2 * n_proc:
-            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
             for f in finished:
-                done(f.result())
+                done(_result(pending.pop(f), f.result))
     while pending:
-        finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+        finished, _ = wait(pending, return_when=FIRST_COMPLETED)
         for f in finished:
-            done(f.result())
+            done(_result(pending.pop(f), f.result))
+
+
+def _result(task: _Task, get: Callable[[], _TaskResult]) -> _TaskResult:
+    """A task's result; when parsing met an unexpected error, its files are reported (and retried by the next run)
+    and the run goes on. Errors of the machine (OSError such as a full disk, a broken worker pool) stop it."""
+    try:
+        return get()
+    except (OSError, MemoryError, BrokenProcessPool):
+        raise
+    except Exception as e:
+        reason = f"{R_INTERNAL}: {type(e).__name__}: {e}"[:200]
+        return _TaskResult(task.number, [_FileResult(obj, reason=reason) for obj, _ in task.items], [])
 
 
 def _new_pool(n_proc: int) -> ProcessPoolExecutor:
@@ -1782,15 +2021,56 @@ def _new_pool(n_proc: int) -> ProcessPoolExecutor:
 
     main = sys.modules.get("__main__")
     main_file = getattr(main, "__file__", None)
+    init = {"initializer": _worker_init, "initargs": (os.getpid(),)}
     if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
         gc.freeze()
-        return ProcessPoolExecutor(max_workers=n_proc, mp_context=multiprocessing.get_context("fork"))
+        return ProcessPoolExecutor(max_workers=n_proc, mp_context=multiprocessing.get_context("fork"), **init)
     if main_file and getattr(main, "__spec__", None) is None and not os.path.isfile(main_file):
         # e.g. `python - < script`: the fork server could not re-import the main module
-        return ProcessPoolExecutor(max_workers=n_proc, mp_context=multiprocessing.get_context("fork"))
+        return ProcessPoolExecutor(max_workers=n_proc, mp_context=multiprocessing.get_context("fork"), **init)
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(["miner.ingest"])
-    return ProcessPoolExecutor(max_workers=n_proc, mp_context=ctx)
+    return ProcessPoolExecutor(max_workers=n_proc, mp_context=ctx, **init)
+
+
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def _worker_init(ingest_pid: int) -> None:
+    """First thing in every parser process: make it die with the ingest process, however that ends (``kill -9``,
+    OOM killer).
+
+    Two guards: the kernel's parent-death signal (a forked worker's parent is the ingest process), and a thread
+    that waits for the ingest process to end (a fork server's workers keep the fork server alive, so only watching
+    the ingest process itself ends them). Forked workers never hold the store lock (see
+    :func:`miner.store.write_lock`).
+    """
+    import threading
+
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):  # pragma: no cover - no prctl
+            pass
+    threading.Thread(target=_exit_with, args=(ingest_pid,), name="miner-watch", daemon=True).start()
+
+
+def _exit_with(pid: int) -> None:
+    """Wait until process ``pid`` has ended (a pidfd where the kernel has them, else polling), then exit."""
+    import select
+
+    try:
+        fd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        fd = None
+    if fd is not None and st.pid_alive(pid):  # (checked after opening: the pid cannot be reused meanwhile)
+        select.select([fd], [], [])
+    else:
+        while st.pid_alive(pid):
+            time.sleep(0.5)
+    os._exit(1)
 
 
 _TASK_NO = [0]

@@ -104,6 +104,40 @@ def partition_of(region: str | None, arn: str | None = None) -> str:
     return "aws"
 
 
+# Values a log record turns into a Hive partition (a directory name) must have one of these shapes; ingest skips a
+# record whose value does not fit (README "Ingest", hostile input).
+#: An AWS account id.
+ACCOUNT_ID_SHAPE = re.compile(r"[0-9]{12}")
+#: The documented fallback for other account values: short placeholder words of anonymised or test logs
+#: (``redacted``, ``0000``, ``ANONYMOUS_PRINCIPAL``) keep their own partition.
+ACCOUNT_PLACEHOLDER_SHAPE = re.compile(r"[A-Za-z0-9_-]{1,32}")
+#: An AWS region: ``us-east-1``, ``us-gov-west-1``, ``eusc-de-east-1``; anonymisers' shapes such as
+#: ``us-north-2r`` or ``apiso-centralnorth-2r`` (a letter after the number) are accepted too.
+REGION_SHAPE = re.compile(r"[a-z]{2,12}(?:-[a-z]{2,20}){1,3}-[0-9]{1,2}[a-z]?")
+#: Event years accepted (the record's UTC day becomes the ``date=`` partition).
+EVENT_YEARS = (1990, 2200)
+
+_SIZE = re.compile(r"^([0-9]+(?:\.[0-9]+)?)\s*(?:([kmgt])(?:i?b)?|b)?$")
+
+
+def parse_size(text: str) -> int:
+    """A byte size such as ``256MiB``, ``1G``, ``500mb`` or ``1048576`` (units are powers of 1024).
+
+    Args:
+        text: the user's text.
+
+    Returns:
+        The size in bytes.
+
+    Raises:
+        ValueError: with a message a user can act on.
+    """
+    m = _SIZE.match(text.strip().lower())
+    if not m or float(m.group(1)) <= 0:
+        raise ValueError(f"cannot read {text!r} as a size: use bytes or a unit, e.g. 256MiB, 1G")
+    return int(float(m.group(1)) * 1024 ** " kmgt".index(m.group(2) or " "))
+
+
 @dataclass(frozen=True)
 class Window:
     """A half-open UTC time window ``[since, until)``."""

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import re
 import secrets
 import shutil
+import socket
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
@@ -189,31 +192,214 @@ def clean_tmp(store: Path) -> int:
     return n
 
 
+@dataclass
+class WriteLock:
+    """The store's writer lock, as held by :func:`write_lock`."""
+
+    path: Path
+    #: Set when the lock of a writer that is gone was taken over (a line for the user), else ``None``.
+    took_over: str | None = None
+
+
+#: Lock descriptors this process holds; closed in forked children so that a worker never keeps the lock alive.
+_HELD_LOCKS: set[int] = set()
+_AT_FORK: list[bool] = []
+
+
+def _close_held_locks_in_child() -> None:
+    for fd in list(_HELD_LOCKS):
+        try:
+            os.close(fd)  # the parent's copy keeps the lock (flock belongs to the open file description)
+        except OSError:
+            pass
+    _HELD_LOCKS.clear()
+
+
+def _proc_stat(pid: int) -> list[str]:
+    """The fields of /proc/<pid>/stat after the command name (empty where /proc cannot tell)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rpartition(b")")[2].decode().split()
+    except OSError:
+        return []
+
+
+def _process_start(pid: int) -> str | None:
+    """The start time of a process (clock ticks since boot), or None where /proc cannot tell."""
+    f = _proc_stat(pid)
+    return f[19] if len(f) > 19 else None
+
+
+def pid_alive(pid: int, start: str | None = None) -> bool:
+    """Whether a process runs (an exited one not yet reaped does not count).
+
+    Args:
+        pid: the process id.
+        start: its start time as recorded by the lock (``/proc/<pid>/stat`` field 22), to tell a reused pid apart.
+
+    Returns:
+        True when the process runs (and is the same process, when ``start`` is given).
+    """
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: it exists
+        return True
+    f = _proc_stat(pid)
+    if f and f[0] == "Z":  # exited, not yet reaped
+        return False
+    return not (start is not None and len(f) > 19 and f[19] != start)  # else the pid was reused
+
+
+def _flock_owner(fd: int) -> int | None:
+    """The pid that took the flock on ``fd``'s file, from /proc/locks (Linux), or None."""
+    st_ = os.fstat(fd)
+    want = f"{os.major(st_.st_dev):02x}:{os.minor(st_.st_dev):02x}:{st_.st_ino}"
+    try:
+        with open("/proc/locks") as fh:
+            for line in fh:
+                f = line.split()
+                if len(f) >= 6 and f[1] == "FLOCK" and f[5] == want:
+                    return int(f[4])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _lock_owner(fd: int) -> tuple[int | None, str | None, str]:
+    """(pid, start time, description) of the writer holding the lock on ``fd``'s file.
+
+    /proc/locks names the process that took the lock (also when leftover children hold it); the record in the
+    file adds its start time (a reused pid is not mistaken for it) and serves where /proc is absent.
+    """
+    try:
+        rec = json.loads(os.pread(fd, 4096, 0) or b"{}")
+        rec_pid, start, host = int(rec["pid"]), rec.get("start"), rec.get("host")
+    except (OSError, ValueError, KeyError, TypeError):  # none (released, or an older miner) or garbage
+        rec_pid = start = host = None
+    pid = _flock_owner(fd)
+    if pid is None:
+        if host not in (None, socket.gethostname()):
+            return None, None, f"pid {rec_pid} on {host}"
+        pid = rec_pid
+    elif pid != rec_pid:
+        start = None
+    return pid, start, f"pid {pid}" if pid else "an unknown process"
+
+
+def _try_flock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+
+
+def _open_lock(path: Path) -> int:
+    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+
+
+def _take_over(store: Path, fd: int) -> int | None:
+    """Replace the lock file whose owner is gone by a fresh one, locked; None when the owner turns out to be
+    alive or another process changed the lock file meanwhile (the caller starts again).
+
+    Leftover processes of the dead writer keep their lock on the old file, which no longer matters. A lock on the
+    store directory serialises concurrent take-overs.
+    """
+    path = store / LOCK_FILE
+    dfd = os.open(store, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(dfd, fcntl.LOCK_EX)
+        try:
+            if os.stat(path).st_ino != os.fstat(fd).st_ino:
+                return None
+        except FileNotFoundError:
+            return None
+        pid, start, _ = _lock_owner(fd)
+        if pid is None or pid_alive(pid, start):
+            return None
+        os.replace(path, store / (LOCK_FILE + ".stale"))
+        new = _open_lock(path)
+        if not _try_flock(new):
+            os.close(new)
+            return None
+        return new
+    finally:
+        os.close(dfd)
+
+
 @contextmanager
-def write_lock(store: Path) -> Iterator[None]:
+def write_lock(store: Path) -> Iterator[WriteLock]:
     """Hold an exclusive lock on the store for one writer (a second concurrent ``miner ingest`` fails fast).
+
+    The lock file records its owner (pid, process start time, host). When the lock is busy but its owner is gone
+    (leftover worker processes of a killed ingest hold it), the lock is taken over and ``took_over`` says so.
+    Forked children of this process (parser workers) never inherit the lock.
 
     Args:
         store: the store root (created when missing).
 
+    Yields:
+        The :class:`WriteLock`.
+
     Raises:
-        StoreError: when another process holds the lock, or the store cannot be created (a file is in the way,
+        StoreError: when a running process holds the lock, or the store cannot be created (a file is in the way,
             no permission).
     """
     store = Path(store)
+    lock = WriteLock(store / LOCK_FILE)
     try:
         store.mkdir(parents=True, exist_ok=True)
-        fd = os.open(store / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = _open_lock(lock.path)
     except OSError as e:
         raise StoreError(f"cannot use {store} as a store: {e.strerror or e}") from None
+    fd = _acquire(store, fd, lock)  # (closes fd when it fails)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise StoreError(f"another `miner ingest` is writing to {store}; wait for it to finish") from None
-        yield
+        _HELD_LOCKS.add(fd)
+        yield lock
     finally:
+        _HELD_LOCKS.discard(fd)
+        try:
+            os.ftruncate(fd, 0)  # no owner record outlives the lock (only a killed writer leaves one)
+        except OSError:
+            pass
         os.close(fd)  # closing the descriptor releases the lock
+
+
+def _acquire(store: Path, fd: int, lock: WriteLock) -> int:
+    """Lock ``fd`` (or a fresh lock file that replaces a stale one) and record this process as the owner."""
+    try:
+        for _ in range(3):
+            if _try_flock(fd):
+                break
+            pid, start, who = _lock_owner(fd)
+            if pid is None or pid_alive(pid, start):
+                raise StoreError(f"another `miner ingest` ({who}) is writing to {store}; wait for it to finish")
+            new = _take_over(store, fd)
+            if new is not None:
+                os.close(fd)
+                fd = new
+                lock.took_over = (f"took over the store lock of {who}, which is no longer running (processes it "
+                                  f"left behind held the lock)")
+                break
+            os.close(fd)
+            fd = _open_lock(lock.path)
+        else:
+            raise StoreError(f"cannot lock {store}: other processes keep replacing its lock file")
+        record = json.dumps({"pid": os.getpid(), "start": _process_start(os.getpid()), "host": socket.gethostname(),
+                             "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}).encode()
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, record, 0)
+    except BaseException as e:
+        os.close(fd)
+        if isinstance(e, OSError):
+            raise StoreError(f"cannot lock {store}: {e.strerror or e}") from None
+        raise
+    if not _AT_FORK:
+        os.register_at_fork(after_in_child=_close_held_locks_in_child)
+        _AT_FORK.append(True)
+    return fd
 
 
 def write_parquet(table: pa.Table, path: Path, *, sync: bool = True) -> None:
@@ -261,28 +447,23 @@ def file_event_ids(path: Path) -> pa.Array:
     return pq.ParquetFile(str(path)).read(columns=["event_id"]).column(0).combine_chunks()
 
 
-def rewrite_filtered(path: Path, keep: pa.Array, tmp: Path, *, replace: bool = True) -> pa.Array | None:
-    """Rewrite an event file keeping only the rows where ``keep`` is true (order and settings preserved).
+def rewrite_filtered(path: Path, keep: pa.Array, dest: Path) -> pa.Array:
+    """Copy an unpublished event file keeping only the rows where ``keep`` is true (order and settings preserved),
+    then delete it.
+
+    Published files are never rewritten or deleted: a reader may have listed them (the store is append-only).
 
     Args:
-        path: the file to filter.
-        keep: a boolean mask, one value per row.
-        tmp: where to write the filtered copy (under ``_tmp/``).
-        replace: atomically replace ``path`` with the copy (or delete ``path`` when no row is kept); when false,
-            the copy stays at ``tmp`` and ``path`` is deleted.
+        path: the file to filter (under ``_tmp/``).
+        keep: a boolean mask, one value per row (at least one true).
+        dest: where to write the filtered copy (under ``_tmp/``).
 
     Returns:
-        The ``event_id`` values kept, or ``None`` when no row was kept.
+        The ``event_id`` values kept.
     """
     table = pq.ParquetFile(str(path)).read().filter(keep)
-    if table.num_rows == 0:
-        path.unlink(missing_ok=True)
-        return None
-    write_parquet(table, tmp)
-    if replace:
-        os.replace(tmp, path)
-    else:
-        path.unlink(missing_ok=True)
+    write_parquet(table, dest)
+    path.unlink(missing_ok=True)
     return table.column("event_id").combine_chunks()
 
 

@@ -3,6 +3,7 @@
 Usage:
     python scripts/bench_ingest.py                        # 1M and 2M records, data cached under /tmp/miner-bench
     python scripts/bench_ingest.py --records 500000 --data /tmp/miner-bench --repeat 3
+    python scripts/bench_ingest.py --sizes 1 --repeat 5 --against ../old-checkout   # old and new alternating
 
 Generates (once, cached) realistic CloudTrail in the S3 delivery layout with ``scripts/gen_sample_logs.py``
 (``generate(..., sample_extras=False)``: no corrupt/digest/insight files, ~1% duplicate deliveries), then for each
@@ -24,6 +25,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -81,8 +83,9 @@ def _python_baseline(files: list[Path]) -> tuple[float, int]:
     return float(secs), int(n)
 
 
-def _measure(cmd: list[str]) -> dict:
-    """Run ``cmd``; wall, CPU (user+sys) and peak summed RSS/PSS of its process tree."""
+def _measure(cmd: list[str], check: bool = True) -> dict:
+    """Run ``cmd``; wall, CPU (user+sys) and peak summed RSS/PSS of its process tree (and its exit status: a
+    non-zero one raises when ``check``)."""
     import psutil
 
     t0 = time.perf_counter()
@@ -114,9 +117,10 @@ def _measure(cmd: list[str]) -> dict:
         time.sleep(0.05)
     out, err = proc.communicate()
     wall = time.perf_counter() - t0
-    if proc.returncode != 0:
+    if check and proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {err[-2000:]}")
-    return {"wall": wall, "cpu": sum(cpu.values()), "rss": peak_rss, "pss": peak_pss, "stdout": out}
+    return {"wall": wall, "cpu": sum(cpu.values()), "rss": peak_rss, "pss": peak_pss, "stdout": out,
+            "returncode": proc.returncode}
 
 
 def _machine() -> str:
@@ -141,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", default="1,2", help="multiples of --records to measure")
     ap.add_argument("--orjson", action="store_true", help="measure the orjson-only parser (MINER_JSON=orjson), "
                                                           "as without msgspec installed")
+    ap.add_argument("--against", metavar="CHECKOUT", help="also run the miner of another checkout, alternating "
+                                                          "with this one, and print both medians")
     args = ap.parse_args(argv)
 
     if args.orjson:
@@ -159,18 +165,27 @@ def main(argv: list[str] | None = None) -> int:
         py, py_n = _python_baseline(files)
         assert py_n == records, (py_n, records)
         runs = []
-        for _ in range(args.repeat):
-            store = Path(tempfile.mkdtemp(prefix="miner-bench-store-", dir=args.data))
-            try:
-                m = _measure([sys.executable, "-m", "miner.cli", "ingest", str(data), "--store", str(store), "-q",
-                              "--json"])
-            finally:
-                shutil.rmtree(store, ignore_errors=True)
-            summary = json.loads(m["stdout"])
-            assert summary["records_read"] == records and summary["records_written"] == stats["distinct_event_ids"]
-            runs.append(m)
-            print(f"  miner ingest: {m['wall']:.2f} s wall, {m['cpu']:.2f} s CPU, peak RSS {m['rss'] / 2**20:.0f} "
-                  f"MiB (PSS {m['pss'] / 2**20:.0f} MiB)", file=sys.stderr)
+        other: list[dict] = []
+        trees = [str(REPO)] + ([str(Path(args.against).resolve())] if args.against else [])
+        for i in range(args.repeat):
+            for tree in trees if i % 2 == 0 else trees[::-1]:  # alternating: background load hits both alike
+                store = Path(tempfile.mkdtemp(prefix="miner-bench-store-", dir=args.data))
+                os.environ["PYTHONPATH"] = tree
+                try:
+                    m = _measure([sys.executable, "-m", "miner.cli", "ingest", str(data), "--store", str(store), "-q",
+                                  "--json"])
+                finally:
+                    shutil.rmtree(store, ignore_errors=True)
+                summary = json.loads(m["stdout"])
+                assert summary["records_read"] == records
+                assert summary["records_written"] == stats["distinct_event_ids"]
+                (runs if tree == trees[0] else other).append(m)
+                print(f"  miner ingest ({tree}): {m['wall']:.2f} s wall, {m['cpu']:.2f} s CPU, peak RSS "
+                      f"{m['rss'] / 2**20:.0f} MiB (PSS {m['pss'] / 2**20:.0f} MiB)", file=sys.stderr)
+        for tree, ms in zip(trees, (runs, other)):
+            print(f"  median of {len(ms)} ({tree}): {statistics.median(m['wall'] for m in ms):.2f} s wall, "
+                  f"{statistics.median(m['cpu'] for m in ms):.2f} s CPU, peak RSS "
+                  f"{statistics.median(m['rss'] for m in ms) / 2**20:.0f} MiB", file=sys.stderr)
         best = min(runs, key=lambda m: m["wall"])
         results.append({"records": records, "files": len(files), "mib": compressed / 2**20,
                         "bytes_per_record": stats.get("uncompressed_bytes", 0), "zcat": z, "python": py,

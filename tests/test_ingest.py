@@ -353,8 +353,8 @@ def test_dedupe_within_a_file_across_files_and_across_runs(tmp_path):
 
 
 @pytest.mark.parametrize("first, second", [(80, 300), (300, 80)])
-def test_dedupe_against_published_files_rewrites_the_smaller_side(tmp_path, first, second):
-    """Overlapping parts above the in-memory threshold: the smaller of (published, new) is rewritten."""
+def test_dedupe_against_published_files_filters_the_new_file(tmp_path, first, second):
+    """Overlapping parts above the in-memory threshold: the new file loses the shared ids, whatever the sizes."""
     a = [rec(f"id{i:04d}") for i in range(first)]
     b = [rec(f"id{i:04d}") for i in range(first - 40, first - 40 + second)]
     write_gz(tmp_path / "one" / "a.json.gz", {"Records": a})
@@ -898,3 +898,416 @@ def test_shared_real_data_ingests_completely(shared_real, tmp_path):
     assert {k for k, g in reasons.items() if g["records"] == 0} == {f"{ig.R_UNSUPPORTED} (.csv)"}
     assert r.duplicates >= 6496  # sans504's copies under two region prefixes
     check_invariant(r)
+
+
+# ----------------------------------------------------------------------------- hostile input (issue 8, items 4-8)
+
+
+def _pids_below(pid: int) -> set[int]:
+    import psutil
+
+    try:
+        return {p.pid for p in psutil.Process(pid).children(recursive=True)}
+    except psutil.Error:
+        return set()
+
+
+def _running(pids: set[int]) -> set[int]:
+    import psutil
+
+    out = set()
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                out.add(pid)
+        except psutil.Error:
+            pass
+    return out
+
+
+# item 4: a record whose time or partition values are unusable is skipped, never the run
+
+BAD_RECORDS = {
+    "february_30": ({"eventTime": "2026-02-30T10:00:00Z"}, ig.R_NO_TIME),
+    "hour_24": ({"eventTime": "2026-08-10T24:00:00Z"}, ig.R_NO_TIME),
+    "year_0": ({"eventTime": "0000-01-01T00:00:00Z"}, ig.R_NO_TIME),
+    "year_9999": ({"eventTime": "9999-01-01T00:00:00Z"}, ig.R_NO_TIME),
+    "minute_61": ({"eventTime": "2026-08-10T12:61:00Z"}, ig.R_NO_TIME),
+    "offset_year_0": ({"eventTime": "0000-01-01 00:00:00+01:00"}, ig.R_NO_TIME),
+    "account_300_chars": ({"recipientAccountId": "1" * 300}, ig.R_BAD_ACCOUNT),
+    "account_path": ({"recipientAccountId": "../../../tmp/x"}, ig.R_BAD_ACCOUNT),
+    "account_object": ({"recipientAccountId": {"a": 1}}, ig.R_BAD_ACCOUNT),
+    "region_300_chars": ({"awsRegion": "us-east-" + "1" * 300}, ig.R_BAD_REGION),
+    "region_path": ({"awsRegion": "us-east-1/../../x"}, ig.R_BAD_REGION),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_RECORDS))
+def test_one_bad_record_is_skipped_with_its_reason_and_the_rest_of_its_file_kept(tmp_path, kind, decoder):
+    fields, reason = BAD_RECORDS[kind]
+    write_gz(tmp_path / "in" / "a.json.gz", {"Records": [rec("a1"), rec("bad", **fields), rec("a2")]})
+    write_gz(tmp_path / "in" / "b.json.gz", {"Records": [rec("b1")]})
+    r = run([tmp_path / "in"], tmp_path / "s")
+    assert sorted(x["event_id"] for x in rows(tmp_path / "s")) == ["a1", "a2", "b1"]
+    assert r.skipped_groups()[reason]["records"] == 1
+    assert r.outcome()[0] == 0
+    check_invariant(r)
+    assert all(len(p.name) < 64 for f in st.event_files(tmp_path / "s") for p in f.relative_to(tmp_path).parents)
+    again = run([tmp_path / "in"], tmp_path / "s")
+    assert (again.files_already_ingested, again.records_read) == (2, 0)
+
+
+def test_a_valid_copy_after_a_bad_one_is_stored(tmp_path):
+    write_gz(tmp_path / "in" / "a.json.gz", {"Records": [rec("x", eventTime="2026-02-30T10:00:00Z"), rec("x")]})
+    r = run([tmp_path / "in"], tmp_path / "s")
+    assert [x["event_id"] for x in rows(tmp_path / "s")] == ["x"] and r.records_skipped == 1
+
+
+def test_placeholder_accounts_and_anonymised_regions_keep_their_partition(tmp_path):
+    write_gz(tmp_path / "in" / "a.json", [rec("r", account="redacted"), rec("z", account="0000"),
+                                          rec("f", region="us-north-2r"), rec("g", region="us-gov-west-1")])
+    r = run([tmp_path / "in"], tmp_path / "s")
+    assert r.records_written == 4 and r.records_skipped == 0
+    got = set(st.connect(tmp_path / "s").execute("select account, region from events").fetchall())
+    assert {("redacted", "us-east-1"), ("0000", "us-east-1"), (ACCT, "us-north-2r"), (ACCT, "us-gov-west-1")} == got
+
+
+def test_cli_many_good_files_and_one_bad_record_exit_0(tmp_path):
+    """The reproduction: with one bad record among many files, every run used to exit 1 with a traceback."""
+    for i in range(30):
+        write_gz(delivery_path(tmp_path / "in", "2026-08-10", tag=f"f{i:03d}"),
+                 {"Records": [rec(f"g{i}-{j}", ident=assumed(session=f"s{j}")) for j in range(40)]})
+    write_gz(delivery_path(tmp_path / "in", "2026-08-10", tag="bad"),
+             {"Records": [rec("bad", eventTime="2026-02-30T10:00:00Z"), rec("ok")]})
+    res = cli(tmp_path / "in", "--store", tmp_path / "s", "--processes", "2", "--json", "-q")
+    assert res.exit_code == 0 and "Traceback" not in res.output
+    assert json.loads(res.stdout)["records_written"] == 30 * 40 + 1
+
+
+# item 5: a killed ingest leaves no worker and no lock behind
+
+
+@pytest.mark.parametrize("source", ["local", "s3"])
+def test_killed_ingest_leaves_no_orphan_workers_and_no_stale_lock(sample_logs, expected, tmp_path, source, request):
+    """kill -9 the ingest mid-run: its workers (and the fork server) are gone within seconds; a re-run succeeds."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    store = tmp_path / "s"
+    src, endpoint, window = str(sample_logs), None, None
+    if source == "s3":  # (threads run: the workers come from a fork server)
+        src, endpoint = f"s3://{BUCKET}/{PREFIX}", request.getfixturevalue("s3")
+        window = models.Window(datetime(2026, 8, 20, tzinfo=UTC), datetime(2026, 8, 24, tzinfo=UTC))
+    code = ("import sys, time; from miner.ingest import ingest; from miner.models import Window\n"
+            "w = Window(*map(datetime.fromisoformat, sys.argv[4:6])) if len(sys.argv) > 4 else None\n"
+            "ingest([sys.argv[1]], sys.argv[2], processes=2, task_bytes=1 << 19, workers=2, window=w,\n"
+            "       endpoint_url=sys.argv[3] or None, progress=lambda p: time.sleep(0.2))\n")
+    args = [src, str(store), endpoint or ""] + ([window.since.isoformat(), window.until.isoformat()] if window else [])
+    proc = subprocess.Popen([sys.executable, "-c", "from datetime import datetime\n" + code, *args])
+    deadline = time.time() + 60
+    children: set[int] = set()
+    while time.time() < deadline and proc.poll() is None and (len(children) < 2 or not st.event_files(store)):
+        children |= _pids_below(proc.pid)
+        time.sleep(0.02)
+    assert proc.poll() is None, "the ingest finished before it could be killed"
+    children |= _pids_below(proc.pid)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 5
+    while _running(children) and time.time() < deadline:
+        time.sleep(0.05)
+    assert not _running(children), f"orphans left: {_running(children)}"
+    r = ig.ingest([src], store, processes=2, endpoint_url=endpoint, window=window)
+    assert not r.notes  # the lock was free: no take-over needed
+    total, distinct = count(store)
+    assert total == distinct and (window or total == expected["distinct_event_ids"])
+    assert ig.ingest([src], store, processes=2, endpoint_url=endpoint, window=window).files_read == 0
+
+
+def _hold_lock_from_an_orphan(store: Path, record: bytes | None) -> int:
+    """A process takes the store lock and forks a child that inherits it, then exits (as an ingest killed while an
+    older miner's workers kept the lock). Returns the pid of the process that is gone."""
+    import subprocess
+    import sys
+    import time
+
+    store.mkdir(parents=True, exist_ok=True)
+    code = ("import fcntl, os, sys, time\n"
+            "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644)\n"
+            "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+            "if sys.argv[2]: os.write(fd, sys.argv[2].encode())\n"
+            "if os.fork() == 0:\n"
+            "    os.close(1); os.close(2); time.sleep(60); os._exit(0)\n"
+            "print(os.getpid(), flush=True)\n")
+    out = subprocess.run([sys.executable, "-c", code, str(store / st.LOCK_FILE), (record or b"").decode()],
+                         stdout=subprocess.PIPE, text=True, check=True, timeout=30)
+    dead = int(out.stdout)
+    deadline = time.time() + 5
+    while st.pid_alive(dead) and time.time() < deadline:
+        time.sleep(0.02)
+    return dead
+
+
+@pytest.mark.parametrize("record", [None, b'{"pid": 1, "start": "0"}'])
+def test_stale_lock_of_a_dead_ingest_is_taken_over_with_a_message(tmp_path, record):
+    import psutil
+
+    store = tmp_path / "s"
+    dead = _hold_lock_from_an_orphan(store, record)
+    orphans = [p for p in psutil.process_iter(["cmdline"]) if str(store) in " ".join(p.info["cmdline"] or [])]
+    try:
+        write_gz(tmp_path / "in" / "a.json.gz", {"Records": [rec("a")]})
+        res = cli(tmp_path / "in", "--store", store)
+        assert res.exit_code == 0, res.output
+        assert "took over the store lock" in res.stderr
+        r = run([tmp_path / "in"], store)  # the new lock is free again, and not taken over twice
+        assert r.notes == [] and r.files_already_ingested == 1
+        assert str(dead) in res.stderr or record is not None
+    finally:
+        for p in orphans:
+            p.kill()
+
+
+def test_a_lock_held_by_a_running_ingest_in_another_process_is_respected(tmp_path):
+    import subprocess
+    import sys
+
+    store = tmp_path / "s"
+    code = ("import sys, time; from miner import store; "
+            "cm = store.write_lock(sys.argv[1]); cm.__enter__(); print('locked', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(store)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        write_gz(tmp_path / "in" / "a.json.gz", {"Records": [rec("a")]})
+        with pytest.raises(st.StoreError, match=f"pid {holder.pid}"):
+            run([tmp_path / "in"], store)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+# item 6: decompression and parser bombs
+
+
+def test_decompression_bomb_and_oversized_files_are_skipped_at_the_limit(tmp_path):
+    (tmp_path / "in").mkdir()
+    bomb = gzip.compress(b'{"Records": [' + b" " * (8 << 20) + b"]}", 9)  # 8 MiB from ~8 KB
+    assert len(bomb) < 20_000
+    (tmp_path / "in" / "bomb.json.gz").write_bytes(bomb)
+    (tmp_path / "in" / "big.json").write_text(json.dumps({"Records": [rec(f"b{i}") for i in range(3000)]}))
+    write_gz(tmp_path / "in" / "good.json.gz", {"Records": [rec("g1"), rec("g2")]})
+    r = run([tmp_path / "in"], tmp_path / "s", max_object_size=1 << 20)
+    assert r.records_written == 2
+    assert r.skipped_groups()[ig.R_TOO_BIG]["files"] == 2
+    assert ig.read_manifest(tmp_path / "s").num_rows == 1  # not recorded: a higher limit reads them next time
+    r = run([tmp_path / "in"], tmp_path / "s", max_object_size=16 << 20)  # (the bomb holds an empty list)
+    assert (r.files_read, r.records_written, r.skipped) == (2, 3000, [])
+
+
+def test_gunzip_stops_inflating_at_the_limit():
+    blob = gzip.compress(b"x" * (4 << 20))
+    assert len(ig._gunzip(blob, 4 << 20)) == 4 << 20
+    with pytest.raises(ig._TooBig):
+        ig._gunzip(blob, (4 << 20) - 1)
+    with pytest.raises(ig._TooBig):  # the limit counts every member of a multi-member gzip
+        ig._gunzip(blob + blob, 5 << 20)
+
+
+def test_lenient_reader_work_is_bounded(tmp_path):
+    """A ~10 KB gzip of one long string used to cost minutes of CPU in the lenient reader (quadratic)."""
+    import time
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "string.json.gz").write_bytes(gzip.compress(b'["' + b"x" * (8 << 20) + b"{" * 5000, 9))
+    (tmp_path / "in" / "brackets.json.gz").write_bytes(gzip.compress(b"[" + b"[]" * (4 << 20), 9))
+    write_gz(tmp_path / "in" / "good.json.gz", {"Records": [rec("g1")]})
+    t0 = time.process_time()
+    r = run([tmp_path / "in"], tmp_path / "s")
+    assert time.process_time() - t0 < 10  # ~1 s here; the quadratic reader needed minutes
+    assert r.records_written == 1 and r.skipped_groups()[ig.R_INVALID_JSON]["files"] == 2
+
+
+def _deep(levels: int) -> str:
+    return '{"eventID": "deep", "requestParameters": ' + '{"a": ' * levels + "1" + "}" * levels + "}"
+
+
+@pytest.mark.parametrize("container", ["records", "records_without_commas", "array", "ndjson"])
+def test_a_deeply_nested_record_costs_only_itself(tmp_path, container, decoder):
+    good = [json.dumps(rec("g1")), _deep(2000), json.dumps(rec("g2"))]
+    text = {"records": '{"Records": [' + ", ".join(good) + "]}",
+            "records_without_commas": '{"Records": [' + "\n".join(good) + "]}",
+            "array": "[" + ",\n".join(good) + "]",
+            "ndjson": "\n".join(good)}[container]
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.json.gz").write_bytes(gzip.compress(text.encode()))
+    r = run([tmp_path / "in"], tmp_path / "s")
+    assert sorted(x["event_id"] for x in rows(tmp_path / "s")) == ["g1", "g2"]
+    assert r.records_skipped == 1 and r.files_skipped == 0
+    check_invariant(r)
+
+
+@pytest.mark.parametrize("text, size", [("256MiB", 256 << 20), ("1G", 1 << 30), ("500 mb", 500 << 20),
+                                        ("1.5k", 1536), ("100b", 100), ("4096", 4096)])
+def test_parse_size(text, size):
+    assert models.parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["", "0", "lots", "1ib", "-5M", "1e9"])
+def test_parse_size_rejects_other_text(text):
+    with pytest.raises(ValueError, match="as a size"):
+        models.parse_size(text)
+
+
+def test_cli_max_object_size_option(tmp_path):
+    write_gz(tmp_path / "in" / "a.json", {"Records": [rec("a")]})
+    res = cli(tmp_path / "in", "--store", tmp_path / "s", "--max-object-size", "100b")
+    assert res.exit_code == 2 and "larger than --max-object-size" in res.stderr
+    res = cli(tmp_path / "in", "--store", tmp_path / "s", "--max-object-size", "lots")
+    assert res.exit_code == 2 and "cannot read 'lots' as a size" in res.stderr and "Traceback" not in res.output
+    assert cli(tmp_path / "in", "--store", tmp_path / "s", "--max-object-size", "1MiB", "-q").exit_code == 0
+
+
+# item 7: readers never see a listed file vanish
+
+
+def test_published_files_never_change_when_a_later_run_drops_duplicates(tmp_path):
+    """An organization trail and an account trail deliver the same events: the second run finds them stored. The
+    files a reader may have listed stay as they are (they used to be rewritten or deleted), and concurrent
+    queries never fail."""
+    import threading
+
+    store = tmp_path / "s"
+    for i in range(6):  # small published files, all of whose rows come again below
+        write_gz(tmp_path / "account" / f"a{i}.json.gz", {"Records": [rec(f"id{i:02d}-{j:03d}") for j in range(300)]})
+    run([tmp_path / "account"], store)
+    before = {f: (f.stat().st_ino, f.stat().st_size, f.stat().st_mtime_ns) for f in st.event_files(store)}
+    write_gz(tmp_path / "org" / "o.json.gz", {"Records": [rec(f"id{i:02d}-{j:03d}") for i in range(8)
+                                                          for j in range(300)]})
+    errors: list[str] = []
+    stop = threading.Event()
+
+    def reader() -> None:
+        while not stop.is_set():
+            try:
+                st.connect(store).execute("select principal_arn, count(*) from events group by 1").fetchall()
+            except Exception as e:  # noqa: BLE001 - any failure is the bug
+                errors.append(str(e))
+
+    t = threading.Thread(target=reader)
+    t.start()
+    try:
+        r = run([tmp_path / "org"], store)
+    finally:
+        stop.set()
+        t.join()
+    assert errors == []
+    assert {f: (f.stat().st_ino, f.stat().st_size, f.stat().st_mtime_ns) for f in before} == before
+    assert (r.duplicates, r.records_written) == (1800, 600)
+    assert count(store) == (2400, 2400)
+
+
+def test_cli_read_commands_retry_once_when_a_listed_file_vanishes(sample_store, monkeypatch):
+    import duckdb
+
+    from miner import usage
+
+    store, _ = sample_store
+    real, calls = usage.principals, []
+
+    def flaky(*a, **k):
+        calls.append(1)
+        if len(calls) == 1:
+            raise duckdb.IOException("IO Error: Cannot open file \"x/part-1.parquet\": No such file or directory")
+        return real(*a, **k)
+
+    monkeypatch.setattr(usage, "principals", flaky)
+    res = CliRunner().invoke(app, ["principals", "--store", str(store), "--since", "2026-01-01", "--until",
+                                   "2026-12-31", "--format", "json"])
+    assert res.exit_code == 0 and len(calls) == 2 and json.loads(res.stdout)
+
+    def always(*a, **k):
+        raise duckdb.IOException("IO Error: Cannot open file \"x/part-1.parquet\": No such file or directory")
+
+    monkeypatch.setattr(usage, "principals", always)
+    res = CliRunner().invoke(app, ["principals", "--store", str(store), "--since", "2026-01-01"])
+    assert res.exit_code == 2 and "changed while it was read" in res.stderr and "Traceback" not in res.output
+
+
+# item 8: disk full, throttled downloads, conflicting duplicates
+
+
+def test_disk_full_is_one_line_naming_the_store(tmp_path, monkeypatch):
+    import errno
+
+    write_gz(tmp_path / "in" / "a.json.gz", {"Records": [rec("a")]})
+    run([tmp_path / "in"], tmp_path / "s")
+    write_gz(tmp_path / "in" / "b.json.gz", {"Records": [rec(f"b{i}", ident=assumed(session=f"s{i}"))
+                                                         for i in range(300)]})
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(st, "write_parquet", full)
+    res = cli(tmp_path / "in", "--store", tmp_path / "s", "-q")
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert res.stderr.count("\n") == 1 and f"no space left for the store at {tmp_path / 's'}" in res.stderr
+    monkeypatch.undo()
+    assert count(tmp_path / "s") == (1, 1)  # what was committed is safe
+    assert run([tmp_path / "in"], tmp_path / "s").records_written == 300
+
+
+def test_a_run_whose_every_download_is_throttled_says_so(s3, tmp_path, monkeypatch):
+    import botocore.exceptions as be
+
+    monkeypatch.setattr(ig.time, "sleep", lambda s: None)
+    real = ig.make_s3_client(endpoint_url=s3)
+
+    class Throttled:
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def get_object(self, **kw):
+            raise be.ClientError({"Error": {"Code": "SlowDown", "Message": "slow"}}, "GetObject")
+
+    w = models.Window(datetime(2026, 8, 21, tzinfo=UTC), datetime(2026, 8, 22, tzinfo=UTC))
+    r = ig.ingest([f"s3://{BUCKET}/{PREFIX}"], tmp_path / "s", window=w, s3_client=Throttled(), processes=1)
+    code, verdict = r.outcome()
+    assert code == 2 and r.files_seen > 0
+    assert verdict == f"nothing stored: {r.files_seen} files could not be downloaded (SlowDown after 6 attempts: " \
+                      f"{r.files_seen}); run again later, they are retried"
+
+
+@pytest.mark.parametrize("first, second", [(80, 300), (300, 80), (1, 1)])
+def test_a_duplicate_event_id_with_other_content_keeps_the_stored_copy(tmp_path, first, second):
+    """One documented rule, within a run and across runs: the first copy stored is kept, whatever the sizes."""
+    a = [rec(f"id{i:04d}") for i in range(first)]
+    b = [rec(f"id{i:04d}", name="DeleteObject") for i in range(first - 1, first - 1 + second)]  # one shared id
+    write_gz(tmp_path / "one" / "a.json.gz", {"Records": a})
+    write_gz(tmp_path / "two" / "b.json.gz", {"Records": b})
+    run([tmp_path / "one"], tmp_path / "s")
+    r = run([tmp_path / "two"], tmp_path / "s")
+    assert r.duplicates == 1
+    shared = rows(tmp_path / "s", f"select event_name from events where event_id = 'id{first - 1:04d}'")
+    assert shared == [{"event_name": "GetObject"}]
+    write_gz(tmp_path / "both" / "1.json.gz", {"Records": a})  # one run, the copies in path order
+    write_gz(tmp_path / "both" / "2.json.gz", {"Records": b})
+    run([tmp_path / "both"], tmp_path / "s2")
+    assert rows(tmp_path / "s2", f"select event_name from events where event_id = 'id{first - 1:04d}'") == shared
+
+
+def test_periodic_flushes_hold_buffered_copies_back_so_no_file_is_rewritten(tmp_path, monkeypatch):
+    """A copy delivered under another region's prefix waits in memory (and its object's manifest row with it)
+    until the copy it duplicates arrives: no published file is touched, no new file rewritten."""
+    monkeypatch.setattr(ig, "MANIFEST_FLUSH_SECONDS", 0.0)  # a manifest flush after every task
+    rewrites = []
+    real = st.rewrite_filtered
+    monkeypatch.setattr(st, "rewrite_filtered", lambda *a, **k: rewrites.append(a) or real(*a, **k))
+    home = [rec(f"h{i:03d}", ident=assumed(session=f"s{i}")) for i in range(400)]
+    write_gz(delivery_path(tmp_path / "in", "2026-08-10", region="eu-west-1"), {"Records": home[:3]})
+    write_gz(delivery_path(tmp_path / "in", "2026-08-10", region="us-east-1"), {"Records": home})
+    r = run([tmp_path / "in"], tmp_path / "s", task_bytes=1)
+    assert (r.records_written, r.duplicates, rewrites) == (400, 3, [])
+    # the flush after the first task held its object's row back; the one after the second wrote both
+    assert ig.read_manifest(tmp_path / "s").num_rows == 2 and len(st.manifest_files(tmp_path / "s")) == 1
