@@ -14,6 +14,8 @@ from typing import Iterable
 
 import pandas as pd
 
+from miner.escape import visible
+
 #: Services whose resources carry resource-based policies (a call the identity policies do not allow may have
 #: been allowed by the resource's own policy).
 RESOURCE_POLICY_SERVICES = frozenset({
@@ -661,7 +663,7 @@ def render_text(report: DiffReport, *, attached: list[str] | None = None, limit:
         limit: how many rows to show per section.
 
     Returns:
-        The text.
+        The text, control characters in logged values made visible (:func:`miner.escape.visible`).
     """
     out = [f"principal:  {report.principal_arn}"]
     if report.source:
@@ -702,4 +704,4 @@ def render_text(report: DiffReport, *, attached: list[str] | None = None, limit:
     for n in report.notes:
         out.append(f"note: {n}")
     out += ["", *(report.diff or ["(no difference between the normalised documents)"])]
-    return "\n".join(out) + "\n"
+    return "\n".join(map(visible, out)) + "\n"
