@@ -24,7 +24,6 @@ app = typer.Typer(
 )
 
 
-
 def _console(**kwargs) -> Console:
     """A rich console that never reads markup, emoji codes or highlights in what it prints."""
     return Console(markup=False, emoji=False, highlight=False, **kwargs)
@@ -42,7 +41,7 @@ class UserError(Exception):
     """A mistake the user can fix; printed as one clear message, never a traceback."""
 
 
-def plain(text: str, style: str = "") -> Text:
+def plain(text: object, style: str = "") -> Text:
     """Text that may hold logged values, for rich: printed as is (no markup, no emoji), control characters visible."""
     return Text(visible(str(text)), style=style)
 
@@ -58,7 +57,7 @@ def _error_text(message: str) -> Text:
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
-    """Print an error message to stderr and exit."""
+    """Print an error message to stderr (plain text, control characters visible) and exit."""
     err.print(_error_text(message))
     raise typer.Exit(code)
 
