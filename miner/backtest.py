@@ -10,6 +10,7 @@ from typing import Callable, Iterable
 import pandas as pd
 
 from miner import models
+from miner.escape import visible
 
 #: A predicate: does this policy (a list of IAM policy documents) allow ``action`` on ``resource``?
 Evaluator = Callable[[list[dict], str, str], bool]
@@ -253,7 +254,8 @@ def format_table(result: dict) -> str:
         result: from :func:`run_backtest`.
 
     Returns:
-        The text, one line per setting, then the most-denied actions of each setting that denied any.
+        The text, one line per setting, then the most-denied actions of each setting that denied any (control
+        characters in logged values made visible, :func:`miner.escape.visible`).
     """
     lines = [
         f"principal  {result['principal']}",
@@ -282,7 +284,7 @@ def format_table(result: dict) -> str:
             lines.append(f"  denied under {s['setting']}: {top}")
     for note in result.get("notes") or []:
         lines.append(f"note: {note}")
-    return "\n".join(lines) + "\n"
+    return "\n".join(map(visible, lines)) + "\n"
 
 
 # ----------------------------------------------------------------------------------------- running

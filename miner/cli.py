@@ -11,8 +11,10 @@ from typing import NoReturn, Optional
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from miner import __version__, models
+from miner.escape import csv_text, json_text, visible
 
 app = typer.Typer(
     add_completion=False,
@@ -22,9 +24,15 @@ app = typer.Typer(
     rich_markup_mode=None,  # help text is plain: [default: ...] and Operations[] print as written
 )
 
+
+def _console(**kwargs) -> Console:
+    """A rich console that never reads markup, emoji codes or highlights in what it prints."""
+    return Console(markup=False, emoji=False, highlight=False, **kwargs)
+
+
 #: Results go to stdout; summaries, progress and errors go to stderr.
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+out = _console(soft_wrap=True)
+err = _console(stderr=True, soft_wrap=True)
 
 StoreOpt = typer.Option(None, "--store", help="Parquet store directory [default: $MINER_STORE or ~/.local/share/miner/store].")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress or summary on stderr (for scripts).")
@@ -34,9 +42,24 @@ class UserError(Exception):
     """A mistake the user can fix; printed as one clear message, never a traceback."""
 
 
+def plain(text: object, style: str = "") -> Text:
+    """Text that may hold logged values, for rich: printed as is (no markup, no emoji), control characters visible."""
+    return Text(visible(str(text)), style=style)
+
+
+def say(console: Console, line: str) -> None:
+    """Print one line that may hold logged values (see :func:`plain`)."""
+    console.print(plain(line))
+
+
+def _error_text(message: str) -> Text:
+    """``error: message``; the message's own line breaks are kept, every other control character is made visible."""
+    return Text.assemble(("error:", "bold red"), " ", "\n".join(visible(line) for line in str(message).split("\n")))
+
+
 def fail(message: str, code: int = 2) -> NoReturn:
-    """Print an error message to stderr and exit."""
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    """Print an error message to stderr (plain text, control characters visible) and exit."""
+    err.print(_error_text(message))
     raise typer.Exit(code)
 
 
@@ -186,31 +209,30 @@ or when no file held CloudTrail records.
 def _print_ingest_summary(report, verdict: str) -> None:
     """The human summary of an ingest run (stderr)."""
     pruned = ", ".join(f"{v} {k}" for k, v in sorted(report.trees_skipped.items()))
-    err.print(f"[bold]{verdict}[/] in {report.store} ({report.seconds:.1f} s)", highlight=False)
+    err.print(Text.assemble(plain(verdict, "bold"), plain(f" in {report.store} ({report.seconds:.1f} s)")))
     if report.window:
-        err.print(f"  window:   {report.window}", highlight=False)
-    err.print(f"  files:    {report.files_seen:,} seen, {report.files_read:,} read, "
-              f"{report.files_already_ingested:,} already ingested, {report.files_skipped:,} skipped"
-              + (f", {report.files_filtered:,} outside the window/filters" if report.files_filtered else "")
-              + (f" (trees not read: {pruned})" if pruned else ""), highlight=False)
-    err.print(f"  records:  {report.records_read:,} read, {report.records_written:,} written, "
-              f"{report.duplicates:,} duplicates, {report.records_skipped:,} skipped"
-              + (f", {report.records_filtered:,} outside the window/filters" if report.records_filtered else ""),
-              highlight=False)
+        say(err, f"  window:   {report.window}")
+    say(err, f"  files:    {report.files_seen:,} seen, {report.files_read:,} read, "
+        f"{report.files_already_ingested:,} already ingested, {report.files_skipped:,} skipped"
+        + (f", {report.files_filtered:,} outside the window/filters" if report.files_filtered else "")
+        + (f" (trees not read: {pruned})" if pruned else ""))
+    say(err, f"  records:  {report.records_read:,} read, {report.records_written:,} written, "
+        f"{report.duplicates:,} duplicates, {report.records_skipped:,} skipped"
+        + (f", {report.records_filtered:,} outside the window/filters" if report.records_filtered else ""))
     if report.s3_list_requests:
-        err.print(f"  S3:       {report.s3_list_requests:,} list requests", highlight=False)
+        say(err, f"  S3:       {report.s3_list_requests:,} list requests")
     groups = report.skipped_groups()
     if groups:
-        err.print("  skipped:", highlight=False)
+        say(err, "  skipped:")
         for reason, g in groups.items():
             what = f"{g['files']:,} file{'s' if g['files'] != 1 else ''}"
             if g["records"]:
                 what = f"{g['records']:,} records in {what}"
-            err.print(f"    {reason}: {what}  e.g. {g['examples'][0]}", highlight=False, soft_wrap=True)
+            say(err, f"    {reason}: {what}  e.g. {g['examples'][0]}")
     for r in report.recovered[:5]:
-        err.print(f"  recovered {r.records:,} records from invalid JSON: {r.source}", highlight=False)
+        say(err, f"  recovered {r.records:,} records from invalid JSON: {r.source}")
     for note in report.notes:
-        err.print(f"  note: {note}", highlight=False)
+        say(err, f"  note: {note}")
 
 # ----------------------------------------------------------------------------- mapping: coverage, catalog
 # (section owned by the mapping stage)
@@ -283,10 +305,11 @@ def coverage_cmd(
     for r in df.itertuples(index=False):
         event = f"{str(r.event_source).removesuffix('.amazonaws.com')}:{r.event_name}"
         if unmapped:
-            table.add_row(event, f"{r.events:,}", r.status, str(r.note or ""))
+            cells = [event, f"{r.events:,}", r.status, str(r.note or "")]
         else:
-            table.add_row(event, f"{r.events:,}", r.status, ", ".join(r.actions) or "-", f"{r.record_arn:,}",
-                          f"{r.template:,}", f"{r.star:,}", f"{r.no_resource_level:,}")
+            cells = [event, f"{r.events:,}", r.status, ", ".join(r.actions) or "-", f"{r.record_arn:,}",
+                     f"{r.template:,}", f"{r.star:,}", f"{r.no_resource_level:,}"]
+        table.add_row(*map(plain, cells))
     out.print(table)
     if not quiet:
         s = cov.summary
@@ -295,14 +318,13 @@ def coverage_cmd(
         def pct(x):
             return "n/a" if x is None else f"{100 * x:.2f}%"
 
-        err.print(f"{s['events']:,} events, {s['event_kinds']} kinds: "
-                  + ", ".join(f"{k} {v:,}" for k, v in s["by_status"].items()), highlight=False)
-        err.print(f"mapped: {pct(s['mapped_share'])} of events that need a permission; resource ARN narrower than *: "
-                  f"{pct(s['narrow_share'])} of {s['resource_level_events']:,} events whose action supports resources",
-                  highlight=False)
-        err.print(f"authorised, non-service API calls: {t['events']:,}; mapped {pct(t['mapped_share'])}; narrower than *: "
-                  f"{pct(t['narrow_share'])}", highlight=False)
-        err.print(f"versions: {s['versions']}", highlight=False)
+        say(err, f"{s['events']:,} events, {s['event_kinds']} kinds: "
+            + ", ".join(f"{k} {v:,}" for k, v in s["by_status"].items()))
+        say(err, f"mapped: {pct(s['mapped_share'])} of events that need a permission; resource ARN narrower than *: "
+            f"{pct(s['narrow_share'])} of {s['resource_level_events']:,} events whose action supports resources")
+        say(err, f"authorised, non-service API calls: {t['events']:,}; mapped {pct(t['mapped_share'])}; narrower than *: "
+            f"{pct(t['narrow_share'])}")
+        say(err, f"versions: {s['versions']}")
 
 
 @app.command("catalog")
@@ -339,19 +361,19 @@ def catalog_cmd(
     if fmt == "json":
         print_json(info)
         return
-    out.print(f"catalogue          {info['catalog']['version']} ({info['catalog']['services']} services)", highlight=False)
-    out.print(f"mapping rules      {rules.version} ({rules.directory})", highlight=False)
+    say(out, f"catalogue          {info['catalog']['version']} ({info['catalog']['services']} services)")
+    say(out, f"mapping rules      {rules.version} ({rules.directory})")
     for name, n in info["mapping_rules"]["rows"].items():
-        out.print(f"  {name:<16} {n} rows", highlight=False)
-    out.print(f"botocore models    {info['botocore']['version']}", highlight=False)
+        say(out, f"  {name:<16} {n} rows")
+    say(out, f"botocore models    {info['botocore']['version']}")
     if ref is None:
-        out.print("service reference  none (offline; set --service-reference DIR or $MINER_SERVICE_REFERENCE)", highlight=False)
+        say(out, "service reference  none (offline; set --service-reference DIR or $MINER_SERVICE_REFERENCE)")
     else:
-        out.print(f"service reference  {ref.directory}: {ref.version}, {len(ref.operations)} operations "
-                  f"({', '.join(sorted(ref.services)) or '-'})", highlight=False)
+        say(out, f"service reference  {ref.directory}: {ref.version}, {len(ref.operations)} operations "
+            f"({', '.join(sorted(ref.services)) or '-'})")
         for p in ref.problems:
-            err.print(f"  skipped {p}", highlight=False)
-    out.print(f"precedence         {info['precedence']}", highlight=False)
+            say(err, f"  skipped {p}")
+    say(out, f"precedence         {info['precedence']}")
     _ = mapping
 
 # ----------------------------------------------------------------------------- principals, usage, suggest
@@ -399,36 +421,38 @@ def _records(df) -> list[dict]:
     return json.loads(df.to_json(orient="records", date_format="iso", date_unit="s"))
 
 
+def _is_list(v) -> bool:
+    return hasattr(v, "tolist") or isinstance(v, (list, tuple))
+
+
 def _emit_frame(df, fmt: str, title: str, columns: list[str]) -> None:
     """Print a frame as a rich table, JSON records or CSV."""
     df = df[columns]
     if fmt == "json":
         print_json(_records(df))
     elif fmt == "csv":
-        flat = df.copy()
-        for c in flat.columns:
-            if flat[c].map(lambda v: isinstance(v, (list, tuple)) or hasattr(v, "tolist")).any():
-                flat[c] = flat[c].map(lambda v: ",".join(map(str, list(v))) if v is not None else "")
-        flat.to_csv(sys.stdout, index=False)
+        flat = df.astype(object).where(df.notna(), None)
+        sys.stdout.write(csv_text(columns, ([",".join(map(str, list(v))) if _is_list(v) else v for v in row]
+                                            for row in flat.itertuples(index=False))))
     else:
         from rich.table import Table
 
         table = Table()
-        console = out if out.is_terminal else Console(width=400)  # pipes and files: never truncate cells
+        console = out if out.is_terminal else _console(width=400)  # pipes and files: never truncate cells
         if title:
-            console.print(title, style="bold", highlight=False)
+            console.print(plain(title, "bold"))
         for c in columns:
             table.add_column(c, justify="right" if str(df[c].dtype).startswith(("int", "float")) else "left")
         for row in df.itertuples(index=False):
             cells = []
             for v in row:
-                if hasattr(v, "tolist") or isinstance(v, (list, tuple)):
+                if _is_list(v):
                     v = ", ".join(map(str, list(v)))
                 elif hasattr(v, "strftime"):
                     v = v.strftime("%Y-%m-%d %H:%M")
                 elif isinstance(v, int):
                     v = f"{v:,}"
-                cells.append("" if v is None or (isinstance(v, float) and v != v) else str(v))
+                cells.append(plain("" if v is None or (isinstance(v, float) and v != v) else v))
             table.add_row(*cells)
         console.print(table)
 
@@ -493,7 +517,7 @@ def usage_cmd(
     if fmt == "csv":
         _emit_frame(used.actions, "csv", "", ["outcome_class"] + cols + ["operations"])
         return
-    err.print(f"{who.arn} ({who.type}) · {win} · {used.events:,} events, {used.denied_events:,} denied", highlight=False)
+    say(err, f"{who.arn} ({who.type}) · {win} · {used.events:,} events, {used.denied_events:,} denied")
     _emit_frame(used.authorised, "table", "authorised calls", cols)
     if len(used.denied):
         _emit_frame(used.denied, "table", "denied calls (not granted)", cols)
@@ -509,13 +533,13 @@ def _write_policy_files(suggestion, fmt: str, text: str, path: Path, quiet: bool
     if fmt == "json" and len(suggestion.policies) > 1:
         for i, doc in enumerate(suggestion.policies, 1):
             target = path.with_name(f"{path.stem}-{i}{path.suffix or '.json'}")
-            target.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+            target.write_text(json_text(doc, indent=2) + "\n", encoding="utf-8")
             if not quiet:
-                err.print(f"wrote {target}", highlight=False)
+                say(err, f"wrote {target}")
         return
     path.write_text(text if fmt != "json" else to_json(suggestion), encoding="utf-8")
     if not quiet:
-        err.print(f"wrote {path}", highlight=False)
+        say(err, f"wrote {path}")
 
 
 @app.command("suggest")
@@ -580,10 +604,10 @@ def suggest_cmd(
         for line in syn.summary_lines(suggestion, principal_arn=who.arn, window=win, events=used.events,
                                       authorised_events=used.authorised_events, denied=used.denied, unmapped=used.unmapped,
                                       no_permission=used.no_permission):
-            err.print(line, highlight=False, markup=False)
+            say(err, line)
         from miner.mapping import rules_version
 
-        err.print(f"mapping:    {rules_version()} (miner {__version__})", highlight=False, markup=False)
+        say(err, f"mapping:    {rules_version()} (miner {__version__})")
     description = f"Least-privilege policy for {who.arn} mined by miner from CloudTrail {win}"
     if policy_fmt == "terraform":
         text = syn.to_terraform(suggestion, who.short_name, description)
@@ -623,7 +647,7 @@ def suggest_cmd(
             sys.stdout.write("\n" + text)
     if fail_on_unused and report.count("unused"):
         if not quiet:
-            err.print(f"{report.count('unused')} unused grants (--fail-on-unused)", highlight=False)
+            say(err, f"{report.count('unused')} unused grants (--fail-on-unused)")
         raise typer.Exit(1)
 
 
@@ -702,11 +726,11 @@ def review_cmd(
         s = rv["summary"]
         grants = (f", {s['unused_actions']:,} unused granted actions, {s['high_risk_unused']} high-risk unused grants"
                   if rv["grants_known"] else " (grants unknown: no --iam-snapshot or live IAM)")
-        err.print(f"reviewed {s['principals']} principals in {win}: {s['active']} active, {s['never_used']} never used"
-                  f"{grants}" + (f"; {changes['summary']['changed_principals']} changed, "
-                                 f"{changes['summary']['new_principals']} new, {changes['summary']['gone_principals']} gone "
-                                 "since the previous review" if changes else "")
-                  + (f" -> {out_file}" if out_file else ""), highlight=False, markup=False)
+        say(err, f"reviewed {s['principals']} principals in {win}: {s['active']} active, {s['never_used']} never used"
+            f"{grants}" + (f"; {changes['summary']['changed_principals']} changed, "
+                           f"{changes['summary']['new_principals']} new, {changes['summary']['gone_principals']} gone "
+                           "since the previous review" if changes else "")
+            + (f" -> {out_file}" if out_file else ""))
 
 
 @app.command("backtest")
@@ -781,7 +805,7 @@ def main() -> None:
     try:
         app()
     except (UserError, StoreError) as e:
-        err.print(f"[bold red]error:[/] {e}", highlight=False)
+        err.print(_error_text(str(e)))
         sys.exit(2)
 
 

@@ -15,6 +15,7 @@ from typing import Iterable
 import pandas as pd
 
 from miner.patterns import covers
+from miner.escape import visible
 
 #: Services whose resources carry resource-based policies (a call the identity policies do not allow may have
 #: been allowed by the resource's own policy).
@@ -653,7 +654,7 @@ def render_text(report: DiffReport, *, attached: list[str] | None = None, limit:
         limit: how many rows to show per section.
 
     Returns:
-        The text.
+        The text, control characters in logged values made visible (:func:`miner.escape.visible`).
     """
     out = [f"principal:  {report.principal_arn}"]
     if report.source:
@@ -694,4 +695,4 @@ def render_text(report: DiffReport, *, attached: list[str] | None = None, limit:
     for n in report.notes:
         out.append(f"note: {n}")
     out += ["", *(report.diff or ["(no difference between the normalised documents)"])]
-    return "\n".join(out) + "\n"
+    return "\n".join(map(visible, out)) + "\n"

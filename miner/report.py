@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 from datetime import date, datetime, timedelta
-from html import escape
 from importlib import resources
 from string import Template
 from typing import Any, Iterable
+
+from miner.escape import csv_text, markdown_code, markdown_text
+from miner.escape import html as escape
 
 FORMATS = ("html", "md", "csv", "json")
 _EXT = {".html": "html", ".htm": "html", ".md": "md", ".markdown": "md", ".csv": "csv", ".json": "json"}
@@ -98,14 +98,12 @@ def render_csv(review: dict) -> str:
         review: the review dict.
 
     Returns:
-        CSV text with a header row.
+        CSV text with a header row; every cell quoted, formulas neutralised (:func:`escape.csv_text`).
     """
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(CSV_COLUMNS)
+    rows = []
     for p in review.get("principals", []):
         g = p.get("granted") or {}
-        w.writerow([
+        rows.append([
             p.get("rank"), _num(p.get("score")), p.get("arn"), p.get("name"), p.get("kind"), p.get("account"),
             p.get("events", 0), p.get("authorised", 0), p.get("denied", 0), p.get("first_seen") or "",
             p.get("last_seen") or "", str(bool(p.get("never_used"))).lower(), _tri(p.get("in_iam")),
@@ -114,7 +112,7 @@ def render_csv(review: dict) -> str:
             ";".join(_rule(h) for h in p.get("high_risk_unused") or []),
             _blank(p.get("suggested_actions")), ";".join(g.get("policies") or []),
         ])
-    return buf.getvalue()
+    return csv_text(CSV_COLUMNS, rows)
 
 
 def _num(x: Any) -> str:
@@ -545,6 +543,11 @@ def _changes_html(changes: dict) -> str:
     return "".join(out)
 
 
+def _json_pre(doc: Any) -> str:
+    """A policy document as indented JSON in ``<pre>`` (line by line, as :func:`escape` keeps no line break)."""
+    return "<pre>" + "\n".join(escape(line) for line in json.dumps(doc, indent=2).splitlines()) + "</pre>"
+
+
 def _principal_details(p: dict, known: bool) -> str:
     g = p.get("granted") or {}
     head = (f'<summary><b>#{p.get("rank")} {escape(_label(p))}</b><span class="sub">{escape(p.get("arn") or "")}</span>'
@@ -594,7 +597,7 @@ def _principal_details(p: dict, known: bool) -> str:
     if pol:
         docs = pol if isinstance(pol, list) else [pol]
         body += "".join(f"<h3>Suggested policy{f' {i + 1} of {len(docs)}' if len(docs) > 1 else ''}</h3>"
-                        f"<pre>{escape(json.dumps(d, indent=2))}</pre>" for i, d in enumerate(docs))
+                        + _json_pre(d) for i, d in enumerate(docs))
     elif p.get("never_used"):
         body += "<p>No activity in the window: nothing to suggest; consider removing this principal.</p>"
     if p.get("suggest_error"):
@@ -763,12 +766,24 @@ def render_html(review: dict, changes: dict | None = None, max_chart_rows: int =
 
 
 def _md(s: Any) -> str:
-    """Text for a Markdown table cell: pipes escaped, one line, no raw HTML (``<`` as ``&lt;``)."""
-    return str(s if s is not None else "").replace("|", "\\|").replace("\n", " ").replace("<", "&lt;")
+    """Prose in a Markdown table cell or list item (our text or a logged value): see :func:`escape.markdown_text`."""
+    return markdown_text(str(s if s is not None else ""))
+
+
+def _code(s: Any, in_table: bool = True) -> str:
+    """A logged identifier (name, ARN, action, service, error code) as an inline code span."""
+    return markdown_code(str(s if s is not None else ""), in_table=in_table)
+
+
+def _codes(items: Iterable[Any], in_table: bool = True) -> str:
+    return ", ".join(_code(i, in_table) for i in items)
 
 
 def render_markdown(review: dict, changes: dict | None = None) -> str:
     """The review as Markdown (GitHub-flavoured: pipe tables, ``<details>`` for policies).
+
+    Logged values are data, never Markdown: identifiers are inline code spans (no HTML, link, image or emoji can
+    form in one), other text is backslash-escaped, control characters are shown as escapes.
 
     Args:
         review: the review dict.
@@ -790,24 +805,24 @@ def render_markdown(review: dict, changes: dict | None = None) -> str:
     if not known:
         lines += ["> **Grants unknown:** no IAM snapshot or live IAM was given; this review shows usage only.", ""]
     for note in review.get("notes") or []:
-        lines += [f"> {note}", ""]
+        lines += [f"> {_md(note)}", ""]
     if changes:
         cs = changes.get("summary") or {}
         prev = changes.get("previous") or {}
         lines += ["## Changes since the last review", "",
-                  f"Previous review: {prev.get('generated_at', '?')}. " + ", ".join(
+                  f"Previous review: {_md(prev.get('generated_at', '?'))}. " + ", ".join(
                       f"{cs.get(k, 0)} {k.replace('_', ' ')}" for k in (
                           "new_principals", "gone_principals", "grants_added", "grants_removed",
                           "usage_appeared", "usage_stopped")) + ".", ""]
         for key, title in (("new_principals", "New principals"), ("gone_principals", "Gone principals")):
             if changes.get(key):
-                lines += [f"**{title}:** " + ", ".join(f"`{a}`" for a in changes[key]), ""]
+                lines += [f"**{title}:** " + _codes(changes[key], in_table=False), ""]
         if changes.get("changed"):
             lines += ["| Principal | Grants added | Grants removed | Usage appeared | Usage stopped |", "|---|---|---|---|---|"]
             for c in changes["changed"]:
                 lines.append("| " + " | ".join(
-                    [_md(c.get("name") or c["arn"]) + (f" ({c['status_change']})" if c.get("status_change") else "")]
-                    + [_md(", ".join(c.get(k) or [])) for k in
+                    [_code(c.get("name") or c["arn"]) + (f" ({_md(c['status_change'])})" if c.get("status_change") else "")]
+                    + [_codes(c.get(k) or []) for k in
                        ("grants_added", "grants_removed", "usage_appeared", "usage_stopped")]) + " |")
             lines.append("")
     lines += ["## Principals ranked by unused privilege and risk", ""]
@@ -817,31 +832,32 @@ def render_markdown(review: dict, changes: dict | None = None) -> str:
         for p in review.get("principals", []):
             g = p.get("granted") or {}
             lines.append(
-                f"| {p.get('rank')} | {_md(_label(p))}{' **(never used)**' if p.get('never_used') else ''} | "
+                f"| {p.get('rank')} | {_code(_label(p))}{' **(never used)**' if p.get('never_used') else ''} | "
                 f"{_num(p.get('score'))} | {_blank(g.get('actions'))} | {len(p.get('used_actions') or [])} | "
-                f"{_blank(p.get('unused_count'))} | {_md(', '.join(_rule(h) for h in (p.get('high_risk_unused') or [])[:5]))} | "
-                f"{_md(', '.join((p.get('unused_services') or [])[:8]))} | {_md((p.get('last_seen') or 'never')[:10])} | "
+                f"{_blank(p.get('unused_count'))} | {_codes(_rule(h) for h in (p.get('high_risk_unused') or [])[:5])} | "
+                f"{_codes((p.get('unused_services') or [])[:8])} | {_md((p.get('last_seen') or 'never')[:10])} | "
                 f"{p.get('denied', 0)} |")
     else:
         lines += ["| # | Principal | Events | Used actions | Services | Last activity | Denied |", "|---:|---|---:|---:|---|---|---:|"]
         for p in review.get("principals", []):
-            lines.append(f"| {p.get('rank')} | {_md(_label(p))} | {p.get('events', 0)} | {len(p.get('used_actions') or [])} | "
-                         f"{_md(', '.join(p.get('services_used') or []))} | {_md((p.get('last_seen') or 'never')[:10])} | "
+            lines.append(f"| {p.get('rank')} | {_code(_label(p))} | {p.get('events', 0)} | {len(p.get('used_actions') or [])} | "
+                         f"{_codes(p.get('services_used') or [])} | {_md((p.get('last_seen') or 'never')[:10])} | "
                          f"{p.get('denied', 0)} |")
     lines.append("")
     never = [p for p in review.get("principals", []) if p.get("never_used")]
     if never:
         lines += ["## Removal candidates (no activity in the window)", ""]
-        lines += [f"- `{p['arn']}`" + (f" (IAM last used: {p['iam_last_used']})" if p.get("iam_last_used") else "")
+        lines += [f"- {_code(p['arn'], in_table=False)}"
+                  + (f" (IAM last used: {_md(p['iam_last_used'])})" if p.get("iam_last_used") else "")
                   for p in never] + [""]
     risky = [(p, h) for p in review.get("principals", []) for h in p.get("high_risk_unused") or []]
     if risky:
         lines += ["## High-risk unused grants", "", "| Principal | Grant | Why it matters |", "|---|---|---|"]
-        lines += [f"| {_md(_label(p))} | `{_md(_rule(h))}` | {_md(h.get('reason', ''))} |" for p, h in risky] + [""]
+        lines += [f"| {_code(_label(p))} | {_code(_rule(h))} | {_md(h.get('reason', ''))} |" for p, h in risky] + [""]
     denied = [(p, d) for p in review.get("principals", []) for d in p.get("denied_attempts") or []]
     if denied:
         lines += ["## Denied attempts", "", "| Principal | Action | Error | Count |", "|---|---|---|---:|"]
-        lines += [f"| {_md(_label(p))} | `{_md(d.get('action') or d.get('event'))}` | {_md(d.get('error_code'))} | "
+        lines += [f"| {_code(_label(p))} | {_code(d.get('action') or d.get('event'))} | {_code(d.get('error_code'))} | "
                   f"{d.get('count', 1)} |" for p, d in denied] + [""]
     lines += ["## Suggested policies", ""]
     for p in review.get("principals", []):
@@ -849,8 +865,8 @@ def render_markdown(review: dict, changes: dict | None = None) -> str:
         if not pol:
             continue
         docs = pol if isinstance(pol, list) else [pol]
-        lines += [f"<details><summary>#{p.get('rank')} {escape(_label(p))}</summary>", ""]
-        for d in docs:
+        lines += [f"<details><summary>#{p.get('rank')} <code>{escape(_label(p))}</code></summary>", ""]
+        for d in docs:  # ASCII JSON: no line of it can close the fence
             lines += ["```json", json.dumps(d, indent=2), "```", ""]
         lines += ["</details>", ""]
     return "\n".join(lines)

@@ -10,6 +10,8 @@ from typing import Iterable
 
 import pandas as pd
 
+from miner.escape import hcl_string as _hcl_str
+from miner.escape import json_text, visible, yaml_text
 from miner.patterns import covers, is_literal, text_of
 
 #: The managed-policy size limit, in characters without whitespace (as IAM counts).
@@ -556,17 +558,12 @@ def to_json(suggestion: Suggestion) -> str:
         The JSON text (2-space indent, trailing newline).
     """
     obj = suggestion.policies[0] if len(suggestion.policies) == 1 else suggestion.policies
-    return json.dumps(obj, indent=2, ensure_ascii=False) + "\n"
+    return json_text(obj, indent=2) + "\n"
 
 
 def _ident(name: str) -> str:
     ident = re.sub(r"[^A-Za-z0-9_]+", "_", name).strip("_").lower() or "policy"
     return ident if not ident[0].isdigit() else f"p_{ident}"
-
-
-def _hcl_str(s: str) -> str:
-    s = s.replace("\\", "\\\\").replace('"', '\\"').replace("${", "$${").replace("%{", "%%{")
-    return f'"{s}"'
 
 
 def _hcl_list(values: list[str], indent: str) -> str:
@@ -588,7 +585,7 @@ def to_terraform(suggestion: Suggestion, name: str = "policy", comment: str | No
         The HCL text.
     """
     base = _ident(name)
-    out = [f"# {line}" for line in (comment or "").splitlines()]
+    out = [f"# {visible(comment)}"] if comment else []
     for i, doc in enumerate(suggestion.policies, 1):
         label = base if len(suggestion.policies) == 1 else f"{base}_{i}"
         out.append(f'data "aws_iam_policy_document" "{label}" {{')
@@ -625,8 +622,6 @@ def to_cloudformation(suggestion: Suggestion, name: str = "policy", *, roles: li
     Returns:
         The YAML text.
     """
-    import yaml
-
     base = _camel(name) or "Miner"
     base = base if base[0].isalpha() else f"P{base}"
     resources = {}
@@ -645,7 +640,7 @@ def to_cloudformation(suggestion: Suggestion, name: str = "policy", *, roles: li
     if description:
         template["Description"] = description[:1024]
     template["Resources"] = resources
-    return yaml.safe_dump(template, sort_keys=False, default_flow_style=False, width=120, allow_unicode=True)
+    return yaml_text(template, sort_keys=False, default_flow_style=False, width=120)
 
 
 # ----------------------------------------------------------------------------- summary
