@@ -713,7 +713,7 @@ class _Codes:
         self.a_vals.append(vals)
         if acct and not (ACCOUNT_ID_SHAPE.fullmatch(acct) or ACCOUNT_PLACEHOLDER_SHAPE.fullmatch(acct)):
             code = _A_BAD_ACCOUNT  # (values that become a partition directory are validated, never trusted)
-        elif region and not REGION_SHAPE.fullmatch(region):
+        elif region and not (REGION_SHAPE.fullmatch(region) or ACCOUNT_PLACEHOLDER_SHAPE.fullmatch(region)):
             code = _A_BAD_REGION
         elif self.filt is not None:
             accts, regs = self.filt

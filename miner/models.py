@@ -108,8 +108,8 @@ def partition_of(region: str | None, arn: str | None = None) -> str:
 # record whose value does not fit (README "Ingest", hostile input).
 #: An AWS account id.
 ACCOUNT_ID_SHAPE = re.compile(r"[0-9]{12}")
-#: The documented fallback for other account values: short placeholder words of anonymised or test logs
-#: (``redacted``, ``0000``, ``ANONYMOUS_PRINCIPAL``) keep their own partition.
+#: The documented fallback for other account (and region) values: short placeholder words of anonymised or test
+#: logs (``redacted``, ``0000``, ``ANONYMOUS_PRINCIPAL``) keep their own partition.
 ACCOUNT_PLACEHOLDER_SHAPE = re.compile(r"[A-Za-z0-9_-]{1,32}")
 #: An AWS region: ``us-east-1``, ``us-gov-west-1``, ``eusc-de-east-1``; anonymisers' shapes such as
 #: ``us-north-2r`` or ``apiso-centralnorth-2r`` (a letter after the number) are accepted too.

@@ -965,11 +965,13 @@ def test_a_valid_copy_after_a_bad_one_is_stored(tmp_path):
 
 def test_placeholder_accounts_and_anonymised_regions_keep_their_partition(tmp_path):
     write_gz(tmp_path / "in" / "a.json", [rec("r", account="redacted"), rec("z", account="0000"),
-                                          rec("f", region="us-north-2r"), rec("g", region="us-gov-west-1")])
+                                          rec("f", region="us-north-2r"), rec("g", region="us-gov-west-1"),
+                                          rec("h", region="redacted")])
     r = run([tmp_path / "in"], tmp_path / "s")
-    assert r.records_written == 4 and r.records_skipped == 0
+    assert r.records_written == 5 and r.records_skipped == 0
     got = set(st.connect(tmp_path / "s").execute("select account, region from events").fetchall())
-    assert {("redacted", "us-east-1"), ("0000", "us-east-1"), (ACCT, "us-north-2r"), (ACCT, "us-gov-west-1")} == got
+    assert {("redacted", "us-east-1"), ("0000", "us-east-1"), (ACCT, "us-north-2r"), (ACCT, "us-gov-west-1"),
+            (ACCT, "redacted")} == got
 
 
 def test_cli_many_good_files_and_one_bad_record_exit_0(tmp_path):
