@@ -13,6 +13,7 @@ import pandas as pd
 from miner.escape import hcl_string as _hcl_str
 from miner.escape import json_text, visible, yaml_text
 from miner.patterns import covers, is_literal, text_of
+from miner.templates import ARN_SEPARATORS, S3_SEPARATORS, learn
 
 #: The managed-policy size limit, in characters without whitespace (as IAM counts).
 MANAGED_POLICY_LIMIT = 6144
@@ -156,8 +157,23 @@ def _kind(arn: str) -> tuple[tuple, str, str] | None:
     return (service, part, region, account, "", ""), f"arn:{part}:{service}:{region}:{account}:", res
 
 
-def _generalise(resources: Iterable[str], max_resources: int) -> tuple[dict[str, str], list[Generalisation]]:
-    """Map each resource of a too-large group to its group's wildcard pattern."""
+def _group_label(key: tuple) -> str:
+    if key[0] == "s3-object":
+        return f"objects in bucket {text_of(key[-1])}"
+    return {"s3-bucket": "buckets"}.get(key[0]) or \
+        f"{key[0]} {key[4] or 'resource'} resources in account {key[3] or '-'}, {key[2] or 'global'}"
+
+
+def _generalise(resources: Iterable[str], max_resources: int,
+                templates: bool = True) -> tuple[dict[str, str], list[Generalisation]]:
+    """Map resources to the patterns that generalise them: learned templates first, a common prefix last.
+
+    Per group (the objects of one bucket, the buckets, the resources of one type in one account and region),
+    :func:`miner.templates.learn` replaces only the segments that vary (dates, ids, hashes) and keeps every
+    constant one; names with nothing to learn from stay exact. Only when a group still has more than
+    ``max_resources`` patterns and names are the exact ones generalised to their common prefix (the last resort
+    for sets with no structure). ``max_resources`` 0 never generalises.
+    """
     groups: dict[tuple, tuple[str, list[tuple[str, str]]]] = {}
     for r in sorted(set(resources)):
         k = _kind(r)
@@ -170,29 +186,38 @@ def _generalise(resources: Iterable[str], max_resources: int) -> tuple[dict[str,
         return mapping, notes
     for key in sorted(groups):
         head, members = groups[key]
-        if len(members) <= max_resources:
+        what = _group_label(key)
+        by_text = {text_of(name): r for r, name in members}
+        learned, exact = ([], sorted(by_text)) if not templates else \
+            learn(list(by_text), S3_SEPARATORS if key[0] == "s3-object" else ARN_SEPARATORS, max_resources,
+                  own_name_first=key[0] != "s3-object")
+        for t in learned:
+            pattern = head + t.pattern
+            notes.append(Generalisation(pattern, len(t.members), tuple(by_text[m] for m in t.members[:3]),
+                                        f"template from {len(t.members)} {what}: {t.why or 'names vary'}"))
+            for m in t.members:
+                mapping[by_text[m]] = pattern
+        if len(learned) + len(exact) <= max_resources:
             continue
+        rest = [(by_text[n], by_text[n][len(head):]) for n in exact]
         if key[0] == "s3-object":
-            what = f"objects in bucket {key[-1]}"
             # Keys under a few top-level prefixes: one pattern per prefix; otherwise one for the bucket.
             tops: dict[str, list[tuple[str, str]]] = {}
-            for r, name in members:
+            for r, name in rest:
                 tops.setdefault(name.split("/", 1)[0] + ("/" if "/" in name else ""), []).append((r, name))
-            subgroups = list(tops.values()) if 1 < len(tops) <= max_resources else [members]
+            subgroups = list(tops.values()) if 1 < len(tops) <= max_resources else [rest]
         else:
-            what = {"s3-bucket": "buckets"}.get(key[0]) or \
-                f"{key[0]} {key[4] or 'resource'} resources in account {key[3] or '-'}, {key[2] or 'global'}"
-            subgroups = [members]
+            subgroups = [rest]
         for sub in subgroups:
-            if len(sub) == 1:  # a lone key under its own prefix stays exact
+            if len(sub) <= 1:  # a lone name under its own prefix stays exact
                 continue
             common = _cut(os.path.commonprefix([n for _, n in sub]))
             pattern = f"{head}{common}*"
-            scope = f"common prefix {common!r}" if common else "no common prefix"
+            scope = f"common prefix {text_of(common)!r}" if common else "no common prefix"
             split = f", {len(subgroups)} top-level prefixes" if len(subgroups) > 1 else ""
             notes.append(Generalisation(pattern, len(sub), tuple(r for r, _ in sub[:3]),
-                                        f"{len(members)} {what} > --max-resources {max_resources}{split}: "
-                                        f"{len(sub)} with {scope}"))
+                                        f"{len(rest)} {what} with no structure to learn > --max-resources "
+                                        f"{max_resources}{split}: {len(sub)} with {scope}"))
             for r, _ in sub:
                 mapping[r] = pattern
     return mapping, notes
@@ -414,13 +439,16 @@ def _drop_oversized(per_action: dict[str, set[str]], exact: dict[str, set[str]],
 
 
 def synthesize(usage: pd.DataFrame, *, max_resources: int = DEFAULT_MAX_RESOURCES, wildcards: bool = True,
-               passrole_condition: bool = True, size_limit: int = MANAGED_POLICY_LIMIT, catalog=None) -> Suggestion:
+               passrole_condition: bool = True, size_limit: int = MANAGED_POLICY_LIMIT, catalog=None,
+               templates: bool = True) -> Suggestion:
     """Build a minimised least-privilege policy that allows every observed (action, resource).
 
     Steps (DESIGN.md "Minimisation"): actions that cannot be scoped to resources, or whose resource could not be
-    derived, go on ``*`` (recorded as fallbacks); groups of more than ``max_resources`` resources of one kind
-    (objects of one bucket, buckets, resources of one type in one account and region) become one wildcard on
-    their common prefix; actions with identical resource sets share a statement; within a statement, action
+    derived, go on ``*`` (recorded as fallbacks); within each resource group (objects of one bucket, buckets,
+    resources of one type in one account and region) the segments that vary (dates, ids, hashes) become
+    wildcards in a learned template and the constant ones are kept (:mod:`miner.templates`); a group that still
+    has more than ``max_resources`` names with no structure becomes one wildcard on their common prefix; only
+    calls that succeeded take part in generalisation; actions with identical resource sets share a statement; within a statement, action
     wildcards replace groups of actions when the wildcard expands, in the pinned catalogue, to those observed
     actions alone; the result is split into several documents when one would exceed ``size_limit``.
     Output is deterministic: sorted, with Sids derived from content.
@@ -434,6 +462,8 @@ def synthesize(usage: pd.DataFrame, *, max_resources: int = DEFAULT_MAX_RESOURCE
         passrole_condition: add ``iam:PassedToService`` to iam:PassRole when every pass came from a known service.
         size_limit: characters per document (IAM's managed-policy limit by default).
         catalog: the IAM catalogue (default: the pinned one).
+        templates: learn resource templates (``False``: only the common-prefix generalisation past
+            ``max_resources``, as a baseline for backtests).
 
     Returns:
         The :class:`Suggestion`.
@@ -482,7 +512,8 @@ def synthesize(usage: pd.DataFrame, *, max_resources: int = DEFAULT_MAX_RESOURCE
         else:
             per_action[action] = set(proven.get(action, ()))
     # Only resources of calls that succeeded decide how far a grant is generalised.
-    general, generalisations = _generalise({r for a, rs in per_action.items() for r in rs if r != "*"}, max_resources)
+    general, generalisations = _generalise({r for a, rs in per_action.items() for r in rs if r != "*"}, max_resources,
+                                           templates)
     exact: dict[str, set[str]] = {}  # unproven resources granted as they are (never through `general`)
     left_notes = _place_unproven(unproven, per_action, general, exact, max_resources)
     notes: list[str] = _drop_oversized(per_action, exact, size_limit)

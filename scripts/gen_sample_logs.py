@@ -433,10 +433,10 @@ class _Emitter:
                         request_id=_alnum(rng, 16, UPPER_ALNUM), host=host, tls=tls, vpce=vpce, shared=shared)
 
     def ddb(self, ident: dict, t: int, name: str, region: str, req: dict, ip: str, ua: str, *, read_only: bool,
-            error: tuple[str, str | None] | None = None, vpce: str | None = None) -> dict:
-        """A DynamoDB data event on the ``orders`` table (the resource is always the table ARN)."""
+            error: tuple[str, str | None] | None = None, vpce: str | None = None, table: str = "orders") -> dict:
+        """A DynamoDB data event on a table (``orders`` by default; the resource is always the table ARN)."""
         rng = self.rng
-        table_arn = f"arn:aws:dynamodb:{region}:{ACCT_PROD}:table/orders"
+        table_arn = f"arn:aws:dynamodb:{region}:{ACCT_PROD}:table/{table}"
         return self.rec(ident, t, "dynamodb.amazonaws.com", name, region, ip, ua, req, None, read_only=read_only,
                         data=True, resources=[{"accountId": ACCT_PROD, "type": "AWS::DynamoDB::Table",
                                                "ARN": table_arn}],
@@ -624,6 +624,30 @@ def _gen_orders_api(day: _Day) -> None:
                   resources=[{"accountId": ACCT_PROD, "type": "AWS::KMS::Key", "ARN": old},
                              {"accountId": ACCT_PROD, "type": "AWS::KMS::Key", "ARN": new}],
                   host=f"kms.{region}.amazonaws.com")
+        _orders_reports(day, ident, t, task)
+
+
+#: Tenants of the orders API: each has its own report prefix (a small closed set a policy may list).
+TENANTS = ("acme", "globex", "initech")
+
+
+def _orders_reports(day: _Day, ident: dict, t: int, task: dict) -> None:
+    """The nightly per-tenant reports (``tenants/<tenant>/reports/YYYY/MM/DD/report-<uuid>.json``) and an audit row
+    in the table of the month (``orders-audit-YYYY-MM``: a name that rotates). A private RNG stream, so the records
+    of the other generators do not move."""
+    e = day.emitter("orders-reports")
+    rng = e.rng
+    xpool = [base64.b64encode(rng.randbytes(56)).decode() for _ in range(3)]
+    for tenant in TENANTS:
+        t += rng.randrange(5, 40)
+        key = f"tenants/{tenant}/reports/{day.date:%Y/%m/%d}/report-{_uuid(rng)}.json"
+        e.s3(ident, t, "PutObject", ORDERS_BUCKET, key, task["priv"], f"[{UA_BOTO_APP}]", read_only=False,
+             vpce=VPCE_S3, x_amz_pool=xpool, bytes_in=rng.randrange(2000, 20000))
+        e.s3(ident, t + rng.randrange(1, 5), "GetObject", ORDERS_BUCKET, key, task["priv"], f"[{UA_BOTO_APP}]",
+             read_only=True, vpce=VPCE_S3, x_amz_pool=xpool, bytes_out=rng.randrange(2000, 20000))
+    t += rng.randrange(5, 40)
+    e.ddb(ident, t, "PutItem", "us-east-1", {"tableName": f"orders-audit-{day.date:%Y-%m}", "item": HIDDEN},
+          task["ip"], UA_BOTO_APP, read_only=False, table=f"orders-audit-{day.date:%Y-%m}")
 
 
 def _invoice_key(rng: random.Random, day: _Day) -> str:
@@ -1484,6 +1508,7 @@ def _iam_snapshots(last_used: dict[str, tuple[str, str]]) -> dict[str, dict]:
     orders_v1 = _doc(_allow(["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query"], table))
     orders_v2 = _doc(
         _allow("dynamodb:*", [table, f"{table}/index/*"], sid="OrdersTable"),
+        _allow("dynamodb:PutItem", f"{table}-audit-*", sid="AuditTables"),
         _allow(["sqs:SendMessage", "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"],
                f"arn:aws:sqs:*:{ACCT_PROD}:orders-events", sid="OrdersQueue"),
         _allow(["kms:GenerateDataKey", "kms:ReEncrypt*", "kms:DescribeKey"],
@@ -1852,7 +1877,9 @@ def _readme(s: dict) -> str:
         "DynamoDB GetItem/PutItem/Query/UpdateItem on table `orders` and Query on index `by-customer` (index only "
         "in requestParameters.indexName; resources[] holds the table), nightly PartiQL ExecuteStatement; S3 "
         f"Get/PutObject on `{ORDERS_BUCKET}/invoices/...`, CopyObject to `archive/`, DeleteObjects, multipart upload "
-        "to `exports/`; SQS Send/Receive/DeleteMessage (queue only as `queueUrl`); KMS Decrypt/GenerateDataKey "
+        "to `exports/`; nightly per-tenant reports Put/GetObject `tenants/<acme|globex|initech>/reports/YYYY/MM/DD/"
+        "report-<uuid>.json` and a PutItem into the table of the month `orders-audit-YYYY-MM` (resource shapes that "
+        "vary by date, request and tenant, for resource templates); SQS Send/Receive/DeleteMessage (queue only as `queueUrl`); KMS Decrypt/GenerateDataKey "
         "(keyId `alias/orders`; key ARN in resources[]) and ReEncrypt (two keys); secretsmanager GetSecretValue "
         "(by name); logs CreateLogStream. us-east-1 and eu-west-1 (its S3 calls are logged in the bucket's region "
         "us-east-1). Session ARN drops the `service-role/` path; sessionIssuer keeps it. Granted far more "

@@ -93,7 +93,7 @@ def test_suggest_json_to_stdout_summary_to_stderr(store):
     policy = json.loads(r.stdout)  # nothing but the policy on stdout
     assert policy["Version"] == "2012-10-17"
     resources = {x for s in policy["Statement"] for x in ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"])}
-    assert "arn:aws:s3:::orders-bucket/invoices/2026/*" in resources  # 13 objects > 10: per-prefix generalisation
+    assert "arn:aws:s3:::orders-bucket/invoices/2026/*.json" in resources  # 12 numbered keys: a learned template
     assert "arn:aws:s3:::orders-bucket/config/app.json" in resources
     assert all("PutObject" not in json.dumps(s["Action"]) for s in policy["Statement"])  # denied: never added
     assert "catalogue:" in r.stderr and "denied:" in r.stderr and "generalised:" in r.stderr
@@ -105,7 +105,9 @@ def test_suggest_is_deterministic_and_honours_options(store, tmp_path):
     b = run("suggest", "--principal", ORDERS, "--store", store, *WINDOW, "-q")
     assert a.stdout == b.stdout and a.stderr == ""
     wide = run("suggest", "--principal", ORDERS, "--store", store, *WINDOW, "-q", "--max-resources", "50")
-    assert "invoices/2026/*" not in wide.stdout and "invoices/2026/11.json" in wide.stdout
+    assert "invoices/2026/*.json" in wide.stdout  # a template is learned whatever the threshold
+    exact = run("suggest", "--principal", ORDERS, "--store", store, *WINDOW, "-q", "--max-resources", "0")
+    assert "invoices/2026/*" not in exact.stdout and "invoices/2026/11.json" in exact.stdout
 
 
 def test_suggest_terraform_cloudformation_and_out(store, tmp_path):

@@ -39,19 +39,31 @@ def test_statements_merge_by_identical_resource_sets():
     assert stmts[0]["Resource"] == t and s.generalisations == [] and s.fallbacks == []
 
 
+WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet", "kilo"]
+
+
 def test_no_generalisation_at_or_below_the_threshold():
-    rows = [("s3:GetObject", f"arn:aws:s3:::b/in/{i}.json") for i in range(10)]
+    rows = [("s3:GetObject", f"arn:aws:s3:::b/in/{w}.json") for w in WORDS[:10]]
     s = syn.synthesize(frame(rows), max_resources=10)
     assert sorted(s.statements[0]["Resource"]) == sorted(r for _, r in rows) and not s.generalisations
 
 
-def test_s3_objects_past_the_threshold_become_bucket_prefix():
-    rows = [("s3:GetObject", f"arn:aws:s3:::b/invoices/2026/{i:02d}.json") for i in range(11)]
+def test_free_form_names_past_the_threshold_keep_their_constant_parts():
+    rows = [("s3:GetObject", f"arn:aws:s3:::b/invoices/2026/{w}.json") for w in WORDS]
     rows.append(("s3:GetObject", "arn:aws:s3:::other/x"))
     s = syn.synthesize(frame(rows), max_resources=10)
-    assert s.statements[0]["Resource"] == ["arn:aws:s3:::b/invoices/2026/*", "arn:aws:s3:::other/x"]
+    assert s.statements[0]["Resource"] == ["arn:aws:s3:::b/invoices/2026/*.json", "arn:aws:s3:::other/x"]
     (g,) = s.generalisations
-    assert g.count == 11 and "bucket b" in g.reason and "invoices/2026/" in g.reason and "--max-resources 10" in g.reason
+    assert g.count == 11 and "bucket b" in g.reason and "11 names > --max-resources 10" in g.reason
+
+
+def test_s3_objects_with_no_structure_past_the_threshold_become_a_prefix():
+    """The last resort: names of different depths (nothing to learn), more than --max-resources of them."""
+    rows = [("s3:GetObject", "arn:aws:s3:::b/invoices/" + "/".join(WORDS[: i + 1])) for i in range(11)]
+    s = syn.synthesize(frame(rows), max_resources=10)
+    assert s.statements[0]["Resource"] == "arn:aws:s3:::b/invoices/*"
+    (g,) = s.generalisations
+    assert g.count == 11 and "no structure to learn" in g.reason and "--max-resources 10" in g.reason
 
 
 def test_other_resources_past_the_threshold_become_a_per_type_wildcard():
@@ -138,8 +150,8 @@ def test_policy_size_ignores_whitespace():
 
 
 def test_sids_are_stable_alphanumeric_and_unique():
-    rows = [("s3:GetObject", "arn:aws:s3:::a/1"), ("s3:GetObject", "arn:aws:s3:::a/2"),
-            ("s3:PutObject", "arn:aws:s3:::a/3"), ("s3:GetObjectTagging", "arn:aws:s3:::b/1")]
+    rows = [("s3:GetObject", "arn:aws:s3:::a/x"), ("s3:GetObject", "arn:aws:s3:::a/y"),
+            ("s3:PutObject", "arn:aws:s3:::a/z"), ("s3:GetObjectTagging", "arn:aws:s3:::b/x")]
     s = syn.synthesize(frame(rows))
     sids = [st["Sid"] for st in s.statements]
     assert all(re.fullmatch(r"[A-Za-z0-9]+", x) for x in sids) and len(set(sids)) == len(sids)
@@ -266,7 +278,7 @@ def test_failed_calls_already_covered_need_nothing_and_successes_still_generalis
     rows = [("s3:GetObject", obj(f"in/{i}.json")) for i in range(12)] + [("s3:GetObject", obj("in/missing.json"))]
     df = frame(rows, outcomes=["success:1"] * 12 + ["not_found:1"])
     s = syn.synthesize(df, max_resources=10)
-    assert s.statements[0]["Resource"] == "arn:aws:s3:::b/in/*" and not s.unproven
+    assert s.statements[0]["Resource"] == "arn:aws:s3:::b/in/*.json" and not s.unproven
 
 
 def test_a_star_from_failed_calls_is_left_out_where_successes_name_resources():
