@@ -7,9 +7,12 @@ from datetime import datetime, timezone
 
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from miner import backtest, models
 from miner.catalog import get_catalog
+from miner.patterns import covers
 
 
 def _glob_evaluator(docs, action, resource):
@@ -128,6 +131,128 @@ def test_format_table_marks_the_recommendation():
     text = backtest.format_table(result)
     assert "* exact" in text and "5.0%" in text and "sqs:SendMessage x5" in text
     assert "2026-08-01 .. 2026-08-30 (30 days)" in text and "b .. c" in text
+
+
+# ----------------------------------------------------------------------------------------- resource breadth
+
+KEY = "arn:aws:s3:::acme-orders-prod/invoices/2026/08/01/ord-1.pdf"
+#: Grants of one object, each strictly wider than the one before.
+WIDENING = [KEY, "arn:aws:s3:::acme-orders-prod/invoices/*/*/*/*.pdf", "arn:aws:s3:::acme-orders-prod/invoices/*",
+            "arn:aws:s3:::acme-orders-prod/*", "arn:aws:s3:::*", "*"]
+
+
+def test_breadth_orders_grants_from_the_exact_arn_to_star():
+    values = [backtest.breadth(p, KEY) for p in WIDENING]
+    assert values[0] == 0.0 and values[-1] == 1.0
+    assert all(a < b for a, b in zip(values, values[1:])), values
+
+
+@pytest.mark.parametrize("pattern,resource,expected", [
+    ("arn:aws:s3:::b/*", "arn:aws:s3:::b/k", 1 / 7),  # arn, aws, s3, region, account, b, k: one level open
+    ("arn:aws:s3:::b/in/*", "arn:aws:s3:::b/in/2026/x.pdf", 2 / 9),  # a trailing * opens every deeper level
+    ("arn:aws:s3:::b/in/ord-*", "arn:aws:s3:::b/in/ord-12", (2 / 6) / 8),  # part of a level: its share
+    ("arn:aws:dynamodb:*:1:table/orders", "arn:aws:dynamodb:us-east-1:1:table/orders", 1 / 7),
+    # a wildcard the mapping put in the resource (a secret's random suffix) is not counted against the grant
+    ("arn:aws:secretsmanager:us-east-1:1:secret:db-??????", "arn:aws:secretsmanager:us-east-1:1:secret:db-??????", 0),
+    ("arn:aws:secretsmanager:us-east-1:1:secret:*", "arn:aws:secretsmanager:us-east-1:1:secret:db-??????", 1 / 7),
+    ("arn:aws:s3:::b/${*}", "arn:aws:s3:::b/${*}", 0.0),  # the key named "*", granted exactly
+])
+def test_breadth_values(pattern, resource, expected):
+    assert backtest.breadth(pattern, resource) == pytest.approx(expected)
+
+
+def test_breadth_refuses_a_pattern_that_does_not_grant_the_resource():
+    with pytest.raises(ValueError, match="does not grant"):
+        backtest.breadth("arn:aws:s3:::other/*", KEY)
+
+
+_PIECES = st.sampled_from(["a", "b", "/", ":", "*", "?"])
+
+
+@st.composite
+def _pattern_wider_pattern_and_resource(draw):
+    """A pattern, a widening of it (some characters -> ``?``, some runs -> ``*``), and a resource it matches."""
+    narrow = draw(st.lists(_PIECES, min_size=1, max_size=7))
+    wide = list(narrow)
+    for _ in range(draw(st.integers(0, 3))):
+        i = draw(st.integers(0, len(wide) - 1))
+        j = draw(st.integers(i, len(wide)))
+        one = j - i == 1 and wide[i] != "*"  # one character or ? may become ?; anything else becomes *
+        wide[i:j] = [draw(st.sampled_from(["*", "?"])) if one else "*"]
+    text = "".join(draw(st.text("ab/:", max_size=3)) if t == "*" else draw(st.sampled_from("ab/:")) if t == "?" else t
+                   for t in narrow)
+    return "".join(wide), "".join(narrow), text
+
+
+@settings(max_examples=300, deadline=None)
+@given(_pattern_wider_pattern_and_resource())
+def test_a_covering_pattern_is_at_least_as_broad(case):
+    wide, narrow, resource = case
+    assert covers(wide, narrow)
+    assert backtest.breadth(wide, resource) >= backtest.breadth(narrow, resource)
+
+
+TRAIN_KEYS = pd.DataFrame([
+    ("s3:GetObject", "arn:aws:s3:::b/in/2026/08/x.pdf", 3),
+    ("s3:PutObject", "arn:aws:s3:::b/out/a.csv", 2),
+], columns=["action", "resource", "calls"])
+TEST_KEYS = pd.DataFrame([
+    ("s3:GetObject", "arn:aws:s3:::b/in/2026/09/y.pdf", 5),  # a new key
+    ("s3:GetObject", "arn:aws:s3:::b/in/2026/08/x.pdf", 1),
+    ("s3:PutObject", "arn:aws:s3:::b/out/a.csv", 4),  # only the training key
+    ("s3:ListAllMyBuckets", "*", 2),  # no resource-level permissions: not measured
+], columns=["action", "resource", "calls"])
+
+
+@pytest.mark.parametrize("get_resource", ["arn:aws:s3:::b/in/*", "arn:aws:s3:::b/*", "*"])
+def test_resource_scores_rank_a_bucket_grant_worse_than_a_prefix_grant(get_resource):
+    def scores(get, put):
+        docs = [_doc({"Effect": "Allow", "Action": "s3:GetObject", "Resource": get},
+                     {"Effect": "Allow", "Action": "s3:PutObject", "Resource": put},
+                     {"Effect": "Allow", "Action": "s3:ListAllMyBuckets", "Resource": "*"})]
+        return backtest.resource_scores(docs, TEST_KEYS, TRAIN_KEYS)
+
+    prefix = scores("arn:aws:s3:::b/in/*", "arn:aws:s3:::b/out/a.csv")
+    wider = scores(get_resource, "arn:aws:s3:::b/out/*")
+    assert prefix["resource_calls"] == wider["resource_calls"] == 10 and prefix["unscoped_calls"] == 2
+    assert prefix["resource_breadth"] < wider["resource_breadth"]
+    get_prefix, get_wider = prefix["breadth_by_action"]["s3:GetObject"], wider["breadth_by_action"]["s3:GetObject"]
+    assert get_prefix <= get_wider and (get_prefix < get_wider) == (get_resource != "arn:aws:s3:::b/in/*")
+    # the Get wildcard let a new key through; the Put wildcard allowed nothing the exact training key did not
+    assert (prefix["wildcard_grants"], prefix["idle_wildcards"]) == (1, 0)
+    assert (wider["wildcard_grants"], wider["idle_wildcards"]) == (2, 1) and wider["idle_rate"] == 0.5
+    assert list(wider["breadth_by_action"]) == ["s3:GetObject", "s3:PutObject"]
+
+
+def test_resource_scores_of_an_exact_policy_measure_only_the_calls_it_allows():
+    docs = [_doc({"Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject"],
+                  "Resource": ["arn:aws:s3:::b/in/2026/08/x.pdf", "arn:aws:s3:::b/out/a.csv"]})]
+    s = backtest.score("exact", docs, TEST_KEYS, catalog=get_catalog(), train_usage=TRAIN_KEYS)
+    assert s.denied_calls == 7  # the new key (5) and ListAllMyBuckets (2)
+    assert s.resource_calls == 5 and s.resource_breadth == 0.0 and s.wildcard_grants == s.idle_wildcards == 0
+
+
+def _scored(name, under=0.0, breadth=0.0, idle=0.0, over=0.0, chars=100, mr=10, wildcards=True, service=False):
+    return backtest.Score(setting=name, options="", policy_actions=1, policy_statements=1, policy_chars=chars,
+                          test_calls=1, test_actions=1, denied_calls=0, denied_actions=0, unused_granted=0,
+                          under_rate=under, over_rate=over, resource_breadth=breadth, idle_rate=idle,
+                          wildcards=wildcards, max_resources=mr, service_level=service)
+
+
+@pytest.mark.parametrize("better,worse", [
+    (_scored("fewer denials", under=0.0, breadth=1.0, over=0.9), _scored("denies", under=0.01)),
+    (_scored("narrow", breadth=0.1, over=0.9), _scored("wide", breadth=0.2)),
+    (_scored("no idle", idle=0.0, over=0.9), _scored("idle", idle=0.1)),
+    (_scored("fewer actions", over=0.0, chars=900), _scored("more actions", over=0.1)),
+    (_scored("small", chars=100), _scored("large", chars=200)),
+    (_scored("specific", mr=50), _scored("coarse", mr=1)),
+    (_scored("no action wildcards", wildcards=False), _scored("action wildcards", wildcards=True)),
+    (_scored("mined", mr=1), _scored("service-level", mr=1, service=True)),
+], ids=lambda s: s.setting)
+def test_pick_order(better, worse):
+    """Under-privilege, then resource breadth, idle wildcards, unused actions, size, then the most specific."""
+    assert backtest.pick([worse, better]) == backtest.pick([better, worse]) == better.setting
+    assert backtest.pick([worse.to_dict(), better.to_dict()]) == better.setting
 
 
 # ----------------------------------------------------------------------------------------- on the sample logs
