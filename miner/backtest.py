@@ -69,7 +69,7 @@ class Score:
     # resource over-privilege (see resource_scores)
     resource_calls: int = 0  # allowed test calls on a known resource of an action that can be scoped to resources
     unscoped_calls: int = 0  # test calls that cannot be measured: resource "*" (not derived) or action only on "*"
-    resource_breadth: float = 0.0  # call-weighted mean breadth of the broadest grant that allowed each call
+    resource_breadth: float = 0.0  # call-weighted mean breadth of the broadest grant of each call (0 when none measured)
     resource_grants: int = 0  # granted (action, resource pattern) pairs of the used actions that can be scoped
     wildcard_grants: int = 0  # those whose pattern is not one literal ARN
     idle_wildcards: int = 0  # wildcard grants that allowed no test resource beyond the training ones they cover
@@ -761,8 +761,10 @@ def aggregate(results: list[dict]) -> list[dict]:
 
     Returns:
         One dict per setting, in the order the results list them: ``setting``, ``options``, ``wildcards``,
-        ``max_resources``, ``service_level``, ``principals`` (how many were scored with it); for each of
-        :data:`AGGREGATED` the mean under its own name, ``<name>_median``, ``<name>_max`` and ``<name>_worst``
+        ``max_resources``, ``service_level``, ``principals`` (how many were scored with it),
+        ``resource_principals`` (those with at least one allowed test call whose resource breadth could be
+        measured: ``resource_breadth`` is summarised over these only, as it is undefined for the others); for each
+        of :data:`AGGREGATED` the mean under its own name, ``<name>_median``, ``<name>_max`` and ``<name>_worst``
         (the principal with the highest value; the first by ARN on a tie); ``policy_chars`` (mean);
         ``test_calls``, ``denied_calls`` and ``pooled_under_rate`` (denied over all test calls of every
         principal); ``picked`` (for how many principals it was the recommendation).
@@ -781,9 +783,12 @@ def aggregate(results: list[dict]) -> list[dict]:
         row = {"setting": name, "options": first["options"], "wildcards": first["wildcards"],
                "max_resources": first["max_resources"], "service_level": first["service_level"],
                "principals": len(pairs)}
+        measured = [(a, sc) for a, sc in pairs if sc["resource_calls"]]
+        row["resource_principals"] = len(measured)
         for key in AGGREGATED:
-            values = [sc[key] for _, sc in pairs]
-            worst = min(pairs, key=lambda ps: (-ps[1][key], ps[0]))
+            among = (measured if key == "resource_breadth" else pairs) or [("", {key: 0.0})]
+            values = [sc[key] for _, sc in among]
+            worst = min(among, key=lambda ps: (-ps[1][key], ps[0]))
             row.update({key: statistics.fmean(values), f"{key}_median": statistics.median(values),
                         f"{key}_max": worst[1][key], f"{key}_worst": worst[0]})
         tests = sum(sc["test_calls"] for _, sc in pairs)

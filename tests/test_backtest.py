@@ -320,3 +320,81 @@ def test_run_backtest_library_and_frame(sample_store):
     frame = backtest.to_frame(result)
     assert list(frame["setting"]) == ["only"] and bool(frame["recommended"].iloc[0])
     assert frame["test_calls"].iloc[0] == result["test"]["calls"] > 0
+
+
+@pytest.fixture(scope="module")
+def every_principal(sample_store):
+    """``run_backtest_all`` over the sample store (20-day training, 10-day test), run once for the module."""
+    from miner import store
+
+    return backtest.run_backtest_all(store.connect(sample_store), train_days=20, test_days=10, min_days=30)
+
+
+def test_run_backtest_all_measures_roles_and_users_and_says_why_others_are_skipped(every_principal):
+    import json
+
+    result = json.loads(json.dumps(every_principal, allow_nan=False))  # strict JSON: no NaN or infinity
+    measured = {r["principal"] for r in result["principals"]}
+    assert "arn:aws:iam::111122223333:role/service-role/orders-api-task" in measured
+    assert all(":role/" in a or ":user/" in a for a in measured)
+    skipped = {s["principal"]: s["reason"] for s in result["skipped"]}
+    assert skipped["cloudtrail.amazonaws.com"] == backtest.SKIP_NOT_IAM
+    assert not measured & set(skipped) and sum(result["skipped_by_reason"].values()) == len(skipped)
+    calls = [r["test"]["calls"] for r in result["principals"]]
+    assert calls == sorted(calls, reverse=True) and min(calls) > 0
+    rows = {r["setting"]: r for r in result["settings"]}
+    assert set(rows) == {s.name for s in backtest.default_settings()}
+    assert sum(r["picked"] for r in rows.values()) == len(measured)
+    for r in rows.values():
+        assert r["principals"] == len(measured)
+        assert r["under_rate_median"] <= r["under_rate_max"] and r["under_rate_worst"] in measured
+        assert 0 <= r["resource_breadth"] <= r["resource_breadth_max"] <= 1
+    assert rows["service-level"]["resource_breadth"] == 1.0  # every measured call is granted on "*"
+    assert 0 < rows["service-level"]["resource_principals"] < len(measured)  # legacy-batch: no measurable call
+    assert result["recommended"] in rows and not rows[result["recommended"]]["service_level"]
+
+
+def test_run_backtest_all_skips_principals_with_too_little_history(sample_store):
+    from miner import store
+
+    result = backtest.run_backtest_all(store.connect(sample_store), train_days=2, test_days=1,
+                                       until=datetime(2026, 8, 6, tzinfo=timezone.utc), min_days=4.5,
+                                       settings=[backtest.Setting("only", False, 10)])
+    reasons = {s["principal"].rsplit("/", 1)[-1]: s["reason"] for s in result["skipped"]}
+    assert reasons["audit-readonly"] == backtest.SKIP_HISTORY  # first seen on 2026-08-03
+    assert reasons["legacy-batch"] in (backtest.SKIP_HISTORY, backtest.SKIP_NO_TRAIN, backtest.SKIP_NO_TEST)
+    assert [r["setting"] for r in result["settings"]] == ["only"] and result["recommended"] == "only"
+    with pytest.raises(ValueError, match="min-days"):
+        backtest.run_backtest_all(None, train_days=2, test_days=1, min_days=float("nan"))
+
+
+def test_format_all_table_and_csv(every_principal):
+    import csv
+    import io
+
+    text = backtest.format_all_table(every_principal)
+    assert f"* {every_principal['recommended']}" in text and "recommended default" in text
+    assert "orders-api-task" in text and "not an IAM role or user" in text and "res breadth" in text
+    rows = list(csv.DictReader(io.StringIO(backtest.all_csv(every_principal))))
+    assert len(rows) == sum(len(r["scores"]) for r in every_principal["principals"])
+    assert set(rows[0]) == set(backtest.CSV_COLUMNS)
+    assert sum(r["recommended"] == "True" for r in rows) == len(every_principal["principals"])
+
+
+def test_backtest_all_cli_json_and_errors(sample_store):
+    import json
+
+    def no_constants(name):
+        raise ValueError(f"not strict JSON: {name}")
+
+    res = _cli("--all", "--min-days", "44d", "--train", "14d", "--test", "7d", "--format", "json", "-q",
+               "--store", sample_store)
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout, parse_constant=no_constants)
+    assert out["min_days"] == 44 and out["principals"] and out["recommended"]
+    assert out["skipped_by_reason"][backtest.SKIP_HISTORY] >= 1  # the roles first seen after 2026-08-01
+    assert res.stderr == ""  # -q: no progress, no summary
+    res = _cli("--all", "--role", "ci-deploy", "--store", sample_store)
+    assert res.exit_code == 2 and "--all backtests every principal" in res.output
+    res = _cli("--role", "ci-deploy", "--format", "csv", "--store", sample_store)
+    assert res.exit_code == 2 and "csv with --all" in res.output
