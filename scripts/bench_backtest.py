@@ -4,6 +4,7 @@ Usage:
     python scripts/bench_backtest.py                                  # train 30d, test 15d, 3 timed runs
     python scripts/bench_backtest.py --train 20d --test 10d --repeat 5
     python scripts/bench_backtest.py --store ./miner-store --min-days 60d --train 60d --test 30d
+    python scripts/bench_backtest.py --iam-snapshot sample_logs/iam     # also score the policies attached today
 
 Ingests ``sample_logs/`` into a temporary store unless ``--store`` is given, then runs
 ``python -m miner.cli backtest --all ... -q`` in a fresh subprocess ``--repeat`` times (a cold process each time, as
@@ -59,6 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--test", default="15d")
     ap.add_argument("--min-days", default="30d")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--iam-snapshot", help="score the attached policies too (a baseline row, never recommended)")
     ap.add_argument("--format", default="table", choices=["table", "json", "csv"], help="what to print of the last run")
     args = ap.parse_args(argv)
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -72,6 +74,7 @@ def main(argv: list[str] | None = None) -> None:
             ingest([str(REPO / "sample_logs")], store)
         cmd = [sys.executable, "-m", "miner.cli", "backtest", "--all", "--train", args.train, "--test", args.test,
                "--min-days", args.min_days, "--format", args.format, "-q", "--store", str(store)]
+        cmd += ["--iam-snapshot", args.iam_snapshot] if args.iam_snapshot else []
         runs = [_timed(cmd, env) for _ in range(max(1, args.repeat))]
     walls, cpus = [r[0] for r in runs], [r[1] for r in runs]
     shown = " ".join(cmd[1:]).replace(str(store), "STORE" if args.store is None else str(store))
