@@ -12,7 +12,7 @@ import pandas as pd
 
 from miner import models
 from miner.escape import visible
-from miner.patterns import is_literal, regex, tokens
+from miner.patterns import covers, is_literal, regex, tokens
 
 #: A predicate: does this policy (a list of IAM policy documents) allow ``action`` on ``resource``?
 Evaluator = Callable[[list[dict], str, str], bool]
@@ -184,7 +184,7 @@ def breadth(pattern: str, resource: str) -> float:
     The resource is cut into :func:`levels`. A level is open (1) when the pattern still matches after the
     level's whole value is replaced by another one; otherwise it counts the share of its characters that can each
     be changed with the pattern still matching. Breadth is the mean over the levels. For
-    ``arn:aws:s3:::b/invoices/2026/08/01/x.pdf`` (11 levels): the exact ARN 0, ``b/invoices/*/*/*/*.pdf`` 0.32
+    ``arn:aws:s3:::b/invoices/2026/08/01/x.pdf`` (11 levels): the exact ARN 0, ``b/invoices/*/*/*/*.pdf`` 0.29
     (three levels and ``x`` of ``x.pdf`` open), ``b/invoices/*`` 0.36, ``b/*`` 0.45, ``arn:aws:s3:::*`` 0.55,
     ``*`` 1. Every test asks only whether the pattern matches a string, so a pattern that covers another is at
     least as broad on every resource both match.
@@ -290,7 +290,6 @@ def resource_scores(docs: list[dict], test_usage: pd.DataFrame, train_usage: pd.
         first), as in :class:`Score`.
     """
     from miner import diff
-    from miner.patterns import covers
 
     if catalog is None:
         from miner.catalog import get_catalog

@@ -763,8 +763,10 @@ def backtest_cmd(
     """
     from miner import backtest, iam, models, usage
 
-    if fmt not in (("table", "json", "csv") if every else ("table", "json")):
-        fail(f"--format must be table or json{', or csv with --all' if not every else ' or csv'} (got {fmt!r})")
+    formats = ("table", "json", "csv") if every else ("table", "json")
+    if fmt not in formats:
+        fail(f"--format must be {', '.join(formats[:-1])} or {formats[-1]}{'' if every else ' (csv with --all)'} "
+             f"(got {fmt!r})")
     if every and (role or user or principal or account):
         fail("--all backtests every principal: leave out --role, --user, --principal and --account")
     try:
@@ -814,6 +816,8 @@ def _backtest_all(con, source, train_days: float, test_days: float, until: Optio
     """``miner backtest --all``: run :func:`miner.backtest.run_backtest_all` with a progress bar, print the result."""
     import time
 
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     from miner import backtest, iam
 
     known = {inv["arn"] for inv in source.inventory} if source is not None else set()
@@ -825,8 +829,6 @@ def _backtest_all(con, source, train_days: float, test_days: float, until: Optio
             return [d for _, d in source.attached(arn).documents]
         except iam.IamError:
             return None
-
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     bar = Progress(TextColumn("backtest"), BarColumn(), MofNCompleteColumn(), TextColumn("principals"),
                    TimeElapsedColumn(), console=err, transient=True, disable=quiet)
