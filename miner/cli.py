@@ -744,29 +744,46 @@ def backtest_cmd(
     test: str = typer.Option("30d", "--test", help="Test window length (replay here), right after training."),
     until: Optional[str] = typer.Option(None, "--until", help="End of the test window [default: the midnight after the principal's last event]."),
     levels: str = typer.Option("1,10,50", "--max-resources", help="Comma-separated --max-resources levels to compare."),
-    fmt: str = typer.Option("table", "--format", help="table or json."),
+    fmt: str = typer.Option("table", "--format", help="table or json; with --all also csv (one row per principal and setting)."),
+    every: bool = typer.Option(False, "--all", help="Every IAM role and user with enough history, and each setting summarised over them."),
+    min_days: str = typer.Option("30d", "--min-days", help="With --all: the history a principal needs before the end of its test window."),
     iam_snapshot: Optional[Path] = _RvSnapshotOpt,
     profile: Optional[str] = _RvProfileOpt,
     endpoint_url: Optional[str] = _RvEndpointOpt,
     live: bool = _RvLiveOpt,
     store: Optional[Path] = StoreOpt,
+    quiet: bool = QuietOpt,
 ) -> None:
     """Score suggested policies on later activity: under-privilege (denied test calls) vs over-privilege (unused grants).
 
     Mines on the training window, replays the test window right after it, for several settings.
 
     Example: miner backtest --role orders-api-task --train 60d --test 30d --format json
+    Example: miner backtest --all --train 30d --test 15d --format csv > backtest.csv
     """
     from miner import backtest, iam, models, usage
 
-    if fmt not in ("table", "json"):
-        fail(f"--format must be table or json (got {fmt!r})")
+    formats = ("table", "json", "csv") if every else ("table", "json")
+    if fmt not in formats:
+        fail(f"--format must be {', '.join(formats[:-1])} or {formats[-1]}{'' if every else ' (csv with --all)'} "
+             f"(got {fmt!r})")
+    if every and (role or user or principal or account):
+        fail("--all backtests every principal: leave out --role, --user, --principal and --account")
     try:
         train_days, test_days = backtest.parse_days(train), backtest.parse_days(test)
+        history = backtest.parse_days(min_days)
         mr = sorted({int(x) for x in levels.split(",") if x.strip()}, reverse=True)
     except ValueError as e:
         fail(str(e) if "duration" in str(e) else f"--max-resources takes integers such as 1,10,50 ({e})")
+    settings = [s for s in backtest.default_settings() if s.service_level or s.max_resources in mr]
+    settings += [backtest.Setting(f"{'wildcards' if wc else 'no-wildcards'}, max-resources {m}", wc, m)
+                 for wc in (False, True) for m in mr if m not in (1, 10, 50)]
     con = _open_store(store)
+    source = _rv_iam_source(iam_snapshot, profile, endpoint_url, live)
+    if every:
+        _backtest_all(con, source, train_days, test_days, window(None, until).until if until else None, history,
+                      settings, fmt, quiet)
+        return
     everything = models.Window(datetime(1970, 1, 1, tzinfo=timezone.utc), datetime(2200, 1, 1, tzinfo=timezone.utc))
     who = _principal(con, everything, role, user, principal, account)
     if until:
@@ -778,11 +795,7 @@ def backtest_cmd(
         train_w, test_w = backtest.split_windows(anchor, train_days, test_days)
     except ValueError as e:
         fail(str(e))
-    settings = [s for s in backtest.default_settings() if s.service_level or s.max_resources in mr]
-    settings += [backtest.Setting(f"{'wildcards' if wc else 'no-wildcards'}, max-resources {m}", wc, m)
-                 for wc in (False, True) for m in mr if m not in (1, 10, 50)]
     current = None
-    source = _rv_iam_source(iam_snapshot, profile, endpoint_url, live)
     if source is not None:
         try:
             current = [d for _, d in source.attached(who.arn).documents]
@@ -796,6 +809,48 @@ def backtest_cmd(
         print_json(result)
     else:
         sys.stdout.write(backtest.format_table(result))
+
+
+def _backtest_all(con, source, train_days: float, test_days: float, until: Optional[datetime], min_days: float,
+                  settings: list, fmt: str, quiet: bool) -> None:
+    """``miner backtest --all``: run :func:`miner.backtest.run_backtest_all` with a progress bar, print the result."""
+    import time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from miner import backtest, iam
+
+    known = {inv["arn"] for inv in source.inventory} if source is not None else set()
+
+    def current_for(arn: str):
+        if arn not in known:
+            return None
+        try:
+            return [d for _, d in source.attached(arn).documents]
+        except iam.IamError:
+            return None
+
+    bar = Progress(TextColumn("backtest"), BarColumn(), MofNCompleteColumn(), TextColumn("principals"),
+                   TimeElapsedColumn(), console=err, transient=True, disable=quiet)
+    task = bar.add_task("backtest", total=None)
+    started = time.perf_counter()
+    with bar:
+        try:
+            result = backtest.run_backtest_all(
+                con, train_days=train_days, test_days=test_days, until=until, min_days=min_days, settings=settings,
+                current_for=current_for if source is not None else None,
+                progress=lambda done, total, _arn: bar.update(task, total=total, completed=done))
+        except ValueError as e:
+            fail(str(e))
+    if fmt == "json":
+        sys.stdout.write(json_text(result, indent=2, allow_nan=False) + "\n")
+    elif fmt == "csv":
+        sys.stdout.write(backtest.all_csv(result))
+    else:
+        sys.stdout.write(backtest.format_all_table(result))
+    if not quiet:
+        say(err, f"backtested {len(result['principals'])} principals, skipped {len(result['skipped'])}, in "
+                 f"{time.perf_counter() - started:.1f} s; recommended default: {result['recommended']}")
 
 
 def main() -> None:

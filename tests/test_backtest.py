@@ -7,9 +7,12 @@ from datetime import datetime, timezone
 
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from miner import backtest, models
 from miner.catalog import get_catalog
+from miner.patterns import covers
 
 
 def _glob_evaluator(docs, action, resource):
@@ -130,6 +133,128 @@ def test_format_table_marks_the_recommendation():
     assert "2026-08-01 .. 2026-08-30 (30 days)" in text and "b .. c" in text
 
 
+# ----------------------------------------------------------------------------------------- resource breadth
+
+KEY = "arn:aws:s3:::acme-orders-prod/invoices/2026/08/01/ord-1.pdf"
+#: Grants of one object, each strictly wider than the one before.
+WIDENING = [KEY, "arn:aws:s3:::acme-orders-prod/invoices/*/*/*/*.pdf", "arn:aws:s3:::acme-orders-prod/invoices/*",
+            "arn:aws:s3:::acme-orders-prod/*", "arn:aws:s3:::*", "*"]
+
+
+def test_breadth_orders_grants_from_the_exact_arn_to_star():
+    values = [backtest.breadth(p, KEY) for p in WIDENING]
+    assert values[0] == 0.0 and values[-1] == 1.0
+    assert all(a < b for a, b in zip(values, values[1:])), values
+
+
+@pytest.mark.parametrize("pattern,resource,expected", [
+    ("arn:aws:s3:::b/*", "arn:aws:s3:::b/k", 1 / 7),  # arn, aws, s3, region, account, b, k: one level open
+    ("arn:aws:s3:::b/in/*", "arn:aws:s3:::b/in/2026/x.pdf", 2 / 9),  # a trailing * opens every deeper level
+    ("arn:aws:s3:::b/in/ord-*", "arn:aws:s3:::b/in/ord-12", (2 / 6) / 8),  # part of a level: its share
+    ("arn:aws:dynamodb:*:1:table/orders", "arn:aws:dynamodb:us-east-1:1:table/orders", 1 / 7),
+    # a wildcard the mapping put in the resource (a secret's random suffix) is not counted against the grant
+    ("arn:aws:secretsmanager:us-east-1:1:secret:db-??????", "arn:aws:secretsmanager:us-east-1:1:secret:db-??????", 0),
+    ("arn:aws:secretsmanager:us-east-1:1:secret:*", "arn:aws:secretsmanager:us-east-1:1:secret:db-??????", 1 / 7),
+    ("arn:aws:s3:::b/${*}", "arn:aws:s3:::b/${*}", 0.0),  # the key named "*", granted exactly
+])
+def test_breadth_values(pattern, resource, expected):
+    assert backtest.breadth(pattern, resource) == pytest.approx(expected)
+
+
+def test_breadth_refuses_a_pattern_that_does_not_grant_the_resource():
+    with pytest.raises(ValueError, match="does not grant"):
+        backtest.breadth("arn:aws:s3:::other/*", KEY)
+
+
+_PIECES = st.sampled_from(["a", "b", "/", ":", "*", "?"])
+
+
+@st.composite
+def _pattern_wider_pattern_and_resource(draw):
+    """A pattern, a widening of it (some characters -> ``?``, some runs -> ``*``), and a resource it matches."""
+    narrow = draw(st.lists(_PIECES, min_size=1, max_size=7))
+    wide = list(narrow)
+    for _ in range(draw(st.integers(0, 3))):
+        i = draw(st.integers(0, len(wide) - 1))
+        j = draw(st.integers(i, len(wide)))
+        one = j - i == 1 and wide[i] != "*"  # one character or ? may become ?; anything else becomes *
+        wide[i:j] = [draw(st.sampled_from(["*", "?"])) if one else "*"]
+    text = "".join(draw(st.text("ab/:", max_size=3)) if t == "*" else draw(st.sampled_from("ab/:")) if t == "?" else t
+                   for t in narrow)
+    return "".join(wide), "".join(narrow), text
+
+
+@settings(max_examples=300, deadline=None)
+@given(_pattern_wider_pattern_and_resource())
+def test_a_covering_pattern_is_at_least_as_broad(case):
+    wide, narrow, resource = case
+    assert covers(wide, narrow)
+    assert backtest.breadth(wide, resource) >= backtest.breadth(narrow, resource)
+
+
+TRAIN_KEYS = pd.DataFrame([
+    ("s3:GetObject", "arn:aws:s3:::b/in/2026/08/x.pdf", 3),
+    ("s3:PutObject", "arn:aws:s3:::b/out/a.csv", 2),
+], columns=["action", "resource", "calls"])
+TEST_KEYS = pd.DataFrame([
+    ("s3:GetObject", "arn:aws:s3:::b/in/2026/09/y.pdf", 5),  # a new key
+    ("s3:GetObject", "arn:aws:s3:::b/in/2026/08/x.pdf", 1),
+    ("s3:PutObject", "arn:aws:s3:::b/out/a.csv", 4),  # only the training key
+    ("s3:ListAllMyBuckets", "*", 2),  # no resource-level permissions: not measured
+], columns=["action", "resource", "calls"])
+
+
+@pytest.mark.parametrize("get_resource", ["arn:aws:s3:::b/in/*", "arn:aws:s3:::b/*", "*"])
+def test_resource_scores_rank_a_bucket_grant_worse_than_a_prefix_grant(get_resource):
+    def scores(get, put):
+        docs = [_doc({"Effect": "Allow", "Action": "s3:GetObject", "Resource": get},
+                     {"Effect": "Allow", "Action": "s3:PutObject", "Resource": put},
+                     {"Effect": "Allow", "Action": "s3:ListAllMyBuckets", "Resource": "*"})]
+        return backtest.resource_scores(docs, TEST_KEYS, TRAIN_KEYS)
+
+    prefix = scores("arn:aws:s3:::b/in/*", "arn:aws:s3:::b/out/a.csv")
+    wider = scores(get_resource, "arn:aws:s3:::b/out/*")
+    assert prefix["resource_calls"] == wider["resource_calls"] == 10 and prefix["unscoped_calls"] == 2
+    assert prefix["resource_breadth"] < wider["resource_breadth"]
+    get_prefix, get_wider = prefix["breadth_by_action"]["s3:GetObject"], wider["breadth_by_action"]["s3:GetObject"]
+    assert get_prefix <= get_wider and (get_prefix < get_wider) == (get_resource != "arn:aws:s3:::b/in/*")
+    # the Get wildcard let a new key through; the Put wildcard allowed nothing the exact training key did not
+    assert (prefix["wildcard_grants"], prefix["idle_wildcards"]) == (1, 0)
+    assert (wider["wildcard_grants"], wider["idle_wildcards"]) == (2, 1) and wider["idle_rate"] == 0.5
+    assert list(wider["breadth_by_action"]) == ["s3:GetObject", "s3:PutObject"]
+
+
+def test_resource_scores_of_an_exact_policy_measure_only_the_calls_it_allows():
+    docs = [_doc({"Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject"],
+                  "Resource": ["arn:aws:s3:::b/in/2026/08/x.pdf", "arn:aws:s3:::b/out/a.csv"]})]
+    s = backtest.score("exact", docs, TEST_KEYS, catalog=get_catalog(), train_usage=TRAIN_KEYS)
+    assert s.denied_calls == 7  # the new key (5) and ListAllMyBuckets (2)
+    assert s.resource_calls == 5 and s.resource_breadth == 0.0 and s.wildcard_grants == s.idle_wildcards == 0
+
+
+def _scored(name, under=0.0, breadth=0.0, idle=0.0, over=0.0, chars=100, mr=10, wildcards=True, service=False):
+    return backtest.Score(setting=name, options="", policy_actions=1, policy_statements=1, policy_chars=chars,
+                          test_calls=1, test_actions=1, denied_calls=0, denied_actions=0, unused_granted=0,
+                          under_rate=under, over_rate=over, resource_breadth=breadth, idle_rate=idle,
+                          wildcards=wildcards, max_resources=mr, service_level=service)
+
+
+@pytest.mark.parametrize("better,worse", [
+    (_scored("fewer denials", under=0.0, breadth=1.0, over=0.9), _scored("denies", under=0.01)),
+    (_scored("narrow", breadth=0.1, over=0.9), _scored("wide", breadth=0.2)),
+    (_scored("no idle", idle=0.0, over=0.9), _scored("idle", idle=0.1)),
+    (_scored("fewer actions", over=0.0, chars=900), _scored("more actions", over=0.1)),
+    (_scored("small", chars=100), _scored("large", chars=200)),
+    (_scored("specific", mr=50), _scored("coarse", mr=1)),
+    (_scored("no action wildcards", wildcards=False), _scored("action wildcards", wildcards=True)),
+    (_scored("mined", mr=1), _scored("service-level", mr=1, service=True)),
+], ids=lambda s: s.setting)
+def test_pick_order(better, worse):
+    """Under-privilege, then resource breadth, idle wildcards, unused actions, size, then the most specific."""
+    assert backtest.pick([worse, better]) == backtest.pick([better, worse]) == better.setting
+    assert backtest.pick([worse.to_dict(), better.to_dict()]) == better.setting
+
+
 # ----------------------------------------------------------------------------------------- on the sample logs
 
 
@@ -195,3 +320,81 @@ def test_run_backtest_library_and_frame(sample_store):
     frame = backtest.to_frame(result)
     assert list(frame["setting"]) == ["only"] and bool(frame["recommended"].iloc[0])
     assert frame["test_calls"].iloc[0] == result["test"]["calls"] > 0
+
+
+@pytest.fixture(scope="module")
+def every_principal(sample_store):
+    """``run_backtest_all`` over the sample store (20-day training, 10-day test), run once for the module."""
+    from miner import store
+
+    return backtest.run_backtest_all(store.connect(sample_store), train_days=20, test_days=10, min_days=30)
+
+
+def test_run_backtest_all_measures_roles_and_users_and_says_why_others_are_skipped(every_principal):
+    import json
+
+    result = json.loads(json.dumps(every_principal, allow_nan=False))  # strict JSON: no NaN or infinity
+    measured = {r["principal"] for r in result["principals"]}
+    assert "arn:aws:iam::111122223333:role/service-role/orders-api-task" in measured
+    assert all(":role/" in a or ":user/" in a for a in measured)
+    skipped = {s["principal"]: s["reason"] for s in result["skipped"]}
+    assert skipped["cloudtrail.amazonaws.com"] == backtest.SKIP_NOT_IAM
+    assert not measured & set(skipped) and sum(result["skipped_by_reason"].values()) == len(skipped)
+    calls = [r["test"]["calls"] for r in result["principals"]]
+    assert calls == sorted(calls, reverse=True) and min(calls) > 0
+    rows = {r["setting"]: r for r in result["settings"]}
+    assert set(rows) == {s.name for s in backtest.default_settings()}
+    assert sum(r["picked"] for r in rows.values()) == len(measured)
+    for r in rows.values():
+        assert r["principals"] == len(measured)
+        assert r["under_rate_median"] <= r["under_rate_max"] and r["under_rate_worst"] in measured
+        assert 0 <= r["resource_breadth"] <= r["resource_breadth_max"] <= 1
+    assert rows["service-level"]["resource_breadth"] == 1.0  # every measured call is granted on "*"
+    assert 0 < rows["service-level"]["resource_principals"] < len(measured)  # legacy-batch: no measurable call
+    assert result["recommended"] in rows and not rows[result["recommended"]]["service_level"]
+
+
+def test_run_backtest_all_skips_principals_with_too_little_history(sample_store):
+    from miner import store
+
+    result = backtest.run_backtest_all(store.connect(sample_store), train_days=2, test_days=1,
+                                       until=datetime(2026, 8, 6, tzinfo=timezone.utc), min_days=4.5,
+                                       settings=[backtest.Setting("only", False, 10)])
+    reasons = {s["principal"].rsplit("/", 1)[-1]: s["reason"] for s in result["skipped"]}
+    assert reasons["audit-readonly"] == backtest.SKIP_HISTORY  # first seen on 2026-08-03
+    assert reasons["legacy-batch"] in (backtest.SKIP_HISTORY, backtest.SKIP_NO_TRAIN, backtest.SKIP_NO_TEST)
+    assert [r["setting"] for r in result["settings"]] == ["only"] and result["recommended"] == "only"
+    with pytest.raises(ValueError, match="min-days"):
+        backtest.run_backtest_all(None, train_days=2, test_days=1, min_days=float("nan"))
+
+
+def test_format_all_table_and_csv(every_principal):
+    import csv
+    import io
+
+    text = backtest.format_all_table(every_principal)
+    assert f"* {every_principal['recommended']}" in text and "recommended default" in text
+    assert "orders-api-task" in text and "not an IAM role or user" in text and "res breadth" in text
+    rows = list(csv.DictReader(io.StringIO(backtest.all_csv(every_principal))))
+    assert len(rows) == sum(len(r["scores"]) for r in every_principal["principals"])
+    assert set(rows[0]) == set(backtest.CSV_COLUMNS)
+    assert sum(r["recommended"] == "True" for r in rows) == len(every_principal["principals"])
+
+
+def test_backtest_all_cli_json_and_errors(sample_store):
+    import json
+
+    def no_constants(name):
+        raise ValueError(f"not strict JSON: {name}")
+
+    res = _cli("--all", "--min-days", "44d", "--train", "14d", "--test", "7d", "--format", "json", "-q",
+               "--store", sample_store)
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout, parse_constant=no_constants)
+    assert out["min_days"] == 44 and out["principals"] and out["recommended"]
+    assert out["skipped_by_reason"][backtest.SKIP_HISTORY] >= 1  # the roles first seen after 2026-08-01
+    assert res.stderr == ""  # -q: no progress, no summary
+    res = _cli("--all", "--role", "ci-deploy", "--store", sample_store)
+    assert res.exit_code == 2 and "--all backtests every principal" in res.output
+    res = _cli("--role", "ci-deploy", "--format", "csv", "--store", sample_store)
+    assert res.exit_code == 2 and "csv with --all" in res.output
