@@ -1349,7 +1349,7 @@ def _s_apigateway(mapper: Mapper, step: Step, ctx: EventContext) -> list[MappedA
 
 
 def _s_caller(mapper: Mapper, step: Step, ctx: EventContext) -> list[MappedAction]:
-    """A call on oneself: without a user name (or AllUsers) IAM acts on the calling user, shown as :data:`CALLER`."""
+    """A call on oneself: naming no user (nor AllUsers), it acts on the calling IAM user, shown as :data:`CALLER`."""
     if ctx.values("userName") or any(v not in (None, False, "false", "") for v in ctx.index.get("allusers", ())):
         return []  # names a user (or every user): derived as usual
     return [MappedAction(step.action, f"arn:{ctx.partition}:iam::{ctx.account}:user/{CALLER}", "template",
@@ -1367,9 +1367,10 @@ def _tagged_types(params: Any) -> list[str]:
         if isinstance(node, list):
             stack.extend((x, in_spec) for x in reversed(node))  # in request order
         elif isinstance(node, dict):
-            if in_spec and isinstance(node.get("resourceType", node.get("ResourceType")), str) and \
+            rtype = node.get("resourceType", node.get("ResourceType"))
+            if in_spec and isinstance(rtype, str) and \
                     any(str(k).lower().startswith("tag") and v not in (None, "", [], {}) for k, v in node.items()):
-                out.append(node.get("resourceType", node.get("ResourceType")))
+                out.append(rtype)
             for k, v in reversed(node.items()):
                 key = str(k).lower()
                 if key != "launchtemplatedata" and isinstance(v, (dict, list)):
