@@ -130,6 +130,7 @@ class Extra:
     strategy: str
     condition_key: str
     condition_value: str  # may hold {event_name}: the operation's name
+    accepts: str  # only operations whose botocore input has this member (a pattern then needs no list of names)
     comment: str
     line: int
 
@@ -250,7 +251,7 @@ def _extra_row(row: dict, i: int) -> Extra:
     """One extras.csv row, checked (the catalogue checks, that actions, types and keys exist, are tests)."""
     types = tuple(t.strip() for t in row["resource_types"].split("|") if t.strip())
     extra = Extra(row["source"].lower(), row["event_name"], row["when"], row["action"], types, row["resource"],
-                  row["condition_key"], row["condition_value"], row["comment"], i)
+                  row["condition_key"], row["condition_value"], row["accepts"], row["comment"], i)
     where = f"extras.csv line {i}"
     if extra.strategy and extra.strategy not in EXTRA_STRATEGIES:
         raise ValueError(f"{where}: unknown resource strategy {extra.strategy!r}")
@@ -768,12 +769,19 @@ class Mapper:
         primary = {s.action for s in plan.steps if not s.implicit}
         steps = list(plan.steps)
         for r in (rows[line] for line in sorted(rows)):
+            if r.accepts and not self._accepts(key, name, r.accepts):
+                continue  # the operation cannot carry it (EC2 Describe* take no TagSpecifications): plans stay static
             action = self.catalog.canonical(r.action)
             if action:  # tests guarantee every extras action exists
                 cond = (r.condition_key, r.condition_value.replace("{event_name}", name)) if r.condition_key else ()
                 steps.append(Step(action, r.strategy, r.when, action not in primary, types=r.resource_types,
                                   condition=cond, added=True))
         return Plan(plan.status, tuple(steps), plan.note, plan.via, plan.prefix)
+
+    def _accepts(self, key: str, operation: str, member: str) -> bool:
+        """Does botocore's model of the operation take ``member`` in its input?"""
+        found = self.models.operation(key, operation)
+        return found is not None and member in found[1].input_members
 
     def _resolve_actions(self, key: str, name: str, prefixes: tuple[str, ...]) -> Plan | None:
         # 1. a local AWS Service Reference copy wins where it has an answer

@@ -891,10 +891,10 @@ def test_every_extras_row_is_a_catalogue_fact_and_is_applied(row):
 def test_malformed_extras_rows_fail_at_load(tmp_path):
     for f in mapping.RULE_FILES:
         (tmp_path / f).write_bytes((mapping.DATA_DIR / f).read_bytes())
-    for row, message in [("ec2,*,,ec2:CreateTags,,tags,,,x", "unknown resource strategy 'tags'"),
-                         ("iam,CreateUser,,iam:TagUser,,,,,x", "name the resource_types"),
-                         ("iam,CreateUser,,iam:TagUser,user,,iam:x,,x", "a condition needs a key and one value"),
-                         ("iam,CreateUser,nonempty:tags,iam:TagUser,user,,,,", "every row says where it comes from")]:
+    for row, message in [("ec2,*,,ec2:CreateTags,,tags,,,,x", "unknown resource strategy 'tags'"),
+                         ("iam,CreateUser,,iam:TagUser,,,,,,x", "name the resource_types"),
+                         ("iam,CreateUser,,iam:TagUser,user,,iam:x,,,x", "a condition needs a key and one value"),
+                         ("iam,CreateUser,nonempty:tags,iam:TagUser,user,,,,,", "every row says where it comes from")]:
         text = (mapping.DATA_DIR / "extras.csv").read_text() + row + "\n"
         (tmp_path / "extras.csv").write_text(text)
         with pytest.raises(ValueError, match=re.escape(message)):
@@ -921,6 +921,10 @@ def test_ec2_tag_on_create_covers_each_tagged_type_with_the_create_action():
         "tagSpecificationSet": {"items": [{"resourceType": "instance", "tags": _TAGS}]}}}
     assert _tags_of(ev("ec2", "CreateLaunchTemplate", lt)) == set()
     assert _tags_of(ev("ec2", "RunInstances", {"imageId": "ami-1"})) == set()  # no tags, no ec2:CreateTags
+    # only operations that take TagSpecifications (botocore) check for them: the others' plans stay static
+    mapper = Mapper()
+    assert not [s for s in mapper.plan("ec2.amazonaws.com", "DescribeInstances").steps if s.added]
+    assert [s.action for s in mapper.plan("ec2.amazonaws.com", "CreateVpc").steps if s.added] == ["ec2:CreateTags"]
 
 
 def _run_types(params):
