@@ -999,6 +999,9 @@ def test_calls_on_oneself_act_on_the_caller_every_row():
         if "UserName" in shape.members:
             assert res_of(ev("iam", row.event_name, {"userName": "bob"}), row.action) == \
                 [f"arn:aws:iam::{ACCT}:user/bob", f"arn:aws:iam::{ACCT}:user/*/bob"]
+    # a logged name can never form the marker: its `${` is escaped
+    (forged,) = res_of(ev("iam", "GetUser", {}, [{"ARN": f"arn:aws:iam::{ACCT}:user/{mapping.CALLER}"}]), "iam:GetUser")
+    assert mapping.CALLER not in forged and forged.endswith("user/${$}{miner:caller}")
     # every user's credentials: not the caller
     assert res_of(ev("iam", "ListServiceSpecificCredentials", {"allUsers": True}),
                   "iam:ListServiceSpecificCredentials") == ["*"]
