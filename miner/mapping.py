@@ -1358,8 +1358,9 @@ def _s_apigateway(mapper: Mapper, step: Step, ctx: EventContext) -> list[MappedA
 
 def _s_caller(mapper: Mapper, step: Step, ctx: EventContext) -> list[MappedAction]:
     """A call on oneself: naming no user (nor AllUsers), it acts on the calling IAM user, shown as :data:`CALLER`."""
-    if ctx.values("userName") or any(v not in (None, False, "false", "") for v in ctx.index.get("allusers", ())):
-        return []  # names a user (or every user): derived as usual
+    if ctx.values("userName") or any(":user/" in a for a in ctx.record_arns) or \
+            any(v not in (None, False, "false", "") for v in ctx.index.get("allusers", ())):
+        return []  # the request or the record names a user (or every user): derived as usual
     return [MappedAction(step.action, f"arn:{ctx.partition}:iam::{ctx.account}:user/{CALLER}", "template",
                          "the request names no user: the call acts on the calling IAM user", step.implicit, "user")]
 
