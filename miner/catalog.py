@@ -155,6 +155,40 @@ class Catalog:
         )
         return ActionInfo(canon, levels, rtypes)
 
+    def _entry(self, action: str) -> dict:
+        canon = self.canonical(action)
+        if canon is None:
+            return {}
+        prefix, name = canon.split(":", 1)
+        return self._service_actions(prefix)[name.lower()]
+
+    def condition_keys(self, action: str) -> frozenset[str]:
+        """The condition keys an action supports (action-level and per resource type), lower-cased.
+
+        Args:
+            action: ``prefix:Name`` in any case.
+
+        Returns:
+            The keys, e.g. ``{"ec2:createaction", "ec2:region", ...}``; empty for an unknown action.
+        """
+        entry = self._entry(action)
+        keys = list(entry.get("conditionKeys", []))
+        for rt in entry.get("resourceTypes", []):
+            keys.extend(rt.get("conditionKeys", []))
+        return frozenset(k.lower() for k in keys)
+
+    def scenarios(self, action: str) -> dict[str, tuple[tuple[str, bool], ...]]:
+        """The catalogue's request scenarios of an action (``ec2:RunInstances``: EC2-VPC-EBS-Subnet, ...).
+
+        Args:
+            action: ``prefix:Name`` in any case.
+
+        Returns:
+            Scenario name -> ((resource type, required), ...); empty when the action has none.
+        """
+        return {s["name"]: tuple((rt["name"], bool(rt.get("required"))) for rt in s.get("resourceTypes", []))
+                for s in self._entry(action).get("scenarios", [])}
+
     def arn_template(self, prefix: str, resource_type: str) -> str | None:
         """The ARN template of a service's resource type, e.g. ``arn:${Partition}:s3:::${BucketName}``."""
         entry = self._service_resources(prefix).get(resource_type.lower())

@@ -16,7 +16,11 @@ How an event is mapped (details in ``miner/data/mapping/*.csv``, one rule per ro
 4. Resources per action: ``resources[].ARN`` matched to the action's resource types by the catalogue's ARN
    templates, else ARNs given in the request, else templates filled from request parameters
    (``bindings.csv``), partial ARNs (``stack/name/*``) when only part is known, ``*`` with a reason otherwise.
-5. Implicit extras: ``iam:PassRole`` on every role a write request hands to a service (``passrole.csv``).
+5. Extra authorisations a request's content adds (``extras.csv``): tag on create (``ec2:CreateTags`` with an
+   ``ec2:CreateAction`` condition, ``iam:TagUser``, ...), created resources the request cannot name (the volumes of
+   ``ec2:RunInstances``); and ``iam:PassRole`` on every role a write request hands to a service (``passrole.csv``).
+   A call on oneself (``iam:CreateAccessKey`` without a user name) gets the :data:`CALLER` resource, which
+   ``miner.usage`` replaces by the caller's ARN.
 
 Every emitted action exists in the pinned catalogue. Nothing is dropped: an event that maps to nothing has
 status ``unmapped`` (or ``no_permission``/``service_event``/``not_api_call``) and a note saying why.
@@ -30,7 +34,7 @@ import hashlib
 import itertools
 import re
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
@@ -63,6 +67,8 @@ class MappedAction:
     reason: str | None = None  # why the resource is "*" or partial, or where it came from
     implicit: bool = False  # True for extra actions such as iam:PassRole
     resource_type: str | None = None  # the catalogue resource type the ARN was matched to
+    condition_key: str | None = None  # a condition the grant may carry (extras.csv), e.g. "ec2:CreateAction" ...
+    condition_value: str | None = None  # ... and its value, e.g. "RunInstances"
 
 
 @dataclass(frozen=True)
@@ -79,12 +85,18 @@ class MappingResult:
 
 DATA_DIR = Path(__file__).resolve().parent / "data" / "mapping"
 RULE_FILES = ("sources.csv", "event_types.csv", "rules.csv", "versioned.csv", "passrole.csv", "bindings.csv",
-              "names.csv")
+              "names.csv", "extras.csv")
 #: Resource strategies that rules.csv may name in its ``resource`` column (code, because they parse values).
 STRATEGIES = ("copy_source", "s3_destination", "kms_reencrypt_source", "kms_reencrypt_destination", "partiql",
-              "apigateway_rest")
-#: Condition kinds that rules.csv may use in its ``when`` column (``has:key``, ``partiql:VERB``; ``!`` negates, ``&`` joins).
-CONDITIONS = ("has", "partiql", "copy_version")
+              "apigateway_rest", "caller")
+#: Resource strategies that extras.csv may name (empty: derived as for any action, within ``resource_types``).
+EXTRA_STRATEGIES = ("tag_specifications",)
+#: Condition kinds that rules.csv and extras.csv may use in their ``when`` column (``has:key``, ``nonempty:key``,
+#: ``eq:key=value``, ``partiql:VERB``; ``!`` negates, ``&`` joins).
+CONDITIONS = ("has", "nonempty", "eq", "partiql", "copy_version")
+#: The resource of a call on oneself (no user name: the calling IAM user), in ``arn:...:user/${miner:caller}``.
+#: Logged text never forms ``${`` (see :func:`miner.patterns.literal`), so no record can forge it.
+CALLER = "${miner:caller}"
 #: Transforms that bindings.csv may name.
 TRANSFORMS = ("", "arn_or_name", "lambda_function", "kms_key", "kms_alias", "secret_id", "sqs_queue",
               "iam_with_path", "strip_leading_slash", "log_group", "ecs_task_definition", "ec2_id",
@@ -102,6 +114,23 @@ class Rule:
     when: str
     implicit: bool
     status: str
+    comment: str
+    line: int
+
+
+@dataclass(frozen=True)
+class Extra:
+    """One row of extras.csv: an authorisation a request's content adds to its operation's own actions."""
+
+    source: str
+    event_name: str
+    when: str
+    action: str
+    resource_types: tuple[str, ...]
+    strategy: str
+    condition_key: str
+    condition_value: str  # may hold {event_name}: the operation's name
+    accepts: str  # only operations whose botocore input has this member (a pattern then needs no list of names)
     comment: str
     line: int
 
@@ -131,6 +160,8 @@ class Rules:
     passrole: dict[str, dict[str, str]] = field(default_factory=dict)  # kind -> {name_lower: comment}
     bindings: dict[tuple[str, str, str], Binding] = field(default_factory=dict)
     names: dict[tuple[str, str, str], tuple[re.Pattern, str]] = field(default_factory=dict)  # valid request values
+    extras: dict[tuple[str, str], list[Extra]] = field(default_factory=dict)  # (source, event name lower) -> rows
+    extra_patterns: dict[str, list[Extra]] = field(default_factory=dict)  # source -> rows whose event name is a pattern
     rows: dict[str, list[dict]] = field(default_factory=dict)
     version: str = ""
 
@@ -207,7 +238,33 @@ def load_rules(directory: str | None = None) -> Rules:
         except re.error as e:
             raise ValueError(f"names.csv line {i}: bad pattern {row['pattern']!r}: {e}") from None
         rules.names[(row["scope"].lower(), row["resource_type"].lower(), row["variable"])] = (rx, row["comment"])
+    for i, row in enumerate(rules.rows["extras.csv"], start=2):
+        extra = _extra_row(row, i)
+        if any(ch in extra.event_name for ch in "*?["):
+            rules.extra_patterns.setdefault(extra.source, []).append(extra)
+        else:
+            rules.extras.setdefault((extra.source, extra.event_name.lower()), []).append(extra)
     return rules
+
+
+def _extra_row(row: dict, i: int) -> Extra:
+    """One extras.csv row, checked (the catalogue checks, that actions, types and keys exist, are tests)."""
+    types = tuple(t.strip() for t in row["resource_types"].split("|") if t.strip())
+    extra = Extra(row["source"].lower(), row["event_name"], row["when"], row["action"], types, row["resource"],
+                  row["condition_key"], row["condition_value"], row["accepts"], row["comment"], i)
+    where = f"extras.csv line {i}"
+    if extra.strategy and extra.strategy not in EXTRA_STRATEGIES:
+        raise ValueError(f"{where}: unknown resource strategy {extra.strategy!r}")
+    if not extra.strategy and not types:
+        raise ValueError(f"{where}: name the resource_types the extra action is authorised on")
+    bad = [kind for _neg, kind, _arg in _conditions(extra.when) if kind not in CONDITIONS]
+    if bad:
+        raise ValueError(f"{where}: unknown condition {bad[0]!r} in {extra.when!r}")
+    if bool(extra.condition_key) != bool(extra.condition_value) or any(c in extra.condition_value for c in ",="):
+        raise ValueError(f"{where}: a condition needs a key and one value (without ',' or '=')")
+    if not extra.comment:
+        raise ValueError(f"{where}: every row says where it comes from")
+    return extra
 
 
 def rules_version(directory: str | None = None) -> str:
@@ -525,6 +582,9 @@ class Step:
     when: str = ""
     implicit: bool = False
     extra: tuple = ()
+    types: tuple[str, ...] = ()  # only these resource types of the action (extras.csv)
+    condition: tuple[str, ...] = ()  # (condition key, value) the grant carries (extras.csv)
+    added: bool = False  # from extras.csv: applies on top of the operation's own actions
 
 
 @dataclass(frozen=True)
@@ -571,6 +631,11 @@ def _when(cond: str, ctx: EventContext) -> bool:
     for neg, kind, arg in _conditions(cond):
         if kind == "has":
             ok = ctx.has(arg)
+        elif kind == "nonempty":  # present with content: tags: [] tags nothing
+            ok = any(v not in (None, "", [], {}) for v in ctx.index.get(arg.lower(), ()))
+        elif kind == "eq":
+            key, _, value = arg.partition("=")
+            ok = value in ctx.values(key)
         elif kind == "partiql":
             ok = arg.upper() in _partiql_verbs(ctx)
         elif kind == "copy_version":  # x-amz-copy-source names a specific version: bucket/key?versionId=...
@@ -685,6 +750,40 @@ class Mapper:
                     prefix=cheap[0] if cheap else "")
 
     def _resolve(self, key: str, name: str, prefixes: tuple[str, ...]) -> Plan | None:
+        found = self._resolve_actions(key, name, prefixes)
+        if found is not None and found.status == "mapped":
+            found = self._with_extras(found, key, name, prefixes)
+        return found
+
+    def _with_extras(self, plan: Plan, key: str, name: str, prefixes: tuple[str, ...]) -> Plan:
+        """The plan plus a step per extras.csv row of the operation (``{event_name}`` in a value becomes ``name``)."""
+        rows: dict[int, Extra] = {}
+        for src in (key, *prefixes):
+            for r in self.rules.extras.get((src, name.lower()), ()):
+                rows[r.line] = r
+            for r in self.rules.extra_patterns.get(src, ()):
+                if fnmatch.fnmatchcase(name, r.event_name):
+                    rows[r.line] = r
+        if not rows:
+            return plan
+        primary = {s.action for s in plan.steps if not s.implicit}
+        steps = list(plan.steps)
+        for r in (rows[line] for line in sorted(rows)):
+            if r.accepts and not self._accepts(key, name, r.accepts):
+                continue  # the operation cannot carry it (EC2 Describe* take no TagSpecifications): plans stay static
+            action = self.catalog.canonical(r.action)
+            if action:  # tests guarantee every extras action exists
+                cond = (r.condition_key, r.condition_value.replace("{event_name}", name)) if r.condition_key else ()
+                steps.append(Step(action, r.strategy, r.when, action not in primary, types=r.resource_types,
+                                  condition=cond, added=True))
+        return Plan(plan.status, tuple(steps), plan.note, plan.via, plan.prefix)
+
+    def _accepts(self, key: str, operation: str, member: str) -> bool:
+        """Does botocore's model of the operation take ``member`` in its input?"""
+        found = self.models.operation(key, operation)
+        return found is not None and member in found[1].input_members
+
+    def _resolve_actions(self, key: str, name: str, prefixes: tuple[str, ...]) -> Plan | None:
         # 1. a local AWS Service Reference copy wins where it has an answer
         if self.service_reference is not None:
             for p in prefixes:
@@ -813,14 +912,14 @@ class Mapper:
 
     def _apply(self, plan: Plan, ctx: EventContext) -> tuple[MappingResult, bool]:
         active = [s for s in plan.steps if _when(s.when, ctx)]
-        if not active:
-            conds = ", ".join(sorted({s.when for s in plan.steps}))
+        if all(s.added for s in active):
+            conds = ", ".join(sorted({s.when for s in plan.steps if not s.added}))
             return MappingResult("unmapped", (), f"no rule applies: the record lacks what the rules need ({conds})",
                                  plan.via), False
         out: list[MappedAction] = []
         static = all(not s.when and not s.strategy for s in plan.steps)
         for step in active:
-            got, step_static = self._resources(step, ctx)
+            got, step_static = self._extra_resources(step, ctx) if step.added else self._resources(step, ctx)
             static = static and step_static
             out.extend(got)
         extra = self._passrole(active, ctx)
@@ -834,12 +933,31 @@ class Mapper:
             return MappingResult("invalid", (), _invalid_note(ctx.invalid), plan.via), False
         seen, uniq = set(), []
         for a in out:
-            if (a.action, a.resource) not in seen:
-                seen.add((a.action, a.resource))
+            k = (a.action, a.resource, a.condition_key, a.condition_value)
+            if k not in seen:
+                seen.add(k)
                 uniq.append(a)
         return MappingResult("mapped", tuple(uniq), plan.note, plan.via), static
 
     # -- resources --------------------------------------------------------------------------
+    def _extra_resources(self, step: Step, ctx: EventContext) -> tuple[list[MappedAction], bool]:
+        """The pairs of an extras.csv step: its strategy's, else derived as usual within its resource types; a type
+        the request cannot name (it is being created) is any resource of that type in the account/region."""
+        if step.strategy:
+            got, static = _STRATEGY_FUNCS[step.strategy](self, step, ctx), False
+        else:
+            got, static = self._resources(step, ctx)
+            if any(a.resource == "*" for a in got):
+                info = self.catalog.info(step.action)
+                got = [MappedAction(step.action, tmpls[0].fill(ctx.location()), "template",
+                                    f"partial: the request creates the {rt.name}, whose name is not in the request: "
+                                    f"any {rt.name} in the account/region", step.implicit, rt.name)
+                       for rt in (info.resource_types if info else ()) if rt.name in step.types
+                       for tmpls in [arn_templates(rt.arn_template)] if tmpls] or got
+        if step.condition:
+            got = [replace(a, condition_key=step.condition[0], condition_value=step.condition[1]) for a in got]
+        return got, static
+
     def _resources(self, step: Step, ctx: EventContext) -> tuple[list[MappedAction], bool]:
         """The (action, resource) pairs of one step, and whether they are the same for every event."""
         if step.strategy:
@@ -847,6 +965,8 @@ class Mapper:
             if got:
                 return got, False
         info = self.catalog.info(step.action)
+        if info is not None and step.types:
+            info = replace(info, resource_types=tuple(rt for rt in info.resource_types if rt.name in step.types))
         if info is None or not info.resource_types:
             return [MappedAction(step.action, "*", "star", REASON_NO_RESOURCE_LEVEL, step.implicit)], True
         prefix = step.action.split(":")[0]
@@ -1236,9 +1356,57 @@ def _s_apigateway(mapper: Mapper, step: Step, ctx: EventContext) -> list[MappedA
                          f"API Gateway: HTTP {method} on the request path (botocore)", step.implicit)]
 
 
+def _s_caller(mapper: Mapper, step: Step, ctx: EventContext) -> list[MappedAction]:
+    """A call on oneself: naming no user (nor AllUsers), it acts on the calling IAM user, shown as :data:`CALLER`."""
+    if ctx.values("userName") or any(":user/" in a for a in ctx.record_arns) or \
+            any(v not in (None, False, "false", "") for v in ctx.index.get("allusers", ())):
+        return []  # the request or the record names a user (or every user): derived as usual
+    return [MappedAction(step.action, f"arn:{ctx.partition}:iam::{ctx.account}:user/{CALLER}", "template",
+                         "the request names no user: the call acts on the calling IAM user", step.implicit, "user")]
+
+
+def _tagged_types(params: Any) -> list[str]:
+    """The resource types a request's tag specifications tag (``tagSpecificationSet.items[].resourceType`` with tags),
+    outside ``launchTemplateData`` (tags a launch template applies later, at launch)."""
+    out: list[str] = []
+    stack, seen = [(params, False)], 0
+    while stack and seen < _MAX_NODES:
+        node, in_spec = stack.pop()
+        seen += 1
+        if isinstance(node, list):
+            stack.extend((x, in_spec) for x in reversed(node))  # in request order
+        elif isinstance(node, dict):
+            rtype = node.get("resourceType", node.get("ResourceType"))
+            if in_spec and isinstance(rtype, str) and \
+                    any(str(k).lower().startswith("tag") and v not in (None, "", [], {}) for k, v in node.items()):
+                out.append(rtype)
+            for k, v in reversed(node.items()):
+                key = str(k).lower()
+                if key != "launchtemplatedata" and isinstance(v, (dict, list)):
+                    stack.append((v, in_spec or key.startswith("tagspecification")))
+    return list(dict.fromkeys(out))
+
+
+def _s_tag_specifications(mapper: Mapper, step: Step, ctx: EventContext) -> list[MappedAction]:
+    """Tag on create: the action on every resource type the request tags; the resources are being created, so any
+    resource of that type in the account/region (a logged type only selects a catalogue type, it is never written)."""
+    info = mapper.catalog.info(step.action)
+    types = {rt.name.lower(): rt for rt in (info.resource_types if info else ())}
+    out = []
+    for name in _tagged_types(ctx.params):
+        rt = types.get(name.lower())
+        tmpls = arn_templates(rt.arn_template) if rt else ()
+        if tmpls:
+            out.append(MappedAction(step.action, tmpls[0].fill(ctx.location()), "template",
+                                    f"tags the {rt.name} the request creates (its tag specifications): any {rt.name} "
+                                    f"in the account/region", step.implicit, rt.name))
+    return out
+
+
 _STRATEGY_FUNCS: dict[str, Callable[[Mapper, Step, EventContext], list[MappedAction]]] = {
     "copy_source": _s_copy_source, "s3_destination": _s_s3_destination, "kms_reencrypt_source": _s_kms_source,
     "kms_reencrypt_destination": _s_kms_destination, "partiql": _s_partiql, "apigateway_rest": _s_apigateway,
+    "caller": _s_caller, "tag_specifications": _s_tag_specifications,
 }
 
 
@@ -1298,7 +1466,8 @@ def map(*args, **kwargs) -> MappingResult:  # noqa: A001 - kept from the placeho
 #: Input columns of :func:`map_frame` (``event_type`` is optional).
 FRAME_INPUTS = ("event_source", "event_name", "request_parameters", "resources", "account_id", "aws_region", "partition")
 #: Columns :func:`map_frame` adds.
-FRAME_OUTPUTS = ("action", "resource", "derivation", "reason", "implicit", "resource_type", "status", "note", "via")
+FRAME_OUTPUTS = ("action", "resource", "derivation", "reason", "implicit", "resource_type", "condition_key",
+                 "condition_value", "status", "note", "via")
 
 
 def map_frame(df, mapper: Mapper | None = None):
@@ -1359,6 +1528,8 @@ def map_frame(df, mapper: Mapper | None = None):
             res_cols["reason"].append(a.reason if a else None)
             res_cols["implicit"].append(a.implicit if a else False)
             res_cols["resource_type"].append(a.resource_type if a else None)
+            res_cols["condition_key"].append(a.condition_key if a else None)
+            res_cols["condition_value"].append(a.condition_value if a else None)
             res_cols["status"].append(r.status)
             res_cols["note"].append(r.note)
             res_cols["via"].append(r.via)

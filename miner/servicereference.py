@@ -40,6 +40,7 @@ class OperationModel:
     http_method: str = ""
     request_uri: str = ""
     uri_members: tuple[tuple[str, str], ...] = ()  # (URI placeholder, input member name)
+    input_members: frozenset[str] = frozenset()  # every member of the input shape (TagSpecifications, ...)
 
 
 @dataclass
@@ -74,12 +75,13 @@ def _parse_model(name: str, doc: dict) -> ServiceModel:
     for op_name, op in doc.get("operations", {}).items():
         http = op.get("http", {})
         members: list[tuple[str, str]] = []
+        shape = shapes.get(op.get("input", {}).get("shape", ""), {})
         if http.get("requestUri") and "{" in http.get("requestUri", ""):
-            shape = shapes.get(op.get("input", {}).get("shape", ""), {})
             for member, spec in shape.get("members", {}).items():
                 if spec.get("location") == "uri":
                     members.append((spec.get("locationName", member), member))
-        ops[op_name] = OperationModel(op_name, http.get("method", ""), http.get("requestUri", ""), tuple(members))
+        ops[op_name] = OperationModel(op_name, http.get("method", ""), http.get("requestUri", ""), tuple(members),
+                                      frozenset(shape.get("members", {})))
     return ServiceModel(name, meta.get("endpointPrefix", "") or "", meta.get("signingName", "") or "",
                         meta.get("serviceId", "") or "", ops)
 

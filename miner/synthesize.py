@@ -438,6 +438,44 @@ def _drop_oversized(per_action: dict[str, set[str]], exact: dict[str, set[str]],
     return notes
 
 
+def _condition_pairs(value) -> frozenset | None:
+    """``ec2:CreateAction=RunInstances,...`` as a set of (key, value) pairs; ``None`` (no condition) when empty."""
+    if not isinstance(value, str) or not value:
+        return None
+    return frozenset(tuple(p.split("=", 1)) for p in value.split(",") if "=" in p) or None
+
+
+def _by_condition(action: str, resources: set[str], general: dict[str, str], exact: set[str],
+                  conds: dict[tuple[str, str], frozenset | None]) -> list[tuple[dict | None, set[str]]]:
+    """The granted patterns of an action grouped by the condition they carry (from the usage ``conditions``).
+
+    A pattern stands for the observed resources it replaced (all of the action's for ``*``); it carries a condition
+    only when every one of them does, with the values of all: a call that carried none needs the grant without one.
+    Each condition key gets its own statement, as the keys of one condition block must all hold.
+    """
+    members: dict[str, list[str]] = {}
+    if resources == {"*"}:
+        members["*"] = [r for a, r in conds if a == action]
+    else:
+        for r in resources:
+            members.setdefault(general.get(r, r), []).append(r)
+    for r in exact:
+        members.setdefault(r, []).append(r)
+    groups: dict[str, tuple[dict | None, set[str]]] = {}
+    for pattern, rs in members.items():
+        pairs: set | None = set()
+        for r in rs:
+            c = conds.get((action, r))
+            pairs = None if c is None or pairs is None else pairs | c
+        by_key: dict[str, list[str]] = {}
+        for key, value in sorted(pairs or ()):
+            by_key.setdefault(key, []).append(value)
+        for key, values in by_key.items() or [("", [])]:
+            cond = {"StringEquals": {key: _one_or_list(values)}} if key else None
+            groups.setdefault(json.dumps(cond, sort_keys=True), (cond, set()))[1].add(pattern)
+    return list(groups.values())
+
+
 def synthesize(usage: pd.DataFrame, *, max_resources: int = DEFAULT_MAX_RESOURCES, wildcards: bool = True,
                passrole_condition: bool = True, size_limit: int = MANAGED_POLICY_LIMIT, catalog=None,
                templates: bool = True) -> Suggestion:
@@ -456,7 +494,8 @@ def synthesize(usage: pd.DataFrame, *, max_resources: int = DEFAULT_MAX_RESOURCE
     Args:
         usage: authorised usage, one row per (action, resource); columns ``action`` and ``resource``, optionally
             ``reason`` (why the resource is ``*``), ``implicit`` and ``event_sources`` (comma-joined eventSources
-            of the calls that implied the action; used for the iam:PassRole condition).
+            of the calls that implied the action; used for the iam:PassRole condition), ``conditions``
+            (``key=value,...`` the grant may carry, as in ``usage_actions.sql``: a ``StringEquals`` condition).
         max_resources: generalisation threshold per resource group (0 = never generalise).
         wildcards: allow action wildcards (``--no-wildcards`` turns them off).
         passrole_condition: add ``iam:PassedToService`` to iam:PassRole when every pass came from a known service.
@@ -482,9 +521,13 @@ def synthesize(usage: pd.DataFrame, *, max_resources: int = DEFAULT_MAX_RESOURCE
     proven: dict[str, set[str]] = {}  # resources of calls that succeeded
     unproven: dict[str, dict[str, int]] = {}  # resources (-> calls) seen only in calls that did not succeed
     passed_to: dict[str, set[str]] = {}  # iam:PassRole resource -> service principals it was passed to ("?" unknown)
+    conds: dict[tuple[str, str], frozenset | None] = {}  # (action, resource) -> (key, value) pairs; None: unconditional
     for row in usage.itertuples(index=False):
         action = catalog.canonical(row.action) or row.action
         resource = row.resource if isinstance(row.resource, str) and row.resource else "*"
+        pairs = _condition_pairs(row.conditions) if "conditions" in cols else None
+        had = conds.get((action, resource), frozenset())
+        conds[(action, resource)] = None if pairs is None or had is None else had | pairs
         if "outcomes" not in cols or succeeded(row.outcomes):
             proven.setdefault(action, set()).add(resource)
         else:
@@ -527,7 +570,8 @@ def synthesize(usage: pd.DataFrame, *, max_resources: int = DEFAULT_MAX_RESOURCE
 
     for action, resources in per_action.items():
         if action != "iam:PassRole" or not passrole_condition:
-            add(action, {general.get(r, r) for r in resources} | exact.get(action, set()), None)
+            for cond, patterns in _by_condition(action, resources, general, exact.get(action, set()), conds):
+                add(action, patterns, cond)
             continue
         # One statement per set of services the roles were passed to (iam:PassedToService), when known.
         services_of: dict[str, set[str]] = {}

@@ -18,7 +18,7 @@ SHAPE_KEY = ["event_source", "event_name", "request_parameters", "resources", "a
 #: Columns of the per-(action, resource) usage frame returned by :func:`aggregate`.
 USAGE_COLUMNS = ["action", "resource", "outcome_class", "calls", "first_seen", "last_seen", "regions", "accounts",
                  "operations", "event_sources", "outcomes", "derivation", "reason", "implicit", "invoked_by",
-                 "data_event"]
+                 "data_event", "conditions"]
 
 
 class PrincipalError(ValueError):
@@ -218,7 +218,8 @@ def _mapper():
     return mapping
 
 
-_MAP_COLUMNS = ["status", "action", "resource", "derivation", "reason", "implicit", "note"]
+_MAP_COLUMNS = ["status", "action", "resource", "derivation", "reason", "implicit", "condition_key", "condition_value",
+                "note"]
 
 
 def map_shapes(shapes: pd.DataFrame) -> pd.DataFrame:
@@ -232,7 +233,8 @@ def map_shapes(shapes: pd.DataFrame) -> pd.DataFrame:
 
     Returns:
         One row per (input row x mapped action) with the input columns plus ``status``, ``action``,
-        ``resource``, ``derivation``, ``reason``, ``implicit``, ``note``; events that map to nothing keep one row
+        ``resource``, ``derivation``, ``reason``, ``implicit``, ``condition_key``, ``condition_value`` (a condition
+        the grant carries, e.g. ``ec2:CreateAction``), ``note``; events that map to nothing keep one row
         with ``action`` null and ``status`` ``unmapped`` or ``no_permission`` (or ``service_event``, ...).
     """
     if shapes.empty:
@@ -263,11 +265,51 @@ def _map_each(mapping, keys: pd.DataFrame) -> pd.DataFrame:
                                    partition=part or "aws", event_type=etype)
         if result.status == "mapped" and result.actions:
             for a in result.actions:
-                rows.append((shape, "mapped", a.action, a.resource, a.derivation, a.reason, bool(a.implicit), result.note))
+                rows.append((shape, "mapped", a.action, a.resource, a.derivation, a.reason, bool(a.implicit),
+                             a.condition_key, a.condition_value, result.note))
         else:
             status = result.status if result.status != "mapped" else "unmapped"
-            rows.append((shape, status, None, None, None, None, False, result.note))
+            rows.append((shape, status, None, None, None, None, False, None, None, result.note))
     return pd.DataFrame(rows, columns=["_shape"] + _MAP_COLUMNS)
+
+
+def resolve_caller(mapped: pd.DataFrame, principal_arn: str | pd.Series) -> pd.DataFrame:
+    """Write the caller into the resources of calls on oneself (``iam:CreateAccessKey`` without a user name).
+
+    The mapping gives them the resource ``arn:...:user/${miner:caller}`` (:data:`miner.mapping.CALLER`). Made by an
+    IAM user (or the root user), the call acts on that principal, so the resource becomes its ARN, as a literal.
+    Made by anything else (an assumed role, a federated user), AWS refuses it, as there is no user to act on: the
+    row becomes ``invalid``, with a note, and is never granted.
+
+    Args:
+        mapped: the output of :func:`map_shapes`.
+        principal_arn: the principal of every row, or a Series of one per row (aligned with ``mapped``).
+
+    Returns:
+        ``mapped`` itself when no row is a call on oneself, else a copy with those rows resolved.
+    """
+    from miner.mapping import CALLER
+    from miner.patterns import literal
+
+    if mapped.empty or "resource" not in mapped.columns:
+        return mapped
+    mask = mapped["resource"].astype(object).map(lambda r: isinstance(r, str) and CALLER in r).astype(bool)
+    if not mask.any():
+        return mapped
+    out = mapped.copy()
+    arns = principal_arn if isinstance(principal_arn, pd.Series) else pd.Series(principal_arn, index=out.index)
+    arns = arns.astype(object).where(arns.notna(), "")
+    kinds = arns.map(lambda a: Principal(a).kind)
+    is_self = mask & kinds.isin(["user", "root"])
+    out.loc[is_self, "resource"] = arns[is_self].map(literal)
+    other = mask & ~is_self
+    if other.any():
+        out.loc[other, "note"] = [f"the request names no user, so the call acts on the caller, and {a or 'the caller'} "
+                                  f"is not an IAM user: AWS refuses it (nothing to grant)" for a in arns[other]]
+        out.loc[other, "status"] = "invalid"
+        for c in ("action", "resource", "derivation", "reason", "condition_key", "condition_value"):
+            out.loc[other, c] = None
+    return out
 
 
 def _join_unique(values: pd.Series) -> str:
@@ -284,7 +326,9 @@ def aggregate(mapped: pd.DataFrame) -> pd.DataFrame:
         USAGE_COLUMNS: ``calls`` (events), first/last seen, and comma-joined sorted ``regions``, ``accounts``,
         ``operations`` (``source-prefix:eventName``), ``event_sources`` (eventSource hosts), ``outcomes``
         (``success:12,not_found:1``), ``derivation``; ``reason`` (one, for ``*`` resources); ``implicit`` (every
-        call implied the action, e.g. iam:PassRole); ``invoked_by``; ``data_event`` (logged as a data event).
+        call implied the action, e.g. iam:PassRole); ``invoked_by``; ``data_event`` (logged as a data event);
+        ``conditions`` (``key=value`` pairs the grant may carry, e.g. ``ec2:CreateAction=RunInstances``; null when
+        some call needs the grant without one).
         Sorted by outcome class, action and resource.
     """
     import duckdb
@@ -292,10 +336,14 @@ def aggregate(mapped: pd.DataFrame) -> pd.DataFrame:
     if mapped.empty:
         return pd.DataFrame(columns=USAGE_COLUMNS)
     needed = ["action", "resource", "events", "first_seen", "last_seen", "aws_region", "account_id", "event_source",
-              "event_name", "outcome", "event_category", "derivation", "reason", "implicit", "invoked_by", "status"]
+              "event_name", "outcome", "event_category", "derivation", "reason", "implicit", "invoked_by", "status",
+              "condition_key", "condition_value"]
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
+        for c in ("condition_key", "condition_value"):
+            if c not in mapped.columns:
+                mapped = mapped.assign(**{c: None})
         con.register("mapped", mapped[[c for c in needed if c in mapped.columns]])
         return queries.run(con, "usage_actions")[USAGE_COLUMNS]
     finally:
@@ -314,7 +362,7 @@ def collect(con, principal: Principal, window: Window) -> Usage:
         The :class:`Usage` (authorised and denied (action, resource) rows, unmapped and permission-free calls).
     """
     shapes = call_shapes(con, principal.arn, window)
-    mapped = map_shapes(shapes)
+    mapped = resolve_caller(map_shapes(shapes), principal.arn)
     actions = aggregate(mapped)
 
     def by_operation(statuses: tuple[str, ...]) -> pd.DataFrame:
@@ -351,6 +399,7 @@ def denied_calls(con, window: Window, principal_arn: str | None = None) -> pd.Da
     if rows.empty:
         return pd.DataFrame(columns=cols)
     m = map_shapes(rows)
+    m = resolve_caller(m, m["principal_arn"])
     m["operations"] = m["event_source"].str.split(".").str[0] + ":" + m["event_name"]
     key = ["principal_arn", "action", "resource", "error_code"]
     g = m.groupby(key, dropna=False, sort=True)

@@ -2,19 +2,22 @@
 -- Input: NOT the store. miner.usage.aggregate registers a relation named `mapped`: the rows of
 --   usage_by_principal.sql joined with the event -> action mapping (one row per call shape x mapped action),
 --   i.e. columns action, resource, events, first_seen, last_seen, aws_region, account_id, event_source,
---   event_name, outcome, event_category, derivation, reason, implicit, invoked_by, status.
+--   event_name, outcome, event_category, derivation, reason, implicit, invoked_by, status, condition_key,
+--   condition_value (a condition the grant may carry: extras.csv).
 -- Params: none.
 -- Columns: action, resource, outcome_class (authorised or denied), calls, first_seen, last_seen, and comma-joined
 --   sorted lists regions, accounts, operations (source-prefix:eventName), event_sources, outcomes
 --   (success:12,not_found:1), derivation; reason (one, for `*` resources), implicit (every call implied the action,
---   e.g. iam:PassRole), invoked_by, data_event (some calls were logged as data events).
+--   e.g. iam:PassRole), invoked_by, data_event (some calls were logged as data events), conditions (sorted
+--   key=value pairs the grant may carry, e.g. ec2:CreateAction=RunInstances; null when some call carried none).
 WITH rows AS (
     SELECT
         *,
         coalesce(resource, '*')                                                   AS res,
         CASE WHEN outcome = 'denied' THEN 'denied' ELSE 'authorised' END          AS outcome_class,
         split_part(event_source, '.', 1) || ':' || event_name                     AS operation,
-        coalesce(outcome, 'success')                                              AS outcome_n
+        coalesce(outcome, 'success')                                              AS outcome_n,
+        CAST(condition_key AS VARCHAR) || '=' || CAST(condition_value AS VARCHAR) AS cond
     FROM mapped
     WHERE status = 'mapped' AND action IS NOT NULL
 ),
@@ -40,7 +43,9 @@ SELECT
     min(r.reason)                                                          AS reason,
     bool_and(coalesce(r.implicit, false))                                  AS implicit,
     nullif(array_to_string(list_sort(list_distinct(list(r.invoked_by))), ','), '') AS invoked_by,
-    bool_or(coalesce(r.event_category = 'Data', false))                    AS data_event
+    bool_or(coalesce(r.event_category = 'Data', false))                    AS data_event,
+    CASE WHEN bool_or(r.cond IS NULL) THEN NULL
+         ELSE array_to_string(list_sort(list_distinct(list(r.cond))), ',') END AS conditions
 FROM rows r
 JOIN by_outcome o USING (action, res, outcome_class)
 GROUP BY r.action, r.res, r.outcome_class

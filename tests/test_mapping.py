@@ -839,3 +839,169 @@ def test_request_values_never_widen_a_resource(field, value):
     concrete = {"s3 key": f"arn:aws:s3:::b/{value}", "dynamodb table": f"arn:aws:dynamodb:us-east-1:{ACCT}:table/{value}"}
     if field in concrete:  # the call itself is allowed by its resource, and a different name is not
         assert covers(got.pop(), literal(concrete[field])) and not covers(r.actions[0].resource, literal(concrete[field] + "x"))
+
+
+# ----------------------------------------------------------------------------- extra authorisations (extras.csv, issue 9)
+
+EXTRA_ROWS = sorted([r for rs in RULES.extras.values() for r in rs] +
+                    [r for rs in RULES.extra_patterns.values() for r in rs], key=lambda r: r.line)
+#: Request values that name the resource of each extras row (and satisfy the usual bindings).
+_NAMES = {"userName": "u1", "roleName": "r1", "policyName": "p1", "instanceProfileName": "ip1", "functionName": "f1",
+          "queueName": "q1", "name": "n1", "tableName": "t1", "logGroupName": "g1", "cluster": "c1", "serviceName": "s1",
+          "family": "fam1", "bucketName": "b1", "key": "k1", "imageId": "ami-1", "serialNumber": "mfa1"}
+_TAGS = [{"key": "team", "value": "a"}]
+
+
+def _extra_event(row):
+    """An event of the row's operation whose request satisfies the row's ``when``."""
+    name = "RunInstances" if row.event_name == "*" else row.event_name
+    params = dict(_NAMES)
+    for neg, kind, arg in mapping._conditions(row.when):
+        if kind == "eq" and neg:
+            params[arg.split("=")[0]] = "public-read"
+        elif not neg:
+            params[arg] = _TAGS if kind == "nonempty" else {"items": [{"resourceType": "instance", "tags": _TAGS}]} \
+                if arg == "tagSpecificationSet" else "true"
+    return name, params
+
+
+@pytest.mark.parametrize("row", EXTRA_ROWS, ids=[f"{r.line}-{r.source}-{r.event_name}-{r.action}" for r in EXTRA_ROWS])
+def test_every_extras_row_is_a_catalogue_fact_and_is_applied(row):
+    info = CAT.info(row.action)
+    assert info and CAT.canonical(row.action) == row.action, "spell actions as the catalogue does"
+    assert set(row.resource_types) <= {rt.name for rt in info.resource_types}
+    if row.condition_key:
+        assert row.condition_key.lower() in CAT.condition_keys(row.action)
+    assert "https://docs.aws.amazon.com/" in row.comment or row.comment.startswith("ECS tag on create: ")
+    name, params = _extra_event(row)
+    r = ev(host_for(row.source), name, params)
+    assert r.status == "mapped", r.note
+    got = [a for a in r.actions if a.action == row.action and a.resource_type in (row.resource_types or ("instance",))]
+    assert got and all(a.resource.startswith("arn:") for a in got)
+    primary = {a.action for a in ev(host_for(row.source), name, {**_NAMES}).actions if not a.implicit}
+    assert all(a.implicit == (row.action not in primary) for a in got)
+    assert {(a.condition_key, a.condition_value) for a in got} == \
+        {(row.condition_key or None, row.condition_value.replace("{event_name}", name) or None)}
+    if row.when:  # the extra depends on the request: without what `when` needs, no such resource
+        bare = ev(host_for(row.source), name, {**_NAMES, "tags": []})
+        assert not [a for a in bare.actions if a.action == row.action and a.resource_type in row.resource_types
+                    and a.implicit]
+
+
+def test_malformed_extras_rows_fail_at_load(tmp_path):
+    for f in mapping.RULE_FILES:
+        (tmp_path / f).write_bytes((mapping.DATA_DIR / f).read_bytes())
+    for row, message in [("ec2,*,,ec2:CreateTags,,tags,,,,x", "unknown resource strategy 'tags'"),
+                         ("iam,CreateUser,,iam:TagUser,,,,,,x", "name the resource_types"),
+                         ("iam,CreateUser,,iam:TagUser,user,,iam:x,,,x", "a condition needs a key and one value"),
+                         ("iam,CreateUser,nonempty:tags,iam:TagUser,user,,,,,", "every row says where it comes from")]:
+        text = (mapping.DATA_DIR / "extras.csv").read_text() + row + "\n"
+        (tmp_path / "extras.csv").write_text(text)
+        with pytest.raises(ValueError, match=re.escape(message)):
+            load_rules(str(tmp_path))
+
+
+def _tags_of(r):
+    return {(a.resource, a.condition_value) for a in r.actions if a.action == "ec2:CreateTags"}
+
+
+def test_ec2_tag_on_create_covers_each_tagged_type_with_the_create_action():
+    spec = {"items": [{"resourceType": "instance", "tags": _TAGS}, {"resourceType": "volume", "tags": _TAGS},
+                      {"resourceType": "no-such-type", "tags": _TAGS}, {"resourceType": "network-interface", "tags": []}]}
+    r = ev("ec2", "RunInstances", {"instancesSet": {"items": [{"imageId": "ami-1"}]}, "tagSpecificationSet": spec})
+    assert _tags_of(r) == {(f"arn:aws:ec2:us-east-1:{ACCT}:instance/*", "RunInstances"),
+                           (f"arn:aws:ec2:us-east-1:{ACCT}:volume/*", "RunInstances")}
+    tags = [a for a in r.actions if a.action == "ec2:CreateTags"]
+    assert all(a.implicit and a.condition_key == "ec2:CreateAction" for a in tags)
+    r = ev("ec2", "CreateVpc", {"cidrBlock": "10.0.0.0/16",
+                                "tagSpecificationSet": {"items": [{"resourceType": "vpc", "tags": _TAGS}]}})
+    assert _tags_of(r) == {(f"arn:aws:ec2:us-east-1:{ACCT}:vpc/*", "CreateVpc")}
+    # a launch template's instance tags are applied at launch, not when the template is created
+    lt = {"launchTemplateName": "lt", "launchTemplateData": {
+        "tagSpecificationSet": {"items": [{"resourceType": "instance", "tags": _TAGS}]}}}
+    assert _tags_of(ev("ec2", "CreateLaunchTemplate", lt)) == set()
+    assert _tags_of(ev("ec2", "RunInstances", {"imageId": "ami-1"})) == set()  # no tags, no ec2:CreateTags
+    # only operations that take TagSpecifications (botocore) check for them: the others' plans stay static
+    mapper = Mapper()
+    assert not [s for s in mapper.plan("ec2.amazonaws.com", "DescribeInstances").steps if s.added]
+    assert [s.action for s in mapper.plan("ec2.amazonaws.com", "CreateVpc").steps if s.added] == ["ec2:CreateTags"]
+
+
+def _run_types(params):
+    r = ev("ec2", "RunInstances", {"instancesSet": {"items": [{"imageId": "ami-1"}]}, **params})
+    return {a.resource_type: a.resource for a in r.actions if a.action == "ec2:RunInstances"}
+
+
+def test_run_instances_authorises_every_resource_type_of_its_scenario():
+    scenario = dict(CAT.scenarios("ec2:RunInstances")["EC2-VPC-EBS-Subnet"])
+    bare = _run_types({})
+    assert {t for t, required in scenario.items() if required} <= set(bare)
+    assert bare["volume"] == f"arn:aws:ec2:us-east-1:{ACCT}:volume/*" and "key-pair" not in bare
+    assert bare["subnet"] == f"arn:aws:ec2:us-east-1:{ACCT}:subnet/*"  # the default subnet
+    full = _run_types({"keyName": "ops", "blockDeviceMapping": {"items": [
+        {"deviceName": "/dev/sdb", "ebs": {"volumeSize": 8, "snapshotId": "snap-0123456789abcdef0"}}]},
+        "networkInterfaceSet": {"items": [{"networkInterfaceId": "eni-0123456789abcdef0"}]},
+        "subnetId": "subnet-0123456789abcdef0", "groupSet": {"items": [{"groupId": "sg-0123456789abcdef0"}]}})
+    assert full["key-pair"] == f"arn:aws:ec2:us-east-1:{ACCT}:key-pair/ops"
+    assert full["volume"] == f"arn:aws:ec2:us-east-1:{ACCT}:volume/*"
+    assert full["snapshot"] == "arn:aws:ec2:us-east-1::snapshot/snap-0123456789abcdef0"
+    assert full["network-interface"] == f"arn:aws:ec2:us-east-1:{ACCT}:network-interface/eni-0123456789abcdef0"
+    assert full["subnet"] == f"arn:aws:ec2:us-east-1:{ACCT}:subnet/subnet-0123456789abcdef0"
+    assert full["security-group"] == f"arn:aws:ec2:us-east-1:{ACCT}:security-group/sg-0123456789abcdef0"
+
+
+def test_tag_on_create_needs_tags_and_scopes_to_the_created_resource():
+    r = ev("iam", "CreateRole", {"roleName": "app", "path": "/svc/", "tags": _TAGS})
+    assert res_of(r, "iam:TagRole") == [f"arn:aws:iam::{ACCT}:role/svc/app"]
+    assert "iam:TagRole" not in acts(ev("iam", "CreateRole", {"roleName": "app", "tags": []}))
+    r = ev("kms", "CreateKey", {"tags": [{"tagKey": "a", "tagValue": "b"}]})  # the key id is not known yet
+    assert res_of(r, "kms:TagResource") == [f"arn:aws:kms:us-east-1:{ACCT}:key/*"]
+    r = ev("ecs", "RunTask", {"cluster": "prod", "taskDefinition": "web:3", "tags": _TAGS})
+    (tag,) = [a for a in r.actions if a.action == "ecs:TagResource"]
+    assert tag.resource == f"arn:aws:ecs:us-east-1:{ACCT}:task/prod/*"
+    assert (tag.condition_key, tag.condition_value) == ("ecs:CreateAction", "RunTask")
+    r = ev("lambda", "CreateFunction20150331", {"functionName": "f", "tags": {"a": "b"}})  # versioned name
+    assert res_of(r, "lambda:TagResource") == [f"arn:aws:lambda:us-east-1:{ACCT}:function:f"]
+    r = ev("s3", "CreateBucket", {"bucketName": "b", "x-amz-acl": "private"})
+    assert acts(r) == {"s3:CreateBucket"}  # a private ACL needs no s3:PutBucketAcl
+
+
+def test_tag_on_create_against_real_events(shared_real):
+    from test_coverage import _bench
+
+    frame = pd.concat([_bench().load_records(shared_real / d) for d in
+                       ("stratus-red-team-detonation-logs", "cloud-custodian-cwe-events")])
+    m = map_frame(frame.reset_index(drop=True), get_mapper(""))
+    tagging = m["action"].fillna("").str.contains(r":(?:Tag|CreateTags)", regex=True) & m["implicit"]
+    extra = m[tagging]  # the creates without tags (CreateRole, CreateBucket, CreateVolume, RunInstances, ...) add none
+    got = {(e, a, r.split(":")[-1]) for e, a, r in zip(extra["event_name"], extra["action"], extra["resource"])}
+    assert got == {("CreateUser", "iam:TagUser", "user/malicious-iam-user"),
+                   ("CreateUser", "iam:TagUser", "user/*/malicious-iam-user"),
+                   ("CreateProfile", "rolesanywhere:TagResource", "profile/*"),
+                   ("CreateTrustAnchor", "rolesanywhere:TagResource", "trust-anchor/*")}
+    run = m[(m["event_name"] == "RunInstances") & (m["action"] == "ec2:RunInstances")]
+    required = {t for t, req in CAT.scenarios("ec2:RunInstances")["EC2-VPC-EBS-Subnet"] if req}
+    for _, one in run.groupby(level=0):
+        assert required <= set(one["resource_type"])
+
+
+def test_calls_on_oneself_act_on_the_caller_every_row():
+    import botocore.session
+
+    model = botocore.session.get_session().get_service_model("iam")
+    rows = [r for r in RULE_ROWS if r.resource == "caller"]
+    assert len(rows) >= 20
+    for row in rows:
+        shape = model.operation_model(row.event_name).input_shape
+        assert "UserName" not in shape.required_members, f"{row.event_name} always names the user"
+        r = ev("iam", row.event_name, {})
+        assert res_of(r, row.action) == [f"arn:aws:iam::{ACCT}:user/{mapping.CALLER}"]
+        if "UserName" in shape.members:
+            assert res_of(ev("iam", row.event_name, {"userName": "bob"}), row.action) == \
+                [f"arn:aws:iam::{ACCT}:user/bob", f"arn:aws:iam::{ACCT}:user/*/bob"]
+    # a logged name can never form the marker: its `${` is escaped
+    (forged,) = res_of(ev("iam", "GetUser", {}, [{"ARN": f"arn:aws:iam::{ACCT}:user/{mapping.CALLER}"}]), "iam:GetUser")
+    assert mapping.CALLER not in forged and forged.endswith("user/${$}{miner:caller}")
+    # every user's credentials: not the caller
+    assert res_of(ev("iam", "ListServiceSpecificCredentials", {"allUsers": True}),
+                  "iam:ListServiceSpecificCredentials") == ["*"]

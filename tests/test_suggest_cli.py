@@ -327,3 +327,28 @@ def test_suggest_junk_keys_from_failed_calls_do_not_decide_breadth(tmp_path):
     doc, err = _suggest_json(tmp_path, evs)
     assert doc["Statement"][0]["Resource"] == "arn:aws:s3:::orders-bucket/real.json"
     assert "15 resources left out" in err and "generalised" not in err
+
+
+def test_suggest_tag_on_create_condition_and_calls_on_oneself(tmp_path):
+    """Issue 9: ec2:CreateTags with ec2:CreateAction; iam:CreateAccessKey without userName on the user's own ARN."""
+    tags = {"items": [{"resourceType": "instance", "tags": [{"key": "team", "value": "a"}]}]}
+    root = write_store(tmp_path / "store", [
+        event(ALICE, "RunInstances", "ec2.amazonaws.com", params={"instancesSet": {"items": [{"imageId": "ami-1"}]},
+                                                                  "tagSpecificationSet": tags}),
+        event(ALICE, "CreateAccessKey", "iam.amazonaws.com", params={}, when="2026-08-11T00:00:00Z"),
+        event(ORDERS, "GetUser", "iam.amazonaws.com", params={}, error="ValidationError"),
+        event(ORDERS, "GetItem", "dynamodb.amazonaws.com", params={"tableName": "orders"})])
+    res = run("suggest", "--user", "alice", "--store", root, *WINDOW)
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    by_action = {a: s for s in doc["Statement"] for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
+    assert by_action["ec2:CreateTags"]["Condition"] == {"StringEquals": {"ec2:CreateAction": "RunInstances"}}
+    assert by_action["ec2:CreateTags"]["Resource"] == f"arn:aws:ec2:us-east-1:{ACCT}:instance/*"
+    assert by_action["iam:CreateAccessKey"]["Resource"] == ALICE
+    assert diff.is_allowed([doc], "iam:CreateAccessKey", ALICE)
+    assert not diff.is_allowed([doc], "iam:CreateAccessKey", f"arn:aws:iam::{ACCT}:user/bob")
+    used = json.loads(run("usage", "--user", "alice", "--store", root, *WINDOW, "--format", "json").stdout)
+    assert {(a["action"], a["resource"]) for a in used["actions"]} >= {("iam:CreateAccessKey", ALICE)}
+    res = run("suggest", "--role", "orders-api", "--account", ACCT, "--store", root, *WINDOW)
+    assert res.exit_code == 0, res.output
+    assert "iam:" not in res.stdout and "invalid:    1 events of iam:GetUser" in res.stderr

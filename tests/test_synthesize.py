@@ -331,3 +331,29 @@ def test_property_hostile_keys_never_widen_and_statements_are_never_empty(items,
                 assert 0 < max_resources < len(successes)
                 continue
             assert any(covers(r, pattern) for r in observed), pattern
+
+
+def test_conditions_from_usage_become_string_equals_blocks():
+    """Tag on create: ec2:CreateTags carries ec2:CreateAction; a grant some call needs without it carries none."""
+    inst, vol = f"arn:aws:ec2:us-east-1:{A}:instance/*", f"arn:aws:ec2:us-east-1:{A}:volume/*"
+    own = f"arn:aws:ec2:us-east-1:{A}:instance/i-0123456789abcdef0"
+    usage = frame([("ec2:CreateTags", inst), ("ec2:CreateTags", vol), ("ec2:CreateTags", own), ("ec2:RunInstances", inst)],
+                  conditions=["ec2:CreateAction=RunInstances", "ec2:CreateAction=CreateVolume,ec2:CreateAction=RunInstances",
+                              None, None])
+    stmts = {(json.dumps(s["Resource"]), json.dumps(s.get("Condition"), sort_keys=True)): s["Action"]
+             for s in syn.synthesize(usage).statements}
+    assert stmts == {
+        (json.dumps(inst), json.dumps({"StringEquals": {"ec2:CreateAction": "RunInstances"}})): "ec2:CreateTags",
+        (json.dumps(vol), json.dumps({"StringEquals": {"ec2:CreateAction": ["CreateVolume", "RunInstances"]}})):
+            "ec2:CreateTags",
+        (json.dumps(own), "null"): "ec2:CreateTags",
+        (json.dumps(inst), "null"): "ec2:RunInstances"}
+    assert allowed_everything(syn.synthesize(usage).policies, usage)
+    # generalised or collapsed to "*": a condition only when every call it stands for carried one
+    many = frame([("ecs:TagResource", f"arn:aws:ecs:us-east-1:{A}:cluster/c{i}") for i in range(4)],
+                 conditions=["ecs:CreateAction=CreateCluster"] * 3 + [None])
+    s = syn.synthesize(many, max_resources=2)
+    assert s.generalisations and not any("Condition" in st for st in s.statements)
+    star = frame([("ec2:CreateTags", "*"), ("ec2:CreateTags", vol)], conditions=["ec2:CreateAction=RunInstances"] * 2)
+    (stmt,) = syn.synthesize(star).statements
+    assert stmt["Resource"] == "*" and stmt["Condition"] == {"StringEquals": {"ec2:CreateAction": "RunInstances"}}

@@ -252,3 +252,24 @@ def test_data_event_sources(store, win):
     con = connect(store)
     assert usage.data_event_sources(con, win) == {"s3.amazonaws.com"}
     assert usage.data_event_sources(con, win, account="444455556666") == set()
+
+
+def test_calls_on_oneself_get_the_callers_arn_or_are_invalid(tmp_path, win):
+    """iam:CreateAccessKey without userName acts on the caller: granted on the user's own ARN, never on `*`."""
+    pathed = f"arn:aws:iam::{ACCT}:user/ops/alice"
+    root = write_store(tmp_path / "s", [
+        event(pathed, "CreateAccessKey", "iam.amazonaws.com", params={}),
+        event(pathed, "ListAccessKeys", "iam.amazonaws.com", params={}, error="AccessDenied"),
+        event(ORDERS, "GetUser", "iam.amazonaws.com", params={}, error="ValidationError"),
+        event(f"arn:aws:iam::{ACCT}:root", "CreateAccessKey", "iam.amazonaws.com", params={})])
+    con = connect(root)
+    u = usage.collect(con, usage.Principal(pathed), win)
+    assert list(zip(u.actions["action"], u.actions["resource"], u.actions["outcome_class"])) == [
+        ("iam:CreateAccessKey", pathed, "authorised"), ("iam:ListAccessKeys", pathed, "denied")]
+    role = usage.collect(con, usage.Principal(ORDERS), win)
+    assert role.actions.empty and list(role.unmapped["status"]) == ["invalid"]
+    assert "is not an IAM user" in role.unmapped["note"][0]
+    r = usage.collect(con, usage.Principal(f"arn:aws:iam::{ACCT}:root"), win)
+    assert list(r.actions["resource"]) == [f"arn:aws:iam::{ACCT}:root"]
+    denied = usage.denied_calls(con, win)
+    assert list(zip(denied["principal_arn"], denied["resource"])) == [(pathed, pathed)]
