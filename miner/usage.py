@@ -15,10 +15,15 @@ from miner.models import Window
 SHAPE_KEY = ["event_source", "event_name", "request_parameters", "resources", "account_id", "aws_region", "partition",
              "event_type"]
 
+#: The request context of the calls, as arrays of distinct values per (action, resource): what policy Conditions are
+#: evaluated against (``miner.diff.call_context``).
+CONTEXT_COLUMNS = ["source_ips", "vpc_endpoints", "invokers"]
+
+
 #: Columns of the per-(action, resource) usage frame returned by :func:`aggregate`.
 USAGE_COLUMNS = ["action", "resource", "outcome_class", "calls", "first_seen", "last_seen", "regions", "accounts",
                  "operations", "event_sources", "outcomes", "derivation", "reason", "implicit", "invoked_by",
-                 "data_event"]
+                 "data_event", *CONTEXT_COLUMNS]
 
 
 class PrincipalError(ValueError):
@@ -76,6 +81,27 @@ class Usage:
     def denied(self) -> pd.DataFrame:
         """The (action, resource) rows of denied calls: reported, never added to a policy."""
         return self.actions[self.actions["outcome_class"] == "denied"].reset_index(drop=True)
+
+    def why_no_policy(self) -> str:
+        """What the calls were, when none is an authorised call that maps to an IAM action (no policy to suggest).
+
+        Returns:
+            e.g. ``3 calls mapping to no IAM action (a mapping gap: miner coverage --unmapped lists them), 2 calls
+            needing no IAM permission``: each cause with its count.
+        """
+        def calls(frame: pd.DataFrame, status: str | None = None) -> int:
+            if not len(frame):
+                return 0
+            return int(frame.loc[frame["status"] == status, "calls"].sum() if status else frame["calls"].sum())
+
+        causes = [(calls(self.unmapped, "unmapped"), "mapping to no IAM action (a mapping gap: miner coverage "
+                                                     "--unmapped lists them)"),
+                  (calls(self.unmapped, "invalid"), "naming a resource AWS does not allow (invalid, never used to "
+                                                    "build an ARN)"),
+                  (self.denied_events, "denied"),
+                  (calls(self.no_permission), "needing no IAM permission")]
+        parts = [f"{n:,} call{'s' if n != 1 else ''} {what}" for n, what in causes if n]
+        return ", ".join(parts) or "no calls"
 
 
 def _params(window: Window, **extra: Any) -> dict[str, Any]:
@@ -207,7 +233,8 @@ def call_shapes(con, principal_arn: str, window: Window) -> pd.DataFrame:
         window: the time window.
 
     Returns:
-        One row per distinct (SHAPE_KEY, outcome, event_category) with events, first_seen, last_seen, invoked_by.
+        One row per distinct (SHAPE_KEY, outcome, event_category) with events, first_seen, last_seen, invoked_by
+        and :data:`CONTEXT_COLUMNS`.
     """
     return queries.run(con, "usage_by_principal", **_params(window, principal_arn=principal_arn))
 
@@ -284,7 +311,8 @@ def aggregate(mapped: pd.DataFrame) -> pd.DataFrame:
         USAGE_COLUMNS: ``calls`` (events), first/last seen, and comma-joined sorted ``regions``, ``accounts``,
         ``operations`` (``source-prefix:eventName``), ``event_sources`` (eventSource hosts), ``outcomes``
         (``success:12,not_found:1``), ``derivation``; ``reason`` (one, for ``*`` resources); ``implicit`` (every
-        call implied the action, e.g. iam:PassRole); ``invoked_by``; ``data_event`` (logged as a data event).
+        call implied the action, e.g. iam:PassRole); ``invoked_by``; ``data_event`` (logged as a data event);
+        :data:`CONTEXT_COLUMNS` (arrays of distinct values, a ``None`` element for calls without one).
         Sorted by outcome class, action and resource.
     """
     import duckdb
@@ -292,11 +320,16 @@ def aggregate(mapped: pd.DataFrame) -> pd.DataFrame:
     if mapped.empty:
         return pd.DataFrame(columns=USAGE_COLUMNS)
     needed = ["action", "resource", "events", "first_seen", "last_seen", "aws_region", "account_id", "event_source",
-              "event_name", "outcome", "event_category", "derivation", "reason", "implicit", "invoked_by", "status"]
+              "event_name", "outcome", "event_category", "derivation", "reason", "implicit", "invoked_by", "status",
+              *CONTEXT_COLUMNS]
+    frame = mapped[[c for c in needed if c in mapped.columns]]
+    absent = [c for c in CONTEXT_COLUMNS if c not in frame.columns]
+    if absent:  # shapes from elsewhere (tests, notebooks) may lack the request context: it is then unknown
+        frame = frame.assign(**{c: None for c in absent})
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
-        con.register("mapped", mapped[[c for c in needed if c in mapped.columns]])
+        con.register("mapped", frame)
         return queries.run(con, "usage_actions")[USAGE_COLUMNS]
     finally:
         con.close()

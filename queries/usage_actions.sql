@@ -2,12 +2,15 @@
 -- Input: NOT the store. miner.usage.aggregate registers a relation named `mapped`: the rows of
 --   usage_by_principal.sql joined with the event -> action mapping (one row per call shape x mapped action),
 --   i.e. columns action, resource, events, first_seen, last_seen, aws_region, account_id, event_source,
---   event_name, outcome, event_category, derivation, reason, implicit, invoked_by, status.
+--   event_name, outcome, event_category, derivation, reason, implicit, invoked_by, status, and the arrays
+--   source_ips, vpc_endpoints, invokers.
 -- Params: none.
 -- Columns: action, resource, outcome_class (authorised or denied), calls, first_seen, last_seen, and comma-joined
 --   sorted lists regions, accounts, operations (source-prefix:eventName), event_sources, outcomes
 --   (success:12,not_found:1), derivation; reason (one, for `*` resources), implicit (every call implied the action,
---   e.g. iam:PassRole), invoked_by, data_event (some calls were logged as data events).
+--   e.g. iam:PassRole), invoked_by, data_event (some calls were logged as data events); source_ips, vpc_endpoints,
+--   invokers: the distinct values of the shapes' arrays (sorted, a null element kept: some calls had none; an
+--   absent array is null), the request context of miner.diff's Condition evaluation.
 WITH rows AS (
     SELECT
         *,
@@ -23,6 +26,21 @@ by_outcome AS (
            array_to_string(list_sort(list(outcome_n || ':' || CAST(n AS VARCHAR))), ',') AS outcomes
     FROM (SELECT action, res, outcome_class, outcome_n, sum(events) AS n FROM rows GROUP BY ALL)
     GROUP BY ALL
+),
+context_values AS (
+    SELECT action, res, outcome_class, 'ip' AS k, v FROM rows CROSS JOIN UNNEST(CAST(rows.source_ips AS VARCHAR[])) AS u(v)
+    UNION ALL
+    SELECT action, res, outcome_class, 'vpce' AS k, v FROM rows CROSS JOIN UNNEST(CAST(rows.vpc_endpoints AS VARCHAR[])) AS u(v)
+    UNION ALL
+    SELECT action, res, outcome_class, 'via' AS k, v FROM rows CROSS JOIN UNNEST(CAST(rows.invokers AS VARCHAR[])) AS u(v)
+),
+context AS (
+    SELECT action, res, outcome_class,
+           array_agg(DISTINCT v ORDER BY v) FILTER (WHERE k = 'ip')   AS source_ips,
+           array_agg(DISTINCT v ORDER BY v) FILTER (WHERE k = 'vpce') AS vpc_endpoints,
+           array_agg(DISTINCT v ORDER BY v) FILTER (WHERE k = 'via')  AS invokers
+    FROM context_values
+    GROUP BY action, res, outcome_class
 )
 SELECT
     r.action,
@@ -40,8 +58,12 @@ SELECT
     min(r.reason)                                                          AS reason,
     bool_and(coalesce(r.implicit, false))                                  AS implicit,
     nullif(array_to_string(list_sort(list_distinct(list(r.invoked_by))), ','), '') AS invoked_by,
-    bool_or(coalesce(r.event_category = 'Data', false))                    AS data_event
+    bool_or(coalesce(r.event_category = 'Data', false))                    AS data_event,
+    any_value(c.source_ips)                                                AS source_ips,
+    any_value(c.vpc_endpoints)                                             AS vpc_endpoints,
+    any_value(c.invokers)                                                  AS invokers
 FROM rows r
 JOIN by_outcome o USING (action, res, outcome_class)
+LEFT JOIN context c USING (action, res, outcome_class)
 GROUP BY r.action, r.res, r.outcome_class
 ORDER BY r.outcome_class, r.action, r.res
