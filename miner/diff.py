@@ -808,6 +808,8 @@ def classify(grants: dict[str, Grant], used: set[str], data_sources: set[str]) -
 
 
 _STATUS_ORDER = {"unused": 0, "used_broadly": 1, "unobservable": 2}
+#: How many observed resources a finding lists per action (``used_resources`` counts them all).
+USED_ON_SHOWN = 10
 
 
 def _rule_label(rule: dict) -> str:
@@ -848,6 +850,7 @@ def _finding(s: Statement, fired: dict[int, list[str]], rules: list[dict], statu
     where = f"statement {s.name} of " + (policy if policy.startswith("arn:") else s.origin or policy)
     stmt_used = [a for a in granted_by if status.get(a) == "used"]
     stmt_unobs = [a for a in granted_by if status.get(a) == "unobservable"]
+    seen = sorted({r for lst in used_on.values() for r in lst})
     if st == "unused" and not stmt_used:
         remedy = f"remove {where}: none of its actions was used in the window" + \
             (f" (first check {_shown(stmt_unobs, 2)}: CloudTrail could not have logged it)" if stmt_unobs else "")
@@ -855,7 +858,6 @@ def _finding(s: Statement, fired: dict[int, list[str]], rules: list[dict], statu
         remedy = f"remove {_shown(unused)} from {where}; keep the {len(stmt_used)} action(s) it used " \
                  f"(see the suggested policy)"
     elif st == "used_broadly":
-        seen = sorted({r for lst in used_on.values() for r in lst})
         remedy = f"{rule['remedy']} ({where}): used on {len(seen)} resource(s): {_shown(seen, 2)}"
     else:
         remedy = f"check whether {_shown(unobs)} is needed (CloudTrail could not have logged it); if not, " \
@@ -866,7 +868,8 @@ def _finding(s: Statement, fired: dict[int, list[str]], rules: list[dict], statu
             "policy": policy, "policy_kind": ref.get("policy_kind"), "policy_label": s.origin, "sid": s.sid,
             "statement": s.index, "granted_on": granted_on, "conditional": s.conditional,
             "on_all_resources": s.all_resources, "actions": concern, "unused": unused, "unobservable": unobs,
-            "used_on": used_on, "remedy": remedy}
+            "used_on": {a: res[:USED_ON_SHOWN] for a, res in used_on.items()}, "used_resources": len(seen),
+            "remedy": remedy}
 
 
 def high_risk(grants: dict[str, Grant], classification: pd.DataFrame, catalog=None, *,
@@ -890,7 +893,8 @@ def high_risk(grants: dict[str, Grant], classification: pd.DataFrame, catalog=No
     Returns:
         Findings, unused first: rule (the first that fires), rules, category, reason, status, policy,
         policy_kind, policy_label, sid, statement (1-based), granted_on, conditional, on_all_resources, actions
-        (those of the status), unused, unobservable, used_on (action -> resources, for ``used_broadly``), remedy.
+        (those of the status), unused, unobservable, used_on (action -> the first :data:`USED_ON_SHOWN` resources
+        it was used on through the statement, where it grants more), used_resources (how many in all), remedy.
     """
     catalog = _catalog(catalog)
     status = dict(zip(classification["action"], classification["status"])) if len(classification) else {}

@@ -210,13 +210,14 @@ def _empty_usage() -> pd.DataFrame:
 def _finding_entry(h: dict) -> dict:
     """A high-risk finding of :func:`miner.diff.high_risk` as the review keeps it (one per granting statement)."""
     seen = sorted({r for res in (h.get("used_on") or {}).values() for r in res})
+    # used_on lists a few resources per action; used_resources counts them all
     return {"rule": h["rule"], "action": h["rule"], "rules": h.get("rules") or [h["rule"]],
             "category": h.get("category"), "reason": h.get("reason"), "status": h.get("status"),
             "policy": h.get("policy"), "policy_kind": h.get("policy_kind"), "sid": h.get("sid"),
             "statement": h.get("statement"), "granted_on": h.get("granted_on"),
             "resource": "*" if h.get("on_all_resources") else "specific resources",
             "actions": len(h.get("actions") or []), "examples": list(h.get("actions") or [])[:5],
-            "used_on": seen[:20], "used_on_count": len(seen), "remedy": h.get("remedy")}
+            "used_on": seen[:20], "used_resources": h.get("used_resources", len(seen)), "remedy": h.get("remedy")}
 
 
 def _principal_entry(con, window: Window, arn: str, meta: dict, inv: dict | None, iam_source: IamSource | None,
