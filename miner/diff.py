@@ -855,8 +855,10 @@ def _finding(s: Statement, fired: dict[int, list[str]], rules: list[dict], statu
         remedy = f"remove {where}: none of its actions was used in the window" + \
             (f" (first check {_shown(stmt_unobs, 2)}: CloudTrail could not have logged it)" if stmt_unobs else "")
     elif st == "unused":
-        remedy = f"remove {_shown(unused)} from {where}; keep the {len(stmt_used)} action(s) it used " \
-                 f"(see the suggested policy)"
+        named = {a for i, lst in fired.items() if rules[i]["match"] == "each" for a in lst}  # the pointed rules
+        examples = sorted(unused, key=lambda a: (a not in named, a))
+        remedy = f"narrow {where} to the {len(stmt_used)} action(s) it used (see the suggested policy); unused: " \
+                 f"{_shown(examples)}"
     elif st == "used_broadly":
         remedy = f"{rule['remedy']} ({where}): used on {len(seen)} resource(s): {_shown(seen, 2)}"
     else:
