@@ -36,10 +36,10 @@ context_values AS (
 ),
 context AS (
     SELECT action, res, outcome_class,
-           array_agg(DISTINCT v ORDER BY v) FILTER (WHERE k = 'ip')   AS source_ips,
-           array_agg(DISTINCT v ORDER BY v) FILTER (WHERE k = 'vpce') AS vpc_endpoints,
-           array_agg(DISTINCT v ORDER BY v) FILTER (WHERE k = 'via')  AS invokers
-    FROM context_values
+           array_agg(v ORDER BY v) FILTER (WHERE k = 'ip')   AS source_ips,
+           array_agg(v ORDER BY v) FILTER (WHERE k = 'vpce') AS vpc_endpoints,
+           array_agg(v ORDER BY v) FILTER (WHERE k = 'via')  AS invokers
+    FROM (SELECT DISTINCT action, res, outcome_class, k, v FROM context_values) AS distinct_values
     GROUP BY action, res, outcome_class
 )
 SELECT
