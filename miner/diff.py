@@ -283,24 +283,22 @@ def _match(kind: str, pattern: str, value: str) -> bool | None:
     return None
 
 
-def _any(results) -> bool | None:
-    """Three-valued OR."""
+def _fold(results, decisive: bool) -> bool | None:
+    """Three-valued OR (``decisive`` True) or AND (``decisive`` False): ``None`` is unknown."""
     unknown = False
     for r in results:
-        if r is True:
-            return True
+        if r is decisive:
+            return decisive
         unknown = unknown or r is None
-    return None if unknown else False
+    return None if unknown else not decisive
+
+
+def _any(results) -> bool | None:
+    return _fold(results, True)
 
 
 def _all(results) -> bool | None:
-    """Three-valued AND."""
-    unknown = False
-    for r in results:
-        if r is False:
-            return False
-        unknown = unknown or r is None
-    return None if unknown else True
+    return _fold(results, False)
 
 
 def _not(r: bool | None) -> bool | None:
