@@ -183,9 +183,7 @@ SILENT_KEYS = {
     "aws:multifactorauthage": "the store does not keep sessionContext.attributes.mfaAuthenticated",
     "aws:securetransport": "the store does not keep tlsDetails",
 }
-_MULTIVALUED = frozenset({"aws:calledvia"})
-
-_STRING_OPS = {"stringequals": ("eq", False), "stringnotequals": ("eq", True),
+_OPERATORS = {"stringequals": ("eq", False), "stringnotequals": ("eq", True),
                "stringequalsignorecase": ("ieq", False), "stringnotequalsignorecase": ("ieq", True),
                "stringlike": ("like", False), "stringnotlike": ("like", True),
                "arnequals": ("arn", False), "arnlike": ("arn", False), "arnnotequals": ("arn", True),
@@ -230,7 +228,7 @@ def _parse_op(op: str) -> tuple[str | None, str | None, bool, bool]:
     if_exists = low.endswith("ifexists")
     if if_exists:
         low = low[: -len("ifexists")]
-    kind, negated = _STRING_OPS.get(low, (None, False))
+    kind, negated = _OPERATORS.get(low, (None, False))
     return qualifier, kind, negated, if_exists
 
 
@@ -245,10 +243,7 @@ def _arn_like(pattern: str, value: str) -> bool | None:
     p, v = pattern.split(":", 5), value.split(":", 5)
     if len(p) != 6 or len(v) != 6:
         return pattern == value
-    results = [_like(a, b) for a, b in zip(p, v)]
-    if False in results:
-        return False
-    return None if None in results else True
+    return _all(_like(a, b) for a, b in zip(p, v))
 
 
 @lru_cache(maxsize=4096)
@@ -548,7 +543,11 @@ def is_allowed(docs: list[dict], action: str, resource: str, boundary: list[dict
 
 
 class Evaluator:
-    """:func:`is_allowed` over fixed documents, parsing them once (for many checks)."""
+    """:func:`is_allowed` over fixed documents, parsing them once (for many checks).
+
+    ``docs`` are policy documents, or (label, document) pairs whose labels name the policy in
+    :meth:`decide`'s condition checks.
+    """
 
     def __init__(self, docs: list[dict] | list[tuple[str, dict]], boundary: list[dict] | None = None):
         pairs = [d if isinstance(d, tuple) else ("", d) for d in docs]
