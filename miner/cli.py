@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.text import Text
 
 from miner import __version__, models
-from miner.escape import csv_text, json_text, visible
+from miner.escape import csv_text, json_safe, json_text, visible
 
 app = typer.Typer(
     add_completion=False,
@@ -82,8 +82,8 @@ def window(since: Optional[str], until: Optional[str], default_days: int = 90) -
 
 
 def print_json(obj) -> None:
-    """Write JSON to stdout (plain, no colour), for scripts."""
-    sys.stdout.write(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+    """Write strict JSON to stdout (plain, no colour), for scripts: NaN and infinities as null."""
+    sys.stdout.write(json.dumps(json_safe(obj), indent=2, sort_keys=False, default=str, allow_nan=False) + "\n")
 
 
 def _vanished_file(e: Exception) -> bool:
@@ -596,9 +596,8 @@ def suggest_cmd(
     if not used.events:
         fail(f"{who.arn} has no events in the window {win}: widen --since/--until")
     if authorised.empty:
-        what = f"{used.denied_events:,} denied calls" if used.denied_events else "only calls that need no IAM permission"
-        fail(f"{who.arn} made no authorised calls that need IAM permissions in the window {win} ({what}): "
-             f"no policy to suggest")
+        fail(f"{who.arn} made no authorised calls that map to IAM actions in the window {win} "
+             f"({used.why_no_policy()}): no policy to suggest")
     suggestion = syn.synthesize(authorised, max_resources=max_resources, wildcards=not no_wildcards)
     if not quiet:
         for line in syn.summary_lines(suggestion, principal_arn=who.arn, window=win, events=used.events,
@@ -633,7 +632,8 @@ def suggest_cmd(
     boundary = [attached.boundary.document] if attached.boundary and attached.boundary.document else None
     report = diffmod.compare(attached.documents, suggestion.policies, authorised, boundary=boundary,
                              denied=used.denied, data_sources=data_sources, principal_arn=who.arn,
-                             principal_account=who.account, missing=attached.missing, source=attached.source)
+                             principal_account=who.account, missing=attached.missing, source=attached.source,
+                             policies=attached.refs)
     labels = [p.label for p in attached.policies] + ([f"boundary {attached.boundary.name}"] if attached.boundary else [])
     if report_fmt == "json":
         print_json({**report.to_dict(), "attached": labels,
@@ -724,7 +724,8 @@ def review_cmd(
         sys.stdout.write(text)
     if not quiet:
         s = rv["summary"]
-        grants = (f", {s['unused_actions']:,} unused granted actions, {s['high_risk_unused']} high-risk unused grants"
+        grants = (f", {s['unused_actions']:,} unused granted actions, {s['high_risk']} high-risk grants "
+                  f"(unused or used far more broadly than granted)"
                   if rv["grants_known"] else " (grants unknown: no --iam-snapshot or live IAM)")
         say(err, f"reviewed {s['principals']} principals in {win}: {s['active']} active, {s['never_used']} never used"
             f"{grants}" + (f"; {changes['summary']['changed_principals']} changed, "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import difflib
 import fnmatch
+import ipaddress
 import json
 import re
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ from typing import Iterable
 
 import pandas as pd
 
-from miner.patterns import covers
+from miner.patterns import VAR, covers, literal, text_of, tokens
 from miner.escape import visible
 
 #: Services whose resources carry resource-based policies (a call the identity policies do not allow may have
@@ -46,6 +47,9 @@ class Statement:
     not_resources: tuple[str, ...] | None = None
     conditional: bool = False
     origin: str = ""
+    sid: str | None = None
+    index: int = 0  # 1-based position in its document
+    condition: tuple = ()  # ((operator, key, values), ...): see :func:`parse_condition`
 
     def matches_action(self, action: str) -> bool:
         """True when the statement applies to ``action`` (Action or NotAction; case-insensitive)."""
@@ -69,6 +73,11 @@ class Statement:
         """True for an unconditional Deny on ``*``: its actions are denied on every resource."""
         return self.effect == "Deny" and not self.conditional and self.not_resources is None and "*" in self.resources
 
+    @property
+    def name(self) -> str:
+        """The statement's Sid, else its position (``#2``)."""
+        return self.sid or f"#{self.index}"
+
 
 def statements(doc: dict | None, origin: str = "") -> list[Statement]:
     """The normalised statements of a policy document.
@@ -85,7 +94,8 @@ def statements(doc: dict | None, origin: str = "") -> list[Statement]:
     raw = doc.get("Statement") or []
     raw = [raw] if isinstance(raw, dict) else raw
     out = []
-    for s in raw:
+    for i, s in enumerate(raw, 1):
+        sid = s.get("Sid")
         out.append(Statement(
             effect=str(s.get("Effect", "Allow")).capitalize(),
             actions=tuple(_as_list(s.get("Action"))),
@@ -94,6 +104,9 @@ def statements(doc: dict | None, origin: str = "") -> list[Statement]:
             not_resources=tuple(_as_list(s["NotResource"])) if "NotResource" in s else None,
             conditional=bool(s.get("Condition")),
             origin=origin,
+            sid=sid if isinstance(sid, str) and sid else None,
+            index=i,
+            condition=parse_condition(s.get("Condition")),
         ))
     return out
 
@@ -135,6 +148,328 @@ def resource_matches(pattern: str, resource: str) -> bool:
     return covers(pattern, resource)
 
 
+# ----------------------------------------------------------------------------- conditions
+
+
+class _Unknown:
+    """A value the log does not show (the key is silent for some calls)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "UNKNOWN"
+
+
+#: A call value whose key the log does not record: the condition is read generously for it.
+UNKNOWN = _Unknown()
+#: A call value for a key the request context does not hold (the log shows it absent, e.g. no VPC endpoint).
+ABSENT = None
+
+#: Condition keys the diff evaluates from the store, and where each comes from (shown in reports).
+EVALUATED_KEYS = {
+    "aws:sourceip": "sourceIPAddress (absent for calls through a VPC endpoint; a service host name is silent)",
+    "aws:sourcevpce": "vpcEndpointId (absent when the call did not come through a VPC endpoint)",
+    "aws:requestedregion": "awsRegion",
+    "aws:calledvia": "userIdentity.invokedBy (absent when the principal called directly)",
+    "aws:calledviafirst": "userIdentity.invokedBy",
+    "aws:calledvialast": "userIdentity.invokedBy",
+    "aws:principalaccount": "the principal's account",
+    "aws:principalarn": "the principal's ARN",
+}
+#: Keys the diff knows the log does not record (read generously, and said so).
+SILENT_KEYS = {
+    "aws:sourcevpc": "CloudTrail does not log the VPC id",
+    "aws:multifactorauthpresent": "the store does not keep sessionContext.attributes.mfaAuthenticated",
+    "aws:multifactorauthage": "the store does not keep sessionContext.attributes.mfaAuthenticated",
+    "aws:securetransport": "the store does not keep tlsDetails",
+}
+_OPERATORS = {"stringequals": ("eq", False), "stringnotequals": ("eq", True),
+               "stringequalsignorecase": ("ieq", False), "stringnotequalsignorecase": ("ieq", True),
+               "stringlike": ("like", False), "stringnotlike": ("like", True),
+               "arnequals": ("arn", False), "arnlike": ("arn", False), "arnnotequals": ("arn", True),
+               "arnnotlike": ("arn", True), "ipaddress": ("ip", False), "notipaddress": ("ip", True),
+               "bool": ("bool", False), "null": ("null", False)}
+
+
+def parse_condition(cond) -> tuple:
+    """A statement's Condition block as ``((operator, key, values), ...)``: keys lower-cased, values as strings.
+
+    Args:
+        cond: the ``Condition`` element (``{operator: {key: value or [values]}}``), or ``None``.
+
+    Returns:
+        The normalised pairs (empty for no condition); an unreadable block gives one pair with key ``""``, which
+        :func:`condition_holds` reads generously.
+    """
+    if not cond:
+        return ()
+    if not isinstance(cond, dict):
+        return (("?", "", ()),)
+    out = []
+    for op, kv in cond.items():
+        if not isinstance(kv, dict):
+            out.append((str(op), "", ()))
+            continue
+        for key, val in kv.items():
+            vals = val if isinstance(val, list) else [val]
+            out.append((str(op), str(key).lower(),
+                        tuple(str(v).lower() if isinstance(v, bool) else str(v) for v in vals)))
+    return tuple(out)
+
+
+def _parse_op(op: str) -> tuple[str | None, str | None, bool, bool]:
+    """(set operator, base kind, negated, IfExists) of an operator name; base kind ``None`` when not supported."""
+    low = op.lower()
+    qualifier = None
+    if ":" in low:
+        qualifier, low = low.split(":", 1)
+        if qualifier not in ("foranyvalue", "forallvalues"):
+            return None, None, False, False
+    if_exists = low.endswith("ifexists")
+    if if_exists:
+        low = low[: -len("ifexists")]
+    kind, negated = _OPERATORS.get(low, (None, False))
+    return qualifier, kind, negated, if_exists
+
+
+def _like(pattern: str, value: str) -> bool | None:
+    if any(t is VAR for t in tokens(pattern)):
+        return None  # a policy variable: its value is not in the log
+    return covers(pattern, literal(value))
+
+
+def _arn_like(pattern: str, value: str) -> bool | None:
+    """ArnLike/ArnEquals: each of the six colon-separated parts matched on its own (wildcards stay in their part)."""
+    p, v = pattern.split(":", 5), value.split(":", 5)
+    if len(p) != 6 or len(v) != 6:
+        return pattern == value
+    return _all(_like(a, b) for a, b in zip(p, v))
+
+
+@lru_cache(maxsize=4096)
+def _network(text: str):
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return None
+
+
+def _match(kind: str, pattern: str, value: str) -> bool | None:
+    """Does one policy value match one request value (positive form of the operator)? ``None``: cannot tell."""
+    if kind in ("eq", "ieq"):
+        if "${" in pattern:
+            if any(t is VAR for t in tokens(pattern)):
+                return None  # a policy variable: its value is not in the log
+            pattern = text_of(pattern)
+        return pattern == value if kind == "eq" else pattern.lower() == value.lower()
+    if kind == "like":
+        return _like(pattern, value)
+    if kind == "arn":
+        return _arn_like(pattern, value)
+    if kind == "bool":
+        return pattern.lower() == value.lower()
+    if kind == "ip":
+        net = _network(pattern)
+        try:
+            ip = ipaddress.ip_address(value)
+        except ValueError:
+            return None  # a service host name or "AWS Internal": the caller's address is not in the log
+        return net is not None and ip.version == net.version and ip in net
+    return None
+
+
+def _fold(results, decisive: bool) -> bool | None:
+    """Three-valued OR (``decisive`` True) or AND (``decisive`` False): ``None`` is unknown."""
+    unknown = False
+    for r in results:
+        if r is decisive:
+            return decisive
+        unknown = unknown or r is None
+    return None if unknown else not decisive
+
+
+def _any(results) -> bool | None:
+    return _fold(results, True)
+
+
+def _all(results) -> bool | None:
+    return _fold(results, False)
+
+
+def _not(r: bool | None) -> bool | None:
+    return None if r is None else not r
+
+
+def condition_holds(op: str, key: str, values: tuple[str, ...], call_value) -> bool | None:
+    """Does one condition (operator, key, policy values) hold for one call's value of the key?
+
+    IAM's rules (https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_elements_condition_operators.html):
+    several policy values are ORed; a negated operator (``StringNotEquals``, ``NotIpAddress``, ``ArnNotLike``, ...)
+    holds when no value matches; when the key is absent, a positive operator fails, a negated one holds, an
+    ``...IfExists`` one holds, ``ForAllValues`` holds and ``ForAnyValue`` fails; ``Null`` tests the absence itself.
+    A multivalued key (``aws:CalledVia``) is a tuple: ``ForAllValues`` needs every value to match, ``ForAnyValue``
+    (and a plain operator) one. ``StringLike``/``ArnLike`` take ``*`` and ``?`` (and IAM's ``${*}`` escapes);
+    ``ArnLike`` matches the six ARN parts one by one; ``IpAddress`` takes addresses and CIDRs, IPv4 and IPv6.
+
+    Args:
+        op: the operator as written, e.g. ``ForAnyValue:StringLike`` or ``IpAddressIfExists``.
+        key: the condition key (lower case).
+        values: the policy values.
+        call_value: a string, a tuple (multivalued key), :data:`ABSENT` or :data:`UNKNOWN`.
+
+    Returns:
+        True or False; ``None`` when the log cannot tell (an :data:`UNKNOWN` value, a policy variable, an operator
+        miner does not evaluate).
+    """
+    qualifier, kind, negated, if_exists = _parse_op(op)
+    if kind is None or call_value is UNKNOWN:
+        return None
+    if kind == "null":
+        want_absent = any(v.lower() == "true" for v in values)
+        absent = call_value is ABSENT or call_value == ()
+        return absent == want_absent
+    if call_value is ABSENT or call_value == ():
+        if if_exists or qualifier == "forallvalues":
+            return True
+        if qualifier == "foranyvalue":
+            return False
+        return negated
+    items = call_value if isinstance(call_value, tuple) else (call_value,)
+
+    def single(v: str) -> bool | None:
+        r = _any(_match(kind, p, v) for p in values)
+        return _not(r) if negated else r
+
+    if qualifier == "forallvalues":
+        return _all(single(v) for v in items)
+    if qualifier == "foranyvalue":
+        return _any(single(v) for v in items)
+    if negated:  # a plain negated operator on a multivalued key: no value may match
+        return _all(single(v) for v in items)
+    return _any(single(v) for v in items)
+
+
+@dataclass(frozen=True)
+class ConditionCheck:
+    """How one statement's Condition fared against the calls of one (action, resource).
+
+    ``outcome`` is ``all`` (holds for every recorded call), ``none`` or ``some``, after reading generously what
+    the log does not show (as holding for an Allow, as not holding for a Deny); ``generous`` names those keys
+    with the reason, ``failing`` the (key, values) that made it fail for some calls.
+    """
+
+    statement: Statement
+    outcome: str
+    evaluated: tuple[str, ...] = ()
+    generous: tuple[str, ...] = ()
+    failing: tuple[tuple[str, tuple], ...] = ()
+
+
+def _key_note(key: str) -> str:
+    if key in SILENT_KEYS:
+        return f"{key} ({SILENT_KEYS[key]})"
+    if key in EVALUATED_KEYS:
+        return f"{key} (not recorded for some calls)"
+    return f"{key or '?'} (not evaluated by miner)"
+
+
+def check_condition(s: Statement, context: dict) -> ConditionCheck:
+    """Evaluate a statement's Condition against what the log records for a set of calls.
+
+    Args:
+        s: the statement (with a Condition).
+        context: lower-case key -> frozenset of the distinct call values (see :func:`call_context`); a key not in
+            it is silent.
+
+    Returns:
+        The :class:`ConditionCheck`; the pairs of the block are ANDed.
+    """
+    generous_as = s.effect != "Deny"  # an unknown reads as holding for an Allow, as not holding for a Deny
+    outcomes, evaluated, generous, failing = [], [], [], []
+    for op, key, values in s.condition:
+        calls = context.get(key) if key in EVALUATED_KEYS else None
+        supported = _parse_op(op)[1] is not None
+        if calls is None or not supported:
+            generous.append(_key_note(key) if supported else f"{key or '?'} ({op}: operator not evaluated)")
+            outcomes.append({generous_as})
+            continue
+        results = {v: condition_holds(op, key, values, v) for v in calls}
+        if None in results.values():
+            generous.append(_key_note(key))
+        seen = {generous_as if r is None else r for r in results.values()}
+        evaluated.append(key)
+        if False in seen:
+            failing.append((key, tuple(sorted(("(absent)" if v is ABSENT else ",".join(v) if isinstance(v, tuple)
+                                               else str(v)) for v, r in results.items() if r is False))))
+        outcomes.append(seen)
+    if any(o == {False} for o in outcomes):
+        outcome = "none"
+    elif all(o == {True} for o in outcomes):
+        outcome = "all"
+    else:
+        outcome = "some"
+    return ConditionCheck(s, outcome, tuple(dict.fromkeys(evaluated)), tuple(dict.fromkeys(generous)),
+                          tuple(failing))
+
+
+def _ip_value(ip) -> object:
+    if not isinstance(ip, str) or not ip:
+        return UNKNOWN
+    try:
+        ipaddress.ip_address(ip)
+    except ValueError:
+        return UNKNOWN  # a service host name or "AWS Internal"
+    return ip
+
+
+def _values(v) -> list:
+    """A list-valued usage cell (list, tuple, numpy array) as a list; ``None``/NaN as an empty list."""
+    if v is None or v is pd.NA or isinstance(v, float):
+        return []
+    if isinstance(v, str):
+        return [v]
+    return [None if x is None or (isinstance(x, float) and x != x) else x for x in list(v)]
+
+
+def call_context(row, *, principal_arn: str = "", principal_account: str | None = None) -> dict:
+    """The condition-key values the log records for one usage row (one action on one resource).
+
+    Args:
+        row: a usage row (mapping or namedtuple) with ``regions`` and, when the store query provides them,
+            ``source_ips`` (addresses of calls not made through a VPC endpoint), ``vpc_endpoints`` and ``invokers``
+            (distinct values, ``None`` for calls without one).
+        principal_arn: the principal (``aws:PrincipalArn``).
+        principal_account: its account (``aws:PrincipalAccount``).
+
+    Returns:
+        Lower-case key -> frozenset of distinct call values (:data:`ABSENT`, :data:`UNKNOWN`, a string, or a
+        tuple for ``aws:CalledVia``). Keys the row says nothing about are left out (silent).
+    """
+    get = row.get if isinstance(row, dict) else lambda k, d=None: getattr(row, k, d)
+    ctx: dict[str, frozenset] = {}
+    regions = get("regions")
+    if isinstance(regions, str) and regions:
+        ctx["aws:requestedregion"] = frozenset(regions.split(","))
+    if principal_arn.startswith("arn:"):
+        ctx["aws:principalarn"] = frozenset({principal_arn})
+    if principal_account:
+        ctx["aws:principalaccount"] = frozenset({principal_account})
+    endpoints = _values(get("vpc_endpoints", None))
+    if endpoints:  # the store query ran: every call shows its endpoint, or None for none
+        ctx["aws:sourcevpce"] = frozenset(e if e else ABSENT for e in endpoints)
+        ips = {_ip_value(ip) for ip in _values(get("source_ips", None))}
+        if any(endpoints):
+            ips.add(ABSENT)  # calls through a VPC endpoint carry no aws:SourceIp
+        if ips:
+            ctx["aws:sourceip"] = frozenset(ips)
+    invokers = _values(get("invokers", None))
+    if invokers:
+        via = [i if isinstance(i, str) and i else None for i in invokers]
+        ctx["aws:calledvia"] = frozenset((i,) if i else () for i in via)
+        ctx["aws:calledviafirst"] = ctx["aws:calledvialast"] = frozenset(i or ABSENT for i in via)
+    return ctx
+
+
 def _allows(stmts: list[Statement], action: str, resource: str) -> bool:
     explicit_allow = False
     for s in stmts:
@@ -148,13 +483,52 @@ def _allows(stmts: list[Statement], action: str, resource: str) -> bool:
     return explicit_allow
 
 
+@dataclass(frozen=True)
+class Decision:
+    """Whether policies allow one action on one resource for the calls the log recorded, and why.
+
+    ``verdict`` is ``allowed`` (every recorded call), ``denied`` (none) or ``partly`` (some calls, or the log
+    cannot tell which); ``checks`` lists each matching statement that has a Condition.
+    """
+
+    verdict: str
+    checks: tuple[ConditionCheck, ...] = ()
+
+
+def _decide(stmts: list[Statement], action: str, resource: str, context: dict) -> Decision:
+    deny_some = allow_some = allow_all = False
+    checks = []
+    for s in stmts:
+        if not (s.matches_action(action) and s.matches_resource(resource)):
+            continue
+        outcome = "all"
+        if s.condition:
+            check = check_condition(s, context)
+            checks.append(check)
+            outcome = check.outcome
+        if s.effect == "Deny":
+            if outcome == "all":
+                return Decision("denied", tuple(checks))
+            deny_some = deny_some or outcome == "some"
+        else:
+            allow_all = allow_all or outcome == "all"
+            allow_some = allow_some or outcome == "some"
+    if allow_all and not deny_some:
+        verdict = "allowed"
+    elif allow_all or allow_some:
+        verdict = "partly"
+    else:
+        verdict = "denied"
+    return Decision(verdict, tuple(checks))
+
+
 def is_allowed(docs: list[dict], action: str, resource: str, boundary: list[dict] | None = None) -> bool:
     """Would these identity policies allow ``action`` on ``resource``? (IAM evaluation without context.)
 
     An explicit unconditional Deny wins; otherwise some Allow must match. Conditions are assumed to hold for
     Allow statements and not to hold for Deny statements (the most generous reading). With a permissions
     boundary the boundary must allow the call too. Resource-based policies, SCPs and session policies are not
-    considered.
+    considered. :meth:`Evaluator.decide` evaluates conditions against what the log recorded.
 
     Args:
         docs: identity policy documents.
@@ -169,11 +543,16 @@ def is_allowed(docs: list[dict], action: str, resource: str, boundary: list[dict
 
 
 class Evaluator:
-    """:func:`is_allowed` over fixed documents, parsing them once (for many checks)."""
+    """:func:`is_allowed` over fixed documents, parsing them once (for many checks).
 
-    def __init__(self, docs: list[dict], boundary: list[dict] | None = None):
-        self._stmts = [s for d in docs for s in statements(d)]
-        self._boundary = [s for d in boundary for s in statements(d)] if boundary else None
+    ``docs`` are policy documents, or (label, document) pairs whose labels name the policy in
+    :meth:`decide`'s condition checks.
+    """
+
+    def __init__(self, docs: list[dict] | list[tuple[str, dict]], boundary: list[dict] | None = None):
+        pairs = [d if isinstance(d, tuple) else ("", d) for d in docs]
+        self._stmts = [s for label, d in pairs for s in statements(d, label)]
+        self._boundary = [s for d in boundary for s in statements(d, "boundary")] if boundary else None
 
     def __call__(self, action: str, resource: str) -> bool:
         """Would the documents allow ``action`` on ``resource``?
@@ -189,6 +568,35 @@ class Evaluator:
             return False
         return self._boundary is None or _allows(self._boundary, action, resource)
 
+    @property
+    def conditional(self) -> bool:
+        """True when some statement (of the policies or the boundary) has a Condition."""
+        return any(s.condition for s in self._stmts + (self._boundary or []))
+
+    def decide(self, action: str, resource: str, context: dict) -> Decision:
+        """Would the documents allow ``action`` on ``resource`` for the calls the log recorded?
+
+        Conditions are evaluated against ``context`` (:func:`call_context`) for the keys it holds, and read
+        generously (an Allow's hold, a Deny's do not) where the log is silent; the boundary must allow too.
+
+        Args:
+            action: the action.
+            resource: a resource ARN or ``*``.
+            context: lower-case condition key -> distinct call values.
+
+        Returns:
+            The :class:`Decision`.
+        """
+        own = _decide(self._stmts, action, resource, context)
+        if self._boundary is None or own.verdict == "denied":
+            return own
+        bound = _decide(self._boundary, action, resource, context)
+        checks = own.checks + bound.checks
+        if bound.verdict == "denied":
+            return Decision("denied", checks)
+        verdict = "allowed" if own.verdict == bound.verdict == "allowed" else "partly"
+        return Decision(verdict, checks)
+
 
 # ----------------------------------------------------------------------------- granted set
 
@@ -202,6 +610,7 @@ class Grant:
     sources: set[str] = field(default_factory=set)
     conditional: bool = True  # every granting statement has a Condition
     partially_denied: bool = False
+    statements: list[Statement] = field(default_factory=list)  # the Allow statements that grant it
 
     @property
     def all_resources(self) -> bool:
@@ -260,11 +669,12 @@ def granted_set(docs: Iterable[tuple[str, dict]], boundary: list[dict] | None = 
             for a in acts:
                 g = grants.get(a)
                 if g is None:
-                    grants[a] = Grant(a, set(res), {label}, s.conditional)
+                    grants[a] = Grant(a, set(res), {label}, s.conditional, statements=[s])
                 else:
                     g.resources |= res
                     g.sources.add(label)
                     g.conditional = g.conditional and s.conditional
+                    g.statements.append(s)
     for s, acts in denies:
         if s.conditional:
             continue
@@ -394,25 +804,109 @@ def classify(grants: dict[str, Grant], used: set[str], data_sources: set[str]) -
     return pd.DataFrame(rows, columns=["action", "service", "status", "reason", "all_resources", "conditional", "sources"])
 
 
-def high_risk(grants: dict[str, Grant], classification: pd.DataFrame, catalog=None) -> list[dict]:
-    """High-risk grants (``miner/data/high_risk.csv``) among the granted actions that were not used.
+_STATUS_ORDER = {"unused": 0, "used_broadly": 1, "unobservable": 2}
+#: How many observed resources a finding lists per action (``used_resources`` counts them all).
+USED_ON_SHOWN = 10
+
+
+def _rule_label(rule: dict) -> str:
+    return rule["pattern"] + (f" + {rule['requires']}" if rule["requires"] else "") + \
+        (" on *" if rule["resource"] == "*" else "")
+
+
+def _broader(s: Statement, resource: str) -> bool:
+    """The statement grants ``resource`` through a pattern that stands for more than it (``*``, a wildcard)."""
+    if s.not_resources is not None:
+        return s.matches_resource(resource)
+    return any(covers(p, resource) and not covers(resource, p) for p in s.resources)
+
+
+def _shown(items: list[str], n: int = 3) -> str:
+    return ", ".join(items[:n]) + (f", ... ({len(items)} in all)" if len(items) > n else "")
+
+
+def _finding(s: Statement, fired: dict[int, list[str]], rules: list[dict], status: dict[str, str],
+             observed: dict[str, set[str]], granted_by: list[str], ref: dict) -> dict | None:
+    """The high-risk finding of one granting statement, or ``None`` when everything it grants was used in scope."""
+    acts = sorted({a for lst in fired.values() for a in lst})
+    unused = [a for a in acts if status.get(a) == "unused"]
+    unobs = [a for a in acts if status.get(a) == "unobservable"]
+    used_on: dict[str, list[str]] = {}
+    for a in acts:
+        if status.get(a) == "used":
+            covered = sorted(r for r in observed.get(a.lower(), ()) if s.matches_resource(r))
+            if covered and any(_broader(s, r) for r in covered):
+                used_on[a] = covered
+    st = "unused" if unused else "used_broadly" if used_on else "unobservable" if unobs else None
+    if st is None:
+        return None
+    concern = {"unused": unused, "used_broadly": sorted(used_on), "unobservable": unobs}[st]
+    first = min(i for i, lst in fired.items() if set(lst) & set(concern))
+    rule = rules[first]
+    policy = ref.get("policy") or s.origin
+    where = f"statement {s.name} of " + (policy if policy.startswith("arn:") else s.origin or policy)
+    stmt_used = [a for a in granted_by if status.get(a) == "used"]
+    stmt_unobs = [a for a in granted_by if status.get(a) == "unobservable"]
+    seen = sorted({r for lst in used_on.values() for r in lst})
+    if st == "unused" and not stmt_used:
+        remedy = f"remove {where}: none of its actions was used in the window" + \
+            (f" (first check {_shown(stmt_unobs, 2)}: CloudTrail could not have logged it)" if stmt_unobs else "")
+    elif st == "unused":
+        named = {a for i, lst in fired.items() if rules[i]["match"] == "each" for a in lst}  # the pointed rules
+        examples = sorted(unused, key=lambda a: (a not in named, a))
+        remedy = f"narrow {where} to the {len(stmt_used)} action(s) it used (see the suggested policy); unused: " \
+                 f"{_shown(examples)}"
+    elif st == "used_broadly":
+        remedy = f"{rule['remedy']} ({where}): used on {len(seen)} resource(s): {_shown(seen, 2)}"
+    else:
+        remedy = f"check whether {_shown(unobs)} is needed (CloudTrail could not have logged it); if not, " \
+                 f"remove it from {where}"
+    granted_on = ["NotResource: " + ", ".join(s.not_resources)] if s.not_resources is not None else list(s.resources)
+    return {"rule": _rule_label(rule), "rules": [_rule_label(rules[i]) for i in sorted(fired)],
+            "pattern": rule["pattern"], "category": rule["category"], "reason": rule["reason"], "status": st,
+            "policy": policy, "policy_kind": ref.get("policy_kind"), "policy_label": s.origin, "sid": s.sid,
+            "statement": s.index, "granted_on": granted_on, "conditional": s.conditional,
+            "on_all_resources": s.all_resources, "actions": concern, "unused": unused, "unobservable": unobs,
+            "used_on": {a: res[:USED_ON_SHOWN] for a, res in used_on.items()}, "used_resources": len(seen),
+            "remedy": remedy}
+
+
+def high_risk(grants: dict[str, Grant], classification: pd.DataFrame, catalog=None, *,
+              observed: dict[str, set[str]] | None = None, policies: dict[str, dict] | None = None) -> list[dict]:
+    """High-risk grants (``miner/data/high_risk.csv``): one finding per granting statement.
+
+    A statement is flagged when a rule fires on an action it grants and that action was not used (``unused``),
+    was used but the statement grants it on more than the observed resources (``*`` or a wildcard;
+    ``used_broadly``), or could not have been seen (``unobservable``), in that order of precedence. Rules that
+    overlap on one statement (``*``, ``iam:*``, ``iam:PassRole on *`` ...) make one finding, so the count is one a
+    reviewer can act on: one per (principal, statement).
 
     Args:
         grants: the granted set.
         classification: the output of :func:`classify`.
         catalog: the IAM catalogue.
+        observed: action -> the resources of its authorised calls (``*`` ignored: the resource is not known).
+        policies: policy label -> ``{"policy": managed ARN or inline name, "policy_kind": ...}``
+            (:attr:`miner.iam.AttachedPolicies.refs`); the label stands in when absent.
 
     Returns:
-        One dict per rule that fires: pattern, category, reason, status (``unused`` or ``unobservable``),
-        actions (the unused matching actions, sorted), on_all_resources.
+        Findings, unused first: rule (the first that fires), rules, category, reason, status, policy,
+        policy_kind, policy_label, sid, statement (1-based), granted_on, conditional, on_all_resources, actions
+        (those of the status), unused, unobservable, used_on (action -> the first :data:`USED_ON_SHOWN` resources
+        it was used on through the statement, where it grants more), used_resources (how many in all), remedy.
     """
     catalog = _catalog(catalog)
     status = dict(zip(classification["action"], classification["status"])) if len(classification) else {}
+    observed = {a.lower(): {r for r in res if r != "*"} for a, res in (observed or {}).items()}
     by_service: dict[str, list[str]] = {}
-    for a in grants:
+    granted_by: dict[Statement, list[str]] = {}
+    for a, g in grants.items():
         by_service.setdefault(_service_of(a), []).append(a)
-    out = []
-    for rule in high_risk_rules():
+        for s in g.statements:
+            granted_by.setdefault(s, []).append(a)
+    rules = high_risk_rules()
+    fired: dict[Statement, dict[int, list[str]]] = {}
+    for i, rule in enumerate(rules):
         pattern, need_all = rule["pattern"], rule["resource"] == "*"
         svc = _service_of(pattern)
         pool = list(grants) if any(c in svc for c in "*?") else by_service.get(svc, [])
@@ -426,13 +920,21 @@ def high_risk(grants: dict[str, Grant], classification: pd.DataFrame, catalog=No
         if rule["requires"] and not any(action_matches(rule["requires"], a)
                                         for a in by_service.get(_service_of(rule["requires"]), [])):
             continue
-        idle = sorted(a for a in matched if status.get(a) in ("unused", "unobservable"))
-        if not idle:
-            continue
-        st = "unused" if any(status.get(a) == "unused" for a in idle) else "unobservable"
-        label = pattern + (f" + {rule['requires']}" if rule["requires"] else "") + (" on *" if need_all else "")
-        out.append({"rule": label, "pattern": pattern, "category": rule["category"], "reason": rule["reason"],
-                    "status": st, "actions": idle, "on_all_resources": need_all})
+        owners: dict[Statement, list[str]] = {}
+        for a in matched:
+            for s in grants[a].statements:
+                if not need_all or s.all_resources:
+                    owners.setdefault(s, []).append(a)
+        if rule["match"] == "all":  # a full wildcard grant belongs to the statements that make it on their own
+            whole = {s: lst for s, lst in owners.items() if universe <= set(lst)}
+            owners = whole or owners
+        for s, lst in owners.items():
+            fired.setdefault(s, {})[i] = lst
+    refs = policies or {}
+    out = [f for s, by_rule in fired.items()
+           if (f := _finding(s, by_rule, rules, status, observed, granted_by.get(s, []), refs.get(s.origin, {})))]
+    order = {_rule_label(r): i for i, r in enumerate(rules)}
+    out.sort(key=lambda f: (_STATUS_ORDER[f["status"]], order[f["rule"]], f["policy_label"], f["statement"]))
     return out
 
 
@@ -527,6 +1029,12 @@ def unified_diff(current: list[tuple[str, dict]], suggested: list[tuple[str, dic
 # ----------------------------------------------------------------------------- the comparison
 
 
+#: Columns of :attr:`DiffReport.conditions`.
+CONDITION_COLUMNS = ["action", "policy", "sid", "effect", "outcome", "evaluated", "generous", "failing"]
+_OUTCOME_WORDS = {("Allow", "all"): "holds", ("Allow", "none"): "does not hold", ("Allow", "some"): "holds for some calls",
+                  ("Deny", "all"): "applies", ("Deny", "none"): "does not apply", ("Deny", "some"): "applies to some calls"}
+
+
 @dataclass
 class DiffReport:
     """What is attached vs. what was used vs. what is suggested."""
@@ -541,6 +1049,7 @@ class DiffReport:
     diff: list[str]
     notes: list[str] = field(default_factory=list)
     source: str = ""
+    conditions: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=CONDITION_COLUMNS))
 
     @property
     def reduction(self) -> float:
@@ -560,6 +1069,17 @@ class DiffReport:
         """
         return int((self.classification["status"] == status).sum()) if len(self.classification) else 0
 
+    def findings(self, status: str) -> list[dict]:
+        """The high-risk findings with one status.
+
+        Args:
+            status: ``unused``, ``used_broadly`` or ``unobservable``.
+
+        Returns:
+            The findings (one per granting statement).
+        """
+        return [h for h in self.high_risk if h["status"] == status]
+
     def to_dict(self) -> dict:
         """A JSON-ready dict (for ``--format json``)."""
         cls = self.classification
@@ -577,23 +1097,81 @@ class DiffReport:
             "used": [r["action"] for r in by("used")],
             "unused": [r["action"] for r in by("unused")],
             "unobservable": by("unobservable"),
-            "high_risk_unused": self.high_risk,
+            "high_risk_unused": self.findings("unused"),
+            "high_risk_used_broadly": self.findings("used_broadly"),
+            "high_risk_unobservable": self.findings("unobservable"),
             "used_not_granted": ung.to_dict("records"),
+            "conditions": self.conditions.to_dict("records"),
             "diff": self.diff,
             "notes": self.notes,
         }
 
 
+def _observed(usage: pd.DataFrame) -> dict[str, set[str]]:
+    """action -> the resources of its authorised calls."""
+    out: dict[str, set[str]] = {}
+    if len(usage):
+        for a, r in zip(usage["action"], usage["resource"]):
+            if isinstance(a, str) and isinstance(r, str):
+                out.setdefault(a, set()).add(r)
+    return out
+
+
+def _why_condition(decision: Decision) -> str:
+    """Which Conditions kept recorded calls from being allowed, with the values the log shows."""
+    parts = []
+    for c in decision.checks:
+        where = f"{c.statement.origin} statement {c.statement.name}".strip()
+        if c.statement.effect == "Deny" and c.outcome != "none":
+            parts.append(f"the Deny of {where} applies ({', '.join(c.evaluated) or 'its Condition'})")
+        elif c.statement.effect != "Deny" and c.outcome != "all":
+            parts.append(f"the Condition of {where} does not hold: " +
+                         "; ".join(f"{k} = {_shown(list(v), 3)}" for k, v in c.failing))
+    some = "for some calls: " if decision.verdict == "partly" else ""
+    return some + ("; ".join(parts) or "a Condition does not hold") + \
+        " (allowed another way, e.g. a resource policy, or the policy changed since)"
+
+
+def _condition_rows(found: dict, action: str, decision: Decision) -> None:
+    """Merge one row's condition checks into ``found`` ((action, policy, statement) -> aggregate)."""
+    for c in decision.checks:
+        s = c.statement
+        agg = found.setdefault((action, s.origin, s.index), {"s": s, "outcomes": set(), "evaluated": {}, "generous": {},
+                                                              "failing": {}})
+        agg["outcomes"].add(c.outcome)
+        agg["evaluated"].update(dict.fromkeys(c.evaluated))
+        agg["generous"].update(dict.fromkeys(c.generous))
+        for k, vals in c.failing:
+            agg["failing"].setdefault(k, set()).update(vals)
+
+
+def _conditions_frame(found: dict) -> pd.DataFrame:
+    rows = []
+    for (action, origin, _), agg in sorted(found.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2])):
+        s, outs = agg["s"], agg["outcomes"]
+        outcome = next(iter(outs)) if len(outs) == 1 else "some"
+        rows.append((action, origin, s.name, s.effect, _OUTCOME_WORDS[(s.effect if s.effect == "Deny" else "Allow",
+                                                                       outcome)],
+                     list(agg["evaluated"]), list(agg["generous"]),
+                     [f"{k} = {_shown(sorted(v), 3)}" for k, v in agg["failing"].items()]))
+    return pd.DataFrame(rows, columns=CONDITION_COLUMNS)
+
+
 def compare(current: list[tuple[str, dict]], suggested: list[dict], usage: pd.DataFrame, *,
             boundary: list[dict] | None = None, denied: pd.DataFrame | None = None, data_sources: set[str] = frozenset(),
             principal_arn: str = "", principal_account: str | None = None, missing: list[str] = (),
-            source: str = "", catalog=None) -> DiffReport:
+            source: str = "", policies: dict[str, dict] | None = None, catalog=None) -> DiffReport:
     """Compare the attached policies with the suggested ones and the observed usage.
+
+    Conditions of the attached policies are evaluated against what the log records for each (action, resource)
+    (:func:`call_context`: source IPs, VPC endpoints, regions, the calling service, the principal), and read
+    generously where it is silent; :attr:`DiffReport.conditions` says which, per action.
 
     Args:
         current: (label, document) pairs of the identity policies attached now.
         suggested: the suggested policy documents.
-        usage: authorised usage rows (action, resource, calls, optionally invoked_by).
+        usage: authorised usage rows (action, resource, calls, optionally invoked_by and the context columns of
+            :data:`miner.usage.USAGE_COLUMNS`).
         boundary: permissions boundary documents.
         denied: denied usage rows (action, resource, calls), reported as "used but not granted: denied".
         data_sources: eventSources with data events in the window.
@@ -601,6 +1179,8 @@ def compare(current: list[tuple[str, dict]], suggested: list[dict], usage: pd.Da
         principal_account: its account (to spot cross-account resources).
         missing: policies whose documents could not be read.
         source: where the attached policies came from (snapshot file, live endpoint).
+        policies: label -> ``{"policy": managed ARN or inline name, "policy_kind": ...}`` for the high-risk
+            findings (:attr:`miner.iam.AttachedPolicies.refs`).
         catalog: the IAM catalogue.
 
     Returns:
@@ -610,21 +1190,29 @@ def compare(current: list[tuple[str, dict]], suggested: list[dict], usage: pd.Da
     grants = granted_set(current, boundary, catalog)
     used = set(usage["action"]) if len(usage) else set()
     cls = classify(grants, used, set(data_sources))
-    risky = high_risk(grants, cls, catalog)
-    identity = Evaluator([d for _, d in current])
-    full = Evaluator([d for _, d in current], boundary)
-    rows = []
+    risky = high_risk(grants, cls, catalog, observed=_observed(usage), policies=policies)
+    identity = Evaluator(list(current))
+    full = Evaluator(list(current), boundary)
+    with_conditions = full.conditional
+    rows, found = [], {}
     cols = set(usage.columns)
     for r in usage.itertuples(index=False):
-        if full(r.action, r.resource) or (r.resource == "*" and r.action in grants):
-            continue  # allowed (a "*" usage is a resource the mapping could not name: granted if the action is)
-        blocked = identity(r.action, r.resource)
         inv = getattr(r, "invoked_by", None) if "invoked_by" in cols else None
-        rows.append({"action": r.action, "resource": r.resource, "calls": int(getattr(r, "calls", 0) or 0),
-                     "outcome": "authorised",
-                     "likely_path": likely_path(r.action, r.resource, principal_account=principal_account,
-                                                invoked_by=inv if isinstance(inv, str) and inv else None,
-                                                missing=list(missing), boundary_blocks=blocked)})
+        row = {"action": r.action, "resource": r.resource, "calls": int(getattr(r, "calls", 0) or 0),
+               "outcome": "authorised"}
+        star = r.resource == "*" and r.action in grants  # a resource the mapping could not name: granted if the action is
+        if full(r.action, r.resource) or star:
+            if with_conditions and not star:
+                decision = full.decide(r.action, r.resource, call_context(r, principal_arn=principal_arn,
+                                                                          principal_account=principal_account))
+                _condition_rows(found, r.action, decision)
+                if decision.verdict != "allowed":
+                    rows.append({**row, "likely_path": _why_condition(decision)})
+            continue
+        rows.append({**row, "likely_path": likely_path(r.action, r.resource, principal_account=principal_account,
+                                                       invoked_by=inv if isinstance(inv, str) and inv else None,
+                                                       missing=list(missing),
+                                                       boundary_blocks=identity(r.action, r.resource))})
     if denied is not None and len(denied):
         for r in denied.itertuples(index=False):
             if isinstance(r.action, str) and not full(r.action, r.resource):
@@ -632,17 +1220,29 @@ def compare(current: list[tuple[str, dict]], suggested: list[dict], usage: pd.Da
                              "outcome": "denied", "likely_path": "denied: the calls failed (not granted)"})
     ung = pd.DataFrame(rows, columns=["action", "resource", "calls", "outcome", "likely_path"])
     ung = ung.sort_values(["outcome", "action", "resource"], kind="stable").reset_index(drop=True)
+    conditions = _conditions_frame(found)
     notes = []
     if missing:
         notes.append("not read: " + "; ".join(missing))
     if any(g.conditional for g in grants.values()):
-        notes.append("some grants carry Conditions; they are counted as granted")
+        notes.append("some grants carry Conditions: counted as granted; evaluated against the calls where the log "
+                     "records the keys (see conditions)")
     if any(g.partially_denied for g in grants.values()):
         notes.append("some grants are partly denied by Deny statements on specific resources")
     suggested_n = len(suggested_actions(suggested, catalog))
     labelled = [(f"suggested {i}" if len(suggested) > 1 else "suggested", d) for i, d in enumerate(suggested, 1)]
     return DiffReport(principal_arn, len(grants), len({a.split(":", 1)[0] for a in grants}), suggested_n, cls, risky,
-                      ung, unified_diff(current, labelled), notes, source)
+                      ung, unified_diff(current, labelled), notes, source, conditions)
+
+
+def _finding_lines(h: dict) -> list[str]:
+    """Two lines per high-risk finding: what, where and why; then the remedy."""
+    where = h["policy"] if str(h.get("policy", "")).startswith("arn:") else h.get("policy_label") or h.get("policy")
+    rules = h.get("rules") or [h["rule"]]
+    extra = f" (+{len(rules) - 1} overlapping rules)" if len(rules) > 1 else ""
+    return [f"  ! {h['rule']}{extra} [{h['category']}] {where}, statement {h.get('sid') or '#' + str(h.get('statement'))}:"
+            f" {h['reason']}",
+            f"      remedy: {h['remedy']}"]
 
 
 def render_text(report: DiffReport, *, attached: list[str] | None = None, limit: int = 15) -> str:
@@ -663,12 +1263,14 @@ def render_text(report: DiffReport, *, attached: list[str] | None = None, limit:
                f"{report.suggested_actions:,} ({report.reduction:.1%} fewer)")
     out.append(f"  used {report.count('used'):,} / unused {report.count('unused'):,} / unobservable "
                f"{report.count('unobservable'):,} (could not have been seen in the window)")
-    if report.high_risk:
-        out += ["", "high-risk grants not used in the window:"]
-        for h in report.high_risk:
-            acts = h["actions"]
-            shown = ", ".join(acts[:4]) + (f", ... ({len(acts) - 4} more)" if len(acts) > 4 else "")
-            out.append(f"  ! {h['rule']} [{h['category']}, {h['status']}]: {h['reason']} ({shown})")
+    for status, title in (("unused", "high-risk grants not used in the window"),
+                          ("used_broadly", "high-risk grants used, but granted on more resources than the log shows"),
+                          ("unobservable", "high-risk grants CloudTrail could not have seen used")):
+        found = report.findings(status)
+        if found:
+            out += ["", f"{title} ({len(found)}, one per granting statement):"]
+            for h in found:
+                out += _finding_lines(h)
     cls = report.classification
     unused = cls[cls["status"] == "unused"] if len(cls) else cls
     if len(unused):
@@ -685,6 +1287,20 @@ def render_text(report: DiffReport, *, attached: list[str] | None = None, limit:
         for reason, grp in unobs.groupby("reason", sort=True):
             acts = list(grp["action"])
             out.append(f"  {', '.join(acts[:5])}{f', ... ({len(acts) - 5} more)' if len(acts) > 5 else ''}: {reason}")
+    cond = report.conditions
+    if len(cond):
+        out += ["", "conditions, evaluated against what the log records (read generously where it is silent):"]
+        for r in cond.head(limit).itertuples(index=False):
+            line = f"  {r.action}: {r.effect} {r.policy} statement {r.sid} {r.outcome}"
+            if r.evaluated:
+                line += f"; evaluated {', '.join(r.evaluated)}"
+            if r.failing:
+                line += f"; fails for {'; '.join(r.failing)}"
+            if r.generous:
+                line += f"; read generously: {', '.join(r.generous)}"
+            out.append(line)
+        if len(cond) > limit:
+            out.append(f"  ... ({len(cond) - limit} more)")
     ung = report.used_not_granted
     if len(ung):
         out += ["", "used but not granted by the attached identity policies:"]

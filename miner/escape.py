@@ -6,6 +6,7 @@ import csv
 import html as _html
 import io
 import json
+import math
 import re
 from typing import Any, Iterable
 
@@ -177,6 +178,32 @@ def json_text(obj: Any, **kwargs: Any) -> str:
         The JSON text.
     """
     return _sub_hidden(json.dumps(obj, ensure_ascii=False, **kwargs), _json_escape, keep="\n")
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every value strict JSON cannot hold made ``null``: NaN, infinities, pandas' NA and NaT.
+
+    ``json.dumps`` writes a float NaN as the bare word ``NaN``, which is not JSON: a strict parser (``jq``,
+    JavaScript, ``json.loads`` with ``parse_constant`` raising) rejects the whole document. NumPy arrays and
+    scalars become lists and Python numbers.
+
+    Args:
+        obj: dicts, lists, tuples and scalars, as for :func:`json.dumps`.
+
+    Returns:
+        The same structure (new containers), ready for ``json.dumps(..., allow_nan=False)``.
+    """
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if type(obj).__name__ in ("NAType", "NaTType"):
+        return None
+    if hasattr(obj, "tolist") and not isinstance(obj, (str, bytes, int)):  # NumPy arrays and scalars
+        return json_safe(obj.tolist())
+    return obj
 
 
 def yaml_text(obj: Any, **kwargs: Any) -> str:

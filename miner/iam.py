@@ -30,6 +30,11 @@ class PolicySource:
         kind = self.kind.replace("group-", "")
         return f"{kind}{via} {self.name}"
 
+    @property
+    def ref(self) -> dict:
+        """How a finding names the policy: ``{"policy": managed ARN or inline name, "policy_kind", "group"}``."""
+        return {"policy": self.arn or self.name, "policy_kind": self.kind, "group": self.group}
+
 
 @dataclass
 class AttachedPolicies:
@@ -48,6 +53,11 @@ class AttachedPolicies:
     def documents(self) -> list[tuple[str, dict]]:
         """(label, document) of every readable identity policy (the boundary excluded)."""
         return [(p.label, p.document) for p in self.policies if p.document is not None]
+
+    @property
+    def refs(self) -> dict[str, dict]:
+        """label -> :attr:`PolicySource.ref` of every policy (for :func:`miner.diff.compare`)."""
+        return {p.label: p.ref for p in self.policies}
 
 
 def decode_document(doc: Any) -> dict:

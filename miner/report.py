@@ -9,7 +9,7 @@ from importlib import resources
 from string import Template
 from typing import Any, Iterable
 
-from miner.escape import csv_text, markdown_code, markdown_text
+from miner.escape import csv_text, json_safe, markdown_code, markdown_text
 from miner.escape import html as escape
 
 FORMATS = ("html", "md", "csv", "json")
@@ -76,18 +76,18 @@ def render_json(review: dict, changes: dict | None = None) -> str:
         changes: optional changes, stored under ``"changes"``.
 
     Returns:
-        Indented JSON text.
+        Indented strict JSON text (NaN and infinities as null).
     """
     doc = dict(review)
     if changes is not None:
         doc["changes"] = changes
-    return json.dumps(doc, indent=2, default=str) + "\n"
+    return json.dumps(json_safe(doc), indent=2, default=str, allow_nan=False) + "\n"
 
 
 CSV_COLUMNS = [
     "rank", "score", "arn", "name", "kind", "account", "events", "authorised", "denied", "first_seen", "last_seen",
     "never_used", "in_iam", "granted_actions", "used_actions", "unused_actions", "unobservable_actions",
-    "unused_services", "high_risk_unused", "suggested_actions", "policies",
+    "unused_services", "high_risk_unused", "high_risk_used_broadly", "suggested_actions", "policies",
 ]
 
 
@@ -109,7 +109,8 @@ def render_csv(review: dict) -> str:
             p.get("last_seen") or "", str(bool(p.get("never_used"))).lower(), _tri(p.get("in_iam")),
             _blank(g.get("actions")), len(p.get("used_actions") or []), _blank(p.get("unused_count")),
             _blank(p.get("unobservable_count")), ";".join(p.get("unused_services") or []),
-            ";".join(_rule(h) for h in p.get("high_risk_unused") or []),
+            ";".join(_finding_name(h) for h in p.get("high_risk_unused") or []),
+            ";".join(_finding_name(h) for h in p.get("high_risk_used_broadly") or []),
             _blank(p.get("suggested_actions")), ";".join(g.get("policies") or []),
         ])
     return csv_text(CSV_COLUMNS, rows)
@@ -408,6 +409,29 @@ def _rule(h: dict) -> str:
     return str(h.get("rule") or h.get("action") or "?")
 
 
+#: How each status of a high-risk finding reads in the reports.
+FINDING_STATUS = {"unused": "unused", "used_broadly": "used, granted more broadly",
+                  "unobservable": "CloudTrail could not have seen it used"}
+
+
+def _where(h: dict) -> str:
+    """The policy (managed ARN or inline name) and statement (Sid, else position) of a finding; empty if unknown."""
+    if not h.get("policy"):
+        return ""
+    return f"{h['policy']} statement {h.get('sid') or '#' + str(h.get('statement') or '?')}"
+
+
+def _finding_name(h: dict) -> str:
+    """A finding in one cell: the rule, then where it is granted."""
+    where = _where(h)
+    return _rule(h) + (f" ({where})" if where else "")
+
+
+def _actionable(p: dict) -> list[dict]:
+    """The high-risk findings a reviewer acts on: unused, then used far more broadly than granted."""
+    return (p.get("high_risk_unused") or []) + (p.get("high_risk_used_broadly") or [])
+
+
 def _tags(items: Iterable[str], cls: str = "", limit: int = 12) -> str:
     items = list(items)
     out = "".join(f'<span class="tag {cls}">{escape(str(i))}</span>' for i in items[:limit])
@@ -453,7 +477,7 @@ def _cards(review: dict) -> str:
     if known:
         cards += [
             ("warn", s.get("unused_actions", 0), "unused granted actions"),
-            ("risk", s.get("high_risk_unused", 0), "high-risk unused grants"),
+            ("risk", s.get("high_risk", s.get("high_risk_unused", 0)), "high-risk grants (unused or too broad)"),
         ]
     cards.append(("risk" if s.get("denied", 0) else "", s.get("denied", 0), "denied attempts"))
     return '<section class="cards">' + "".join(
@@ -463,7 +487,7 @@ def _cards(review: dict) -> str:
 
 def _ranked_table(review: dict, since: date, until: date) -> str:
     known = review.get("grants_known")
-    head = ["#", "Principal", "Score", "Granted", "Used", "Unused", "High-risk unused", "Unused services",
+    head = ["#", "Principal", "Score", "Granted", "Used", "Unused", "High-risk", "Unused services",
             "Last activity", "Denied", "Activity"]
     if not known:
         head = ["#", "Principal", "Events", "Used actions", "Services", "First seen", "Last activity", "Denied", "Activity"]
@@ -488,7 +512,7 @@ def _ranked_table(review: dict, since: date, until: date) -> str:
                 f'<td class="num">{_blank(g.get("actions")) or "&ndash;"}</td>',
                 f'<td class="num">{len(p.get("used_actions") or [])}</td>',
                 f'<td class="num">{_blank(p.get("unused_count")) or "&ndash;"}</td>',
-                f'<td>{_tags([_rule(h) for h in p.get("high_risk_unused") or []], "risk", 3)}</td>',
+                f'<td>{_tags([_rule(h) for h in _actionable(p)], "risk", 3)}</td>',
                 f'<td>{_tags(p.get("unused_services") or [], "", 4)}</td>',
                 f'<td class="nowrap">{last}</td>', f'<td class="num">{denied or ""}</td>', f"<td>{spark}</td>",
             ]
@@ -564,11 +588,15 @@ def _principal_details(p: dict, known: bool) -> str:
                 f"<li><code>{escape(s)}</code>: {n} action{'s' if n != 1 else ''}</li>" for s, n in items[:25])
                 + (f"<li>\u2026 {len(items) - 25} more services</li>" if len(items) > 25 else "") + "</ul></div>")
         for key, title in (("high_risk_unused", "High-risk unused grants"),
+                           ("high_risk_used_broadly", "High-risk grants used, but on fewer resources than granted"),
                            ("high_risk_unobservable", "High-risk grants CloudTrail could not have seen used")):
             hs = p.get(key) or []
             if hs:
                 cols.append(f"<div><h3>{title}</h3><ul class=\"compact\">" + "".join(
-                    f"<li><code>{escape(_rule(h))}</code> \u2014 {escape(str(h.get('reason') or ''))}</li>"
+                    f"<li><code>{escape(_rule(h))}</code>"
+                    + (f' <span class="sub">{escape(_where(h))}</span>' if _where(h) else "")
+                    + f" \u2014 {escape(str(h.get('reason') or ''))}"
+                    + (f'<div class="sub">remedy: {escape(h["remedy"])}</div>' if h.get("remedy") else "") + "</li>"
                     for h in hs[:15]) + (f"<li>\u2026 {len(hs) - 15} more</li>" if len(hs) > 15 else "") + "</ul></div>")
         if g.get("policies"):
             cols.append("<div><h3>Attached policies</h3>" + _tags(g["policies"], "", 30) + "</div>")
@@ -708,7 +736,8 @@ def render_html(review: dict, changes: dict | None = None, max_chart_rows: int =
     sections.append(('<h2 id="ranking">Principals ranked by unused privilege and risk</h2>' if known else
                      '<h2 id="ranking">Principals ranked by idleness (grants unknown)</h2>')
                     + ('<p class="lead">Score = unused granted actions weighted by access level (permissions '
-                       "management 5, write/tagging 2, read/list 1) + 100 per high-risk unused grant; principals with "
+                       "management 5, write/tagging 2, read/list 1) + 100 per high-risk grant (a statement unused, or used on "
+                       "fewer resources than it grants); principals with "
                        "no events in the window are removal candidates.</p>" if known else
                        '<p class="lead">Grants unknown: ranked by idleness (never used first, then oldest last '
                        "activity).</p>")
@@ -725,18 +754,17 @@ def render_html(review: dict, changes: dict | None = None, max_chart_rows: int =
                             f'<td>{escape(str(p.get("iam_last_used") or "never"))}</td>'
                             f'<td>{escape(str(p.get("created") or "")[:10])}</td></tr>' for p in never)
                         + "</tbody></table>")
-    risky = [p for p in principals if p.get("high_risk_unused")]
+    risky = [(p, h) for p in principals for h in _actionable(p)]
     if risky:
-        rows = []
-        for p in risky:
-            hs = p["high_risk_unused"]
-            rows.append(f"<tr><td><span class=\"who\">{escape(_label(p))}</span><div class=\"sub\">{escape(p['arn'])}</div></td>"
-                        f'<td class="num">{len(hs)}</td><td>{_tags([_rule(h) for h in hs], "risk", 10)}</td>'
-                        f"<td>{escape(str(hs[0].get('reason') or ''))}</td></tr>")
-        sections.append('<h2 id="high-risk">High-risk unused grants</h2><p class="lead">Grants that allow privilege '
-                        "escalation, data access or tampering on broad resources, and that were not used in the window."
-                        '</p><div class="tablewrap"><table id="risky"><thead><tr><th>Principal</th><th class="num">Rules</th>'
-                        "<th>High-risk grants not used</th><th>Most severe</th></tr></thead><tbody>" + "".join(rows)
+        rows = [f"<tr><td><span class=\"who\">{escape(_label(p))}</span><div class=\"sub\">{escape(p['arn'])}</div></td>"
+                f'<td>{_tags([_rule(h)], "risk")}</td><td>{escape(FINDING_STATUS.get(h.get("status"), h.get("status") or ""))}'
+                f"</td><td><code>{escape(_where(h))}</code></td><td>{escape(str(h.get('remedy') or h.get('reason') or ''))}"
+                "</td></tr>" for p, h in risky]
+        sections.append('<h2 id="high-risk">High-risk grants</h2><p class="lead">Grants that allow privilege '
+                        "escalation, data access or tampering, and that were not used in the window or were used on "
+                        "fewer resources than they grant: one row per granting statement, with its remedy.</p>"
+                        '<div class="tablewrap"><table id="risky"><thead><tr><th>Principal</th><th>Grant</th>'
+                        "<th>Status</th><th>Policy and statement</th><th>Remedy</th></tr></thead><tbody>" + "".join(rows)
                         + "</tbody></table></div>")
     denied = [(p, d) for p in principals for d in p.get("denied_attempts") or []]
     if denied:
@@ -799,7 +827,8 @@ def render_markdown(review: dict, changes: dict | None = None) -> str:
     lines.append(f"**{s.get('principals', 0)}** principals, **{s.get('active', 0)}** active, "
                  f"**{s.get('never_used', 0)}** never used in the window"
                  + (f", **{s.get('unused_actions', 0)}** unused granted actions, "
-                    f"**{s.get('high_risk_unused', 0)}** high-risk unused grants" if known else "")
+                    f"**{s.get('high_risk', s.get('high_risk_unused', 0))}** high-risk grants (unused or too broad)"
+                    if known else "")
                  + f", **{s.get('denied', 0)}** denied attempts.")
     lines.append("")
     if not known:
@@ -827,14 +856,14 @@ def render_markdown(review: dict, changes: dict | None = None) -> str:
             lines.append("")
     lines += ["## Principals ranked by unused privilege and risk", ""]
     if known:
-        lines += ["| # | Principal | Score | Granted | Used | Unused | High-risk unused | Unused services | Last activity | Denied |",
+        lines += ["| # | Principal | Score | Granted | Used | Unused | High-risk | Unused services | Last activity | Denied |",
                   "|---:|---|---:|---:|---:|---:|---|---|---|---:|"]
         for p in review.get("principals", []):
             g = p.get("granted") or {}
             lines.append(
                 f"| {p.get('rank')} | {_code(_label(p))}{' **(never used)**' if p.get('never_used') else ''} | "
                 f"{_num(p.get('score'))} | {_blank(g.get('actions'))} | {len(p.get('used_actions') or [])} | "
-                f"{_blank(p.get('unused_count'))} | {_codes(_rule(h) for h in (p.get('high_risk_unused') or [])[:5])} | "
+                f"{_blank(p.get('unused_count'))} | {_codes(_rule(h) for h in _actionable(p)[:5])} | "
                 f"{_codes((p.get('unused_services') or [])[:8])} | {_md((p.get('last_seen') or 'never')[:10])} | "
                 f"{p.get('denied', 0)} |")
     else:
@@ -850,10 +879,12 @@ def render_markdown(review: dict, changes: dict | None = None) -> str:
         lines += [f"- {_code(p['arn'], in_table=False)}"
                   + (f" (IAM last used: {_md(p['iam_last_used'])})" if p.get("iam_last_used") else "")
                   for p in never] + [""]
-    risky = [(p, h) for p in review.get("principals", []) for h in p.get("high_risk_unused") or []]
+    risky = [(p, h) for p in review.get("principals", []) for h in _actionable(p)]
     if risky:
-        lines += ["## High-risk unused grants", "", "| Principal | Grant | Why it matters |", "|---|---|---|"]
-        lines += [f"| {_code(_label(p))} | {_code(_rule(h))} | {_md(h.get('reason', ''))} |" for p, h in risky] + [""]
+        lines += ["## High-risk grants", "", "| Principal | Grant | Status | Policy and statement | Remedy |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {_code(_label(p))} | {_code(_rule(h))} | {_md(FINDING_STATUS.get(h.get('status'), ''))} | "
+                  f"{_code(_where(h))} | {_md(h.get('remedy') or h.get('reason', ''))} |" for p, h in risky] + [""]
     denied = [(p, d) for p in review.get("principals", []) for d in p.get("denied_attempts") or []]
     if denied:
         lines += ["## Denied attempts", "", "| Principal | Action | Error | Count |", "|---|---|---|---:|"]

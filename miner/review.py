@@ -118,11 +118,12 @@ def risk_score(unused_actions: list[str], high_risk_unused: int, catalog) -> flo
 
     Args:
         unused_actions: granted actions not used in the window (unobservable ones excluded).
-        high_risk_unused: how many high-risk grants are unused.
+        high_risk_unused: how many high-risk findings (granting statements) are unused or used far more broadly
+            than granted.
         catalog: the IAM catalogue (for access levels).
 
     Returns:
-        Sum of :data:`LEVEL_WEIGHTS` over the unused actions + :data:`HIGH_RISK_WEIGHT` per high-risk unused grant.
+        Sum of :data:`LEVEL_WEIGHTS` over the unused actions + :data:`HIGH_RISK_WEIGHT` per high-risk finding.
     """
     total = 0.0
     for a in unused_actions:
@@ -206,6 +207,19 @@ def _empty_usage() -> pd.DataFrame:
     return pd.DataFrame(columns=USAGE_COLUMNS)
 
 
+def _finding_entry(h: dict) -> dict:
+    """A high-risk finding of :func:`miner.diff.high_risk` as the review keeps it (one per granting statement)."""
+    seen = sorted({r for res in (h.get("used_on") or {}).values() for r in res})
+    # used_on lists a few resources per action; used_resources counts them all
+    return {"rule": h["rule"], "action": h["rule"], "rules": h.get("rules") or [h["rule"]],
+            "category": h.get("category"), "reason": h.get("reason"), "status": h.get("status"),
+            "policy": h.get("policy"), "policy_kind": h.get("policy_kind"), "sid": h.get("sid"),
+            "statement": h.get("statement"), "granted_on": h.get("granted_on"),
+            "resource": "*" if h.get("on_all_resources") else "specific resources",
+            "actions": len(h.get("actions") or []), "examples": list(h.get("actions") or [])[:5],
+            "used_on": seen[:20], "used_resources": h.get("used_resources", len(seen)), "remedy": h.get("remedy")}
+
+
 def _principal_entry(con, window: Window, arn: str, meta: dict, inv: dict | None, iam_source: IamSource | None,
                      denied_rows: pd.DataFrame, activity: list, data_sources: Callable[[str], set[str]], *,
                      max_resources: int, wildcards: bool, catalog) -> dict:
@@ -249,7 +263,7 @@ def _principal_entry(con, window: Window, arn: str, meta: dict, inv: dict | None
             except ValueError as e:
                 entry["suggest_error"] = str(e)
         else:
-            entry["suggest_error"] = "no authorised calls that need a permission in the window"
+            entry["suggest_error"] = f"no authorised calls that map to IAM actions in the window ({u.why_no_policy()})"
     mine = denied_rows[denied_rows["principal_arn"] == arn] if len(denied_rows) else denied_rows
     entry["denied_attempts"] = [
         {"action": r.action if isinstance(r.action, str) else None, "event": r.operations,
@@ -266,7 +280,8 @@ def _principal_entry(con, window: Window, arn: str, meta: dict, inv: dict | None
         report = diff.compare(attached.documents, suggestion.policies if suggestion else [], authorised,
                               boundary=boundary, denied=denied if len(denied) else None,
                               data_sources=data_sources(account), principal_arn=arn, principal_account=account,
-                              missing=attached.missing, source=attached.source, catalog=catalog)
+                              missing=attached.missing, source=attached.source, policies=attached.refs,
+                              catalog=catalog)
         cls = report.classification
         status = dict(zip(cls["action"], cls["status"])) if len(cls) else {}
         unused = sorted(a for a, st in status.items() if st == "unused")
@@ -286,18 +301,15 @@ def _principal_entry(con, window: Window, arn: str, meta: dict, inv: dict | None
         entry["unused_by_service"] = {svc: c["unused"] for svc, c in sorted(by_service.items()) if c.get("unused")}
         entry["unused_services"] = sorted(svc for svc, c in by_service.items() if c.get("unused") and not c.get("used"))
         entry["unused_sample"] = unused[:50]
-        flagged = [
-            {"rule": h["rule"], "action": h["rule"], "category": h.get("category"), "reason": h.get("reason"),
-             "status": h.get("status"), "resource": "*" if h.get("on_all_resources") else "specific resources",
-             "actions": len(h.get("actions") or []), "examples": list(h.get("actions") or [])[:5]}
-            for h in report.high_risk]
+        flagged = [_finding_entry(h) for h in report.high_risk]
         # "unused" is a claim the logs support; a high-risk grant CloudTrail could not have seen is listed apart
-        entry["high_risk_unused"] = [h for h in flagged if h["status"] == "unused"]
-        entry["high_risk_unobservable"] = [h for h in flagged if h["status"] != "unused"]
+        for status in ("unused", "used_broadly", "unobservable"):
+            entry[f"high_risk_{status}"] = [h for h in flagged if h["status"] == status]
         ung = report.used_not_granted
         entry["used_not_granted"] = sorted({r.action for r in ung.itertuples(index=False) if r.outcome == "authorised"})
         entry["notes"] = list(report.notes)
-        entry["score"] = risk_score(unused, len(entry["high_risk_unused"]), catalog)
+        entry["score"] = risk_score(unused, len(entry["high_risk_unused"]) + len(entry["high_risk_used_broadly"]),
+                                    catalog)
     return entry
 
 
@@ -388,7 +400,10 @@ def build_review(con, window: Window, *, iam_source: IamSource | None = None, st
         "never_used": sum(1 for p in principals if p["never_used"]),
         "granted_actions": sum(int(p["granted"].get("actions") or 0) for p in principals),
         "unused_actions": sum(int(p.get("unused_count") or 0) for p in principals),
+        "high_risk": sum(len(p.get("high_risk_unused") or []) + len(p.get("high_risk_used_broadly") or [])
+                         for p in principals),
         "high_risk_unused": sum(len(p.get("high_risk_unused") or []) for p in principals),
+        "high_risk_used_broadly": sum(len(p.get("high_risk_used_broadly") or []) for p in principals),
         "denied": sum(int(p["denied"]) for p in principals),
     }
     return {
@@ -424,6 +439,7 @@ def to_frame(review: dict) -> pd.DataFrame:
             "used": len(p.get("used_actions") or []), "unused": p.get("unused_count"),
             "unobservable": p.get("unobservable_count"),
             "high_risk_unused": ", ".join(h["rule"] for h in p.get("high_risk_unused") or []),
+            "high_risk_used_broadly": ", ".join(h["rule"] for h in p.get("high_risk_used_broadly") or []),
             "unused_services": len(p.get("unused_services") or []), "last_seen": p.get("last_seen"),
             "denied": p.get("denied"), "never_used": p.get("never_used"), "arn": p.get("arn"),
         })
@@ -431,18 +447,20 @@ def to_frame(review: dict) -> pd.DataFrame:
 
 
 def high_risk_frame(review: dict) -> pd.DataFrame:
-    """High-risk unused grants of a review, one row per (principal, rule) (for notebooks).
+    """High-risk findings of a review that a reviewer acts on (unused, or used far more broadly than granted), one
+    row per (principal, granting statement) (for notebooks).
 
     Args:
         review: the review dict.
 
     Returns:
-        Columns name, rule, category, status, actions (how many unused actions match), reason, arn.
+        Columns name, rule, category, status, policy, sid, actions (how many matching actions), remedy, reason, arn.
     """
-    rows = [{"name": p.get("name"), "rule": h.get("rule"), "category": h.get("category"), "status": h.get("status"),
-             "actions": h.get("actions"), "reason": h.get("reason"), "arn": p.get("arn")}
-            for p in review.get("principals", []) for h in p.get("high_risk_unused") or []]
-    return pd.DataFrame(rows, columns=["name", "rule", "category", "status", "actions", "reason", "arn"])
+    cols = ["name", "rule", "category", "status", "policy", "sid", "actions", "remedy", "reason", "arn"]
+    rows = [{"name": p.get("name"), "arn": p.get("arn"), **{k: h.get(k) for k in cols if k not in ("name", "arn")}}
+            for p in review.get("principals", [])
+            for h in (p.get("high_risk_unused") or []) + (p.get("high_risk_used_broadly") or [])]
+    return pd.DataFrame(rows, columns=cols)
 
 
 def denied_frame(review: dict) -> pd.DataFrame:

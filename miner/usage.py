@@ -15,10 +15,15 @@ from miner.models import Window
 SHAPE_KEY = ["event_source", "event_name", "request_parameters", "resources", "account_id", "aws_region", "partition",
              "event_type"]
 
+#: The request context of the calls, as arrays of distinct values per (action, resource): what policy Conditions are
+#: evaluated against (``miner.diff.call_context``).
+CONTEXT_COLUMNS = ["source_ips", "vpc_endpoints", "invokers"]
+
+
 #: Columns of the per-(action, resource) usage frame returned by :func:`aggregate`.
 USAGE_COLUMNS = ["action", "resource", "outcome_class", "calls", "first_seen", "last_seen", "regions", "accounts",
                  "operations", "event_sources", "outcomes", "derivation", "reason", "implicit", "invoked_by",
-                 "data_event", "conditions"]
+                 "data_event", "conditions", *CONTEXT_COLUMNS]
 
 
 class PrincipalError(ValueError):
@@ -76,6 +81,27 @@ class Usage:
     def denied(self) -> pd.DataFrame:
         """The (action, resource) rows of denied calls: reported, never added to a policy."""
         return self.actions[self.actions["outcome_class"] == "denied"].reset_index(drop=True)
+
+    def why_no_policy(self) -> str:
+        """What the calls were, when none is an authorised call that maps to an IAM action (no policy to suggest).
+
+        Returns:
+            e.g. ``3 calls mapping to no IAM action (a mapping gap: miner coverage --unmapped lists them), 2 calls
+            needing no IAM permission``: each cause with its count.
+        """
+        def calls(frame: pd.DataFrame, status: str | None = None) -> int:
+            if not len(frame):
+                return 0
+            return int(frame.loc[frame["status"] == status, "calls"].sum() if status else frame["calls"].sum())
+
+        causes = [(calls(self.unmapped, "unmapped"), "mapping to no IAM action (a mapping gap: miner coverage "
+                                                     "--unmapped lists them)"),
+                  (calls(self.unmapped, "invalid"), "naming a resource AWS does not allow (invalid, never used to "
+                                                    "build an ARN)"),
+                  (self.denied_events, "denied"),
+                  (calls(self.no_permission), "needing no IAM permission")]
+        parts = [f"{n:,} call{'s' if n != 1 else ''} {what}" for n, what in causes if n]
+        return ", ".join(parts) or "no calls"
 
 
 def _params(window: Window, **extra: Any) -> dict[str, Any]:
@@ -207,7 +233,8 @@ def call_shapes(con, principal_arn: str, window: Window) -> pd.DataFrame:
         window: the time window.
 
     Returns:
-        One row per distinct (SHAPE_KEY, outcome, event_category) with events, first_seen, last_seen, invoked_by.
+        One row per distinct (SHAPE_KEY, outcome, event_category) with events, first_seen, last_seen, invoked_by
+        and :data:`CONTEXT_COLUMNS`.
     """
     return queries.run(con, "usage_by_principal", **_params(window, principal_arn=principal_arn))
 
@@ -328,7 +355,8 @@ def aggregate(mapped: pd.DataFrame) -> pd.DataFrame:
         (``success:12,not_found:1``), ``derivation``; ``reason`` (one, for ``*`` resources); ``implicit`` (every
         call implied the action, e.g. iam:PassRole); ``invoked_by``; ``data_event`` (logged as a data event);
         ``conditions`` (``key=value`` pairs the grant may carry, e.g. ``ec2:CreateAction=RunInstances``; null when
-        some call needs the grant without one).
+        some call needs the grant without one); :data:`CONTEXT_COLUMNS` (arrays of distinct values, a ``None``
+        element for calls without one).
         Sorted by outcome class, action and resource.
     """
     import duckdb
@@ -337,17 +365,33 @@ def aggregate(mapped: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=USAGE_COLUMNS)
     needed = ["action", "resource", "events", "first_seen", "last_seen", "aws_region", "account_id", "event_source",
               "event_name", "outcome", "event_category", "derivation", "reason", "implicit", "invoked_by", "status",
-              "condition_key", "condition_value"]
+              "condition_key", "condition_value", *CONTEXT_COLUMNS]
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
         for c in ("condition_key", "condition_value"):
             if c not in mapped.columns:
                 mapped = mapped.assign(**{c: None})
-        con.register("mapped", mapped[[c for c in needed if c in mapped.columns]])
+        con.register("mapped", _with_context(mapped[[c for c in needed if c in mapped.columns]]))
         return queries.run(con, "usage_actions")[USAGE_COLUMNS]
     finally:
         con.close()
+
+
+def _with_context(frame: pd.DataFrame):
+    """``frame`` as an Arrow table whose :data:`CONTEXT_COLUMNS` are lists of strings (all null when absent: shapes
+    from elsewhere may lack the request context, which is then unknown). DuckDB reads Arrow lists natively; from
+    pandas it converts each array element by element, which tripled the cost of ``usage_actions.sql``."""
+    import pyarrow as pa
+
+    lists = pa.list_(pa.string())
+    table = pa.Table.from_pandas(frame.drop(columns=[c for c in CONTEXT_COLUMNS if c in frame.columns]),
+                                 preserve_index=False)
+    for c in CONTEXT_COLUMNS:
+        values = pa.array(list(frame[c]), type=lists, from_pandas=True) if c in frame.columns else \
+            pa.nulls(len(frame), lists)
+        table = table.append_column(c, values)
+    return table
 
 
 def collect(con, principal: Principal, window: Window) -> Usage:

@@ -6,7 +6,26 @@
 --   $principal_arn    VARCHAR, the principal (events.principal_arn, e.g. the role ARN with its path).
 -- Columns: event_source, event_name, request_parameters, resources, account_id, aws_region, partition, event_type,
 --   outcome, event_category (Management/Data/...), events (count), first_seen, last_seen (TIMESTAMPTZ),
---   invoked_by (one service that called on the principal's behalf, or null). Ordered by every grouping column.
+--   invoked_by (one service that called on the principal's behalf, or null); and the request context that policy
+--   Conditions are evaluated against, as arrays with one element per distinct (source_ip, vpc_endpoint_id,
+--   invoked_by) of the shape, so a value may repeat: source_ips (sourceIPAddress of the calls NOT made through a VPC
+--   endpoint; null when every call was), vpc_endpoints (vpcEndpointId, null for calls without one), invokers
+--   (invokedBy, null for calls the principal made itself). Ordered by every grouping column.
+-- The context is grouped first and gathered without DISTINCT: DISTINCT array aggregates doubled the query's time.
+WITH calls AS (
+    SELECT
+        event_source, event_name, request_parameters, resources, account_id, aws_region, partition, event_type,
+        outcome, event_category, source_ip, vpc_endpoint_id, invoked_by,
+        count(*)          AS events,
+        min(event_time)   AS first_seen,
+        max(event_time)   AS last_seen
+    FROM events
+    WHERE date BETWEEN CAST($since AS DATE) AND CAST($until AS DATE)
+      AND event_time >= $since AND event_time < $until
+      AND principal_arn = $principal_arn
+    GROUP BY event_source, event_name, request_parameters, resources, account_id, aws_region, partition, event_type,
+        outcome, event_category, source_ip, vpc_endpoint_id, invoked_by
+)
 SELECT
     event_source,
     event_name,
@@ -18,14 +37,15 @@ SELECT
     event_type,
     outcome,
     event_category,
-    count(*)          AS events,
-    min(event_time)   AS first_seen,
-    max(event_time)   AS last_seen,
-    max(invoked_by)   AS invoked_by
-FROM events
-WHERE date BETWEEN CAST($since AS DATE) AND CAST($until AS DATE)
-  AND event_time >= $since AND event_time < $until
-  AND principal_arn = $principal_arn
-GROUP BY ALL
+    CAST(sum(events) AS BIGINT)                                    AS events,
+    min(first_seen)                                                AS first_seen,
+    max(last_seen)                                                 AS last_seen,
+    max(invoked_by)                                                AS invoked_by,
+    array_agg(source_ip) FILTER (WHERE vpc_endpoint_id IS NULL)    AS source_ips,
+    array_agg(vpc_endpoint_id)                                     AS vpc_endpoints,
+    array_agg(invoked_by)                                          AS invokers
+FROM calls
+GROUP BY event_source, event_name, request_parameters, resources, account_id, aws_region, partition, event_type,
+    outcome, event_category
 ORDER BY event_source, event_name, request_parameters, resources, account_id, aws_region, outcome, partition,
     event_type, event_category

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import pandas as pd
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -115,13 +117,16 @@ def test_classify_used_unused_and_unobservable():
 def test_high_risk_flags_unused_wildcards_and_escalation():
     grants = diff.granted_set([("p", doc(allow("s3:*"), allow(["iam:PassRole", "lambda:CreateFunction"])))])
     cls = diff.classify(grants, {"s3:GetObject"}, {"s3.amazonaws.com"})
-    rules = {h["rule"]: h for h in diff.high_risk(grants, cls)}
+    found = diff.high_risk(grants, cls)
+    rules = {h["rule"]: h for h in found}
     assert "s3:* on *" in rules and "s3:GetObject" not in rules["s3:* on *"]["actions"]
-    assert "iam:PassRole on *" in rules and "lambda:CreateFunction + iam:PassRole" in rules
+    # PassRole and CreateFunction + PassRole are one statement: one finding, both rules named
+    assert len(found) == 2 and rules["iam:PassRole on *"]["rules"] == ["iam:PassRole on *",
+                                                                         "lambda:CreateFunction + iam:PassRole"]
     scoped = diff.granted_set([("p", doc(allow("iam:PassRole", f"arn:aws:iam::{A}:role/x")))])
     assert diff.high_risk(scoped, diff.classify(scoped, set(), set())) == []
     used = diff.granted_set([("p", doc(allow("iam:PassRole")))])
-    assert diff.high_risk(used, diff.classify(used, {"iam:PassRole"}, set())) == []
+    assert diff.high_risk(used, diff.classify(used, {"iam:PassRole"}, set())) == []  # resources not known: no claim
 
 
 def test_data_files_name_real_actions_and_say_why():
@@ -222,3 +227,236 @@ def test_normalise_is_order_insensitive():
     a = doc(allow(["s3:PutObject", "s3:GetObject"], ["arn:aws:s3:::b/*", "arn:aws:s3:::a/*"]), allow("sqs:SendMessage"))
     b = doc(allow("sqs:SendMessage"), allow(["s3:GetObject", "s3:PutObject"], ["arn:aws:s3:::a/*", "arn:aws:s3:::b/*"]))
     assert diff.normalise(a) == diff.normalise(b)
+
+
+# ----------------------------------------------------------------------------- conditions (issue 9, 5b)
+
+_ABSENT, _UNKNOWN = diff.ABSENT, diff.UNKNOWN
+
+
+@pytest.mark.parametrize("op, key, values, call, expected", [
+    # StringEquals / StringNotEquals: ORed values, case-sensitive; absent key: positive fails, negated holds
+    ("StringEquals", "aws:requestedregion", ("eu-west-1", "us-east-1"), "us-east-1", True),
+    ("StringEquals", "aws:requestedregion", ("eu-west-1",), "EU-WEST-1", False),
+    ("StringEquals", "aws:sourcevpce", ("vpce-1",), _ABSENT, False),
+    ("StringNotEquals", "aws:requestedregion", ("eu-west-1", "us-east-1"), "us-west-2", True),
+    ("StringNotEquals", "aws:requestedregion", ("eu-west-1", "us-east-1"), "eu-west-1", False),
+    ("StringNotEquals", "aws:sourcevpce", ("vpce-1",), _ABSENT, True),
+    ("StringEqualsIgnoreCase", "aws:requestedregion", ("EU-West-1",), "eu-west-1", True),
+    ("StringNotEqualsIgnoreCase", "aws:requestedregion", ("EU-West-1",), "eu-west-1", False),
+    # StringLike / StringNotLike: * and ?, IAM's ${*} escape is a literal star
+    ("StringLike", "aws:requestedregion", ("eu-*",), "eu-central-1", True),
+    ("StringLike", "aws:requestedregion", ("us-east-?",), "us-east-12", False),
+    ("StringLike", "aws:sourcevpce", ("vpce-${*}",), "vpce-*", True),
+    ("StringLike", "aws:sourcevpce", ("vpce-${*}",), "vpce-1", False),
+    ("StringNotLike", "aws:requestedregion", ("eu-*",), "us-east-1", True),
+    ("StringNotLike", "aws:requestedregion", ("eu-*",), _ABSENT, True),
+    # ...IfExists: an absent key holds
+    ("StringEqualsIfExists", "aws:sourcevpce", ("vpce-1",), _ABSENT, True),
+    ("StringEqualsIfExists", "aws:sourcevpce", ("vpce-1",), "vpce-2", False),
+    ("IpAddressIfExists", "aws:sourceip", ("10.0.0.0/8",), _ABSENT, True),
+    # IpAddress / NotIpAddress: CIDRs and single addresses, IPv4 and IPv6
+    ("IpAddress", "aws:sourceip", ("10.0.0.0/8", "192.0.2.7"), "10.1.2.3", True),
+    ("IpAddress", "aws:sourceip", ("10.0.0.0/8", "192.0.2.7"), "192.0.2.7", True),
+    ("IpAddress", "aws:sourceip", ("10.0.0.0/8",), "203.0.113.9", False),
+    ("IpAddress", "aws:sourceip", ("2001:db8::/32",), "2001:db8::1", True),
+    ("IpAddress", "aws:sourceip", ("2001:db8::/32",), "10.1.2.3", False),
+    ("IpAddress", "aws:sourceip", ("10.0.0.0/8",), _ABSENT, False),
+    ("NotIpAddress", "aws:sourceip", ("10.0.0.0/8",), "203.0.113.9", True),
+    ("NotIpAddress", "aws:sourceip", ("10.0.0.0/8",), "10.9.9.9", False),
+    ("NotIpAddress", "aws:sourceip", ("10.0.0.0/8",), _ABSENT, True),
+    # Bool
+    ("Bool", "aws:securetransport", ("false",), "false", True),
+    ("Bool", "aws:securetransport", ("true",), "false", False),
+    ("Bool", "aws:multifactorauthpresent", ("true",), _ABSENT, False),
+    ("BoolIfExists", "aws:multifactorauthpresent", ("false",), _ABSENT, True),
+    # ArnEquals / ArnLike: the six parts matched one by one (a * stays in its part)
+    ("ArnLike", "aws:principalarn", (f"arn:aws:iam::{A}:role/app/*",), f"arn:aws:iam::{A}:role/app/x", True),
+    ("ArnLike", "aws:principalarn", ("arn:aws:iam::*:role/x",), f"arn:aws:iam::{A}:role/x", True),
+    ("ArnLike", "aws:principalarn", ("arn:aws:*:role/x",), f"arn:aws:iam::{A}:role/x", False),
+    ("ArnEquals", "aws:principalarn", (f"arn:aws:iam::{A}:role/x",), f"arn:aws:iam::{A}:role/x", True),
+    ("ArnNotLike", "aws:principalarn", (f"arn:aws:iam::{A}:role/app/*",), f"arn:aws:iam::{A}:role/x", True),
+    ("ArnNotEquals", "aws:principalarn", (f"arn:aws:iam::{A}:role/x",), f"arn:aws:iam::{A}:role/x", False),
+    # Null: tests the absence itself
+    ("Null", "aws:sourcevpce", ("true",), _ABSENT, True),
+    ("Null", "aws:sourcevpce", ("true",), "vpce-1", False),
+    ("Null", "aws:sourcevpce", ("false",), "vpce-1", True),
+    # ForAnyValue / ForAllValues on a multivalued key (aws:CalledVia)
+    ("ForAnyValue:StringEquals", "aws:calledvia", ("cloudformation.amazonaws.com",),
+     ("athena.amazonaws.com", "cloudformation.amazonaws.com"), True),
+    ("ForAnyValue:StringEquals", "aws:calledvia", ("cloudformation.amazonaws.com",), ("athena.amazonaws.com",), False),
+    ("ForAnyValue:StringEquals", "aws:calledvia", ("cloudformation.amazonaws.com",), (), False),
+    ("ForAllValues:StringEquals", "aws:calledvia", ("cloudformation.amazonaws.com",),
+     ("athena.amazonaws.com", "cloudformation.amazonaws.com"), False),
+    ("ForAllValues:StringLike", "aws:calledvia", ("*.amazonaws.com",), ("athena.amazonaws.com",), True),
+    ("ForAllValues:StringEquals", "aws:calledvia", ("cloudformation.amazonaws.com",), (), True),
+    ("ForAnyValue:StringNotEquals", "aws:calledvia", ("athena.amazonaws.com",),
+     ("athena.amazonaws.com", "cloudformation.amazonaws.com"), True),
+    ("ForAllValues:StringNotEquals", "aws:calledvia", ("athena.amazonaws.com",),
+     ("athena.amazonaws.com", "cloudformation.amazonaws.com"), False),
+    # what the log cannot tell: an unknown value, a policy variable, an operator miner does not evaluate
+    ("IpAddress", "aws:sourceip", ("10.0.0.0/8",), _UNKNOWN, None),
+    ("StringEquals", "aws:principalarn", ("arn:aws:iam::${aws:PrincipalAccount}:role/x",), f"arn:aws:iam::{A}:role/x",
+     None),
+    ("DateGreaterThan", "aws:requestedregion", ("2020-01-01T00:00:00Z",), "us-east-1", None),
+    ("ForSomeValues:StringEquals", "aws:calledvia", ("x",), ("x",), None),
+])
+def test_condition_operators(op, key, values, call, expected):
+    assert diff.condition_holds(op, key, values, call) is expected
+
+
+def test_condition_block_is_parsed_with_lower_keys_and_text_values():
+    st = diff.statements(doc(allow("s3:GetObject", Condition={"Bool": {"aws:SecureTransport": True},
+                                                              "IpAddress": {"aws:SourceIp": ["10.0.0.0/8"]}})))[0]
+    assert st.conditional and set(st.condition) == {("Bool", "aws:securetransport", ("true",)),
+                                                     ("IpAddress", "aws:sourceip", ("10.0.0.0/8",))}
+
+
+def test_call_context_reads_what_the_log_records():
+    row = {"regions": "eu-west-1,us-east-1", "source_ips": ["10.0.0.5", "s3.amazonaws.com"],
+           "vpc_endpoints": [None, "vpce-1"], "invokers": [None, "cloudformation.amazonaws.com"]}
+    ctx = diff.call_context(row, principal_arn=f"arn:aws:iam::{A}:role/r", principal_account=A)
+    assert ctx["aws:requestedregion"] == {"eu-west-1", "us-east-1"}
+    assert ctx["aws:sourcevpce"] == {_ABSENT, "vpce-1"}
+    # a call through the endpoint carries no aws:SourceIp; a service host name says nothing about the address
+    assert ctx["aws:sourceip"] == {"10.0.0.5", _UNKNOWN, _ABSENT}
+    assert ctx["aws:calledvia"] == {(), ("cloudformation.amazonaws.com",)}
+    assert ctx["aws:principalarn"] == {f"arn:aws:iam::{A}:role/r"} and ctx["aws:principalaccount"] == {A}
+    assert "aws:multifactorauthpresent" not in ctx and "aws:sourcevpc" not in ctx  # silent
+    assert "aws:sourceip" not in diff.call_context({"regions": "eu-west-1"})  # no context columns: silent
+
+
+OFFICE = {"IpAddress": {"aws:SourceIp": "10.0.0.0/8"}}
+
+
+@pytest.mark.parametrize("ips, verdict", [(["10.0.0.5"], "allowed"), (["203.0.113.9"], "denied"),
+                                          (["10.0.0.5", "203.0.113.9"], "partly")])
+def test_decide_evaluates_an_allow_condition_per_recorded_value(ips, verdict):
+    ev = diff.Evaluator([("inline office", doc(allow("s3:GetObject", Sid="Office", Condition=OFFICE)))])
+    d = ev.decide("s3:GetObject", "arn:aws:s3:::b/k", diff.call_context({"source_ips": ips, "vpc_endpoints": [None]}))
+    assert d.verdict == verdict and d.checks[0].statement.sid == "Office"
+    assert ev("s3:GetObject", "arn:aws:s3:::b/k")  # without context: read generously, as before
+
+
+def test_decide_deny_conditions_apply_when_the_log_says_so_and_silence_is_generous():
+    p = [doc(allow("s3:*"), deny("s3:*", Condition={"StringNotEquals": {"aws:SourceVpce": "vpce-1"}}),
+             deny("s3:*", Condition={"Bool": {"aws:MultiFactorAuthPresent": "false"}}))]
+    ev = diff.Evaluator(p)
+    through = diff.call_context({"vpc_endpoints": ["vpce-1"]})
+    direct = diff.call_context({"vpc_endpoints": [None]})
+    d = ev.decide("s3:GetObject", "arn:aws:s3:::b/k", through)
+    assert d.verdict == "allowed"
+    mfa = next(c for c in d.checks if c.statement.index == 3)
+    assert mfa.outcome == "none" and "aws:multifactorauthpresent" in mfa.generous[0]  # silent: the Deny is not applied
+    assert ev.decide("s3:GetObject", "arn:aws:s3:::b/k", direct).verdict == "denied"
+
+
+def test_decide_boundary_conditions_count_too():
+    ev = diff.Evaluator([doc(allow("s3:*"))], boundary=[doc(allow("s3:*", Condition={
+        "StringEquals": {"aws:RequestedRegion": "eu-west-1"}}))])
+    assert ev.decide("s3:GetObject", "arn:aws:s3:::b/k", {"aws:requestedregion": frozenset({"us-east-1"})}).verdict \
+        == "denied"
+    assert ev.decide("s3:GetObject", "arn:aws:s3:::b/k", {"aws:requestedregion": frozenset({"eu-west-1"})}).verdict \
+        == "allowed"
+
+
+def test_compare_reports_conditions_per_action_and_calls_they_do_not_allow():
+    current = [("inline office", doc(allow("s3:GetObject", Sid="Office", Condition=OFFICE),
+                                     allow("sqs:SendMessage", Sid="Vpc", Condition={
+                                         "StringEquals": {"aws:SourceVpc": "vpc-1"}})))]
+    usage = pd.DataFrame([
+        ("s3:GetObject", "arn:aws:s3:::b/k", 4, "us-east-1", ["203.0.113.9"], [None], [None]),
+        ("sqs:SendMessage", f"arn:aws:sqs:us-east-1:{A}:q", 1, "us-east-1", ["10.0.0.5"], [None], [None]),
+    ], columns=["action", "resource", "calls", "regions", "source_ips", "vpc_endpoints", "invokers"])
+    r = diff.compare(current, [], usage, principal_arn=f"arn:aws:iam::{A}:role/x", principal_account=A)
+    cond = r.conditions.set_index("action")
+    assert cond.loc["s3:GetObject", "outcome"] == "does not hold" and cond.loc["s3:GetObject", "sid"] == "Office"
+    assert cond.loc["s3:GetObject", "failing"] == ["aws:sourceip = 203.0.113.9"]
+    assert cond.loc["sqs:SendMessage", "outcome"] == "holds"
+    assert "aws:sourcevpc (CloudTrail does not log the VPC id)" in cond.loc["sqs:SendMessage", "generous"]
+    (path,) = r.used_not_granted["likely_path"]
+    assert "Condition of inline office statement Office does not hold: aws:sourceip = 203.0.113.9" in path
+    text = diff.render_text(r)
+    assert "read generously: aws:sourcevpc" in text and "fails for aws:sourceip = 203.0.113.9" in text
+    json.loads(json.dumps(r.to_dict()), parse_constant=_strict)
+
+
+def _strict(name):
+    raise ValueError(f"not JSON: {name}")
+
+
+# ----------------------------------------------------------------------------- high-risk findings (issue 9, 3)
+
+PASS_ANY = doc({"Sid": "PassAnyRole", "Effect": "Allow", "Action": "iam:PassRole", "Resource": "*"},
+               {"Sid": "Functions", "Effect": "Allow", "Action": ["lambda:UpdateFunctionCode", "lambda:GetFunction"],
+                "Resource": f"arn:aws:lambda:*:{A}:function:*"})
+CI_POLICY = f"arn:aws:iam::{A}:policy/ci-deploy-policy"
+
+
+def _findings(docs, used, observed=None, refs=None):
+    grants = diff.granted_set(docs)
+    return diff.high_risk(grants, diff.classify(grants, set(used), set()), observed=observed, policies=refs)
+
+
+def test_a_used_grant_far_broader_than_its_resources_is_flagged_with_policy_sid_and_remedy():
+    roles = {f"arn:aws:iam::{A}:role/app-a", f"arn:aws:iam::{A}:role/app-b"}
+    fn = f"arn:aws:lambda:us-east-1:{A}:function:deploy-me"
+    found = _findings([("managed ci-deploy-policy", PASS_ANY)], {"iam:PassRole", "lambda:UpdateFunctionCode"},
+                      {"iam:PassRole": roles, "lambda:UpdateFunctionCode": {fn}},
+                      {"managed ci-deploy-policy": {"policy": CI_POLICY, "policy_kind": "managed"}})
+    by = {h["sid"]: h for h in found}
+    assert set(by) == {"PassAnyRole", "Functions"} and all(h["status"] == "used_broadly" for h in found)
+    p = by["PassAnyRole"]
+    assert p["policy"] == CI_POLICY and p["statement"] == 1 and p["granted_on"] == ["*"]
+    assert p["used_on"] == {"iam:PassRole": sorted(roles)}
+    assert p["remedy"].startswith("list the roles it passes in Resource and add an iam:PassedToService condition")
+    assert "used on 2 resource(s)" in p["remedy"] and CI_POLICY in p["remedy"]
+    assert by["Functions"]["used_on"] == {"lambda:UpdateFunctionCode": [fn]}  # a wildcard is broad too
+
+
+def test_a_grant_scoped_to_what_was_used_is_not_flagged():
+    role = f"arn:aws:iam::{A}:role/app-a"
+    scoped = doc(allow("iam:PassRole", role))
+    assert _findings([("p", scoped)], {"iam:PassRole"}, {"iam:PassRole": {role}}) == []
+    assert _findings([("p", PASS_ANY)], {"iam:PassRole", "lambda:UpdateFunctionCode"},
+                     {"iam:PassRole": {"*"}, "lambda:UpdateFunctionCode": {"*"}}) == []  # "*": resources unknown
+
+
+def test_overlapping_rules_count_once_per_statement():
+    admin = [("managed AdministratorAccess", doc(allow("*")))]
+    found = _findings(admin, {"s3:ListBucket"}, {"s3:ListBucket": {"arn:aws:s3:::b"}},
+                      {"managed AdministratorAccess": {"policy": "arn:aws:iam::aws:policy/AdministratorAccess"}})
+    (h,) = found
+    assert h["rule"] == "* on *" and h["status"] == "unused" and len(h["rules"]) > 10
+    assert {"iam:* on *", "iam:PassRole on *", "kms:Decrypt on *"} <= set(h["rules"])
+    assert h["remedy"].startswith("narrow statement #1 of arn:aws:iam::aws:policy/AdministratorAccess to the 1 "
+                                  "action(s) it used (see the suggested policy); unused: cloudformation:CreateStack, "
+                                  "cloudtrail:DeleteTrail")  # actions of the pointed rules first
+    unused = _findings([("inline legacy", doc(allow("iam:PassRole", Sid="Old")))], set())
+    assert unused[0]["remedy"] == "remove statement Old of inline legacy: none of its actions was used in the window"
+
+
+HIGH_RISK_FAMILIES = {
+    "wildcard-all": lambda r: r["match"] == "all",
+    "on-every-resource": lambda r: r["match"] == "each" and r["resource"] == "*",
+    "any-resource": lambda r: r["match"] == "each" and r["resource"] == "any" and not r["requires"],
+    "with-passrole": lambda r: bool(r["requires"]),
+}
+
+
+@pytest.mark.parametrize("family", sorted(HIGH_RISK_FAMILIES))
+def test_every_high_risk_rule_fires_on_its_own_grant_with_a_remedy(family):
+    rows = [r for r in diff.high_risk_rules() if HIGH_RISK_FAMILIES[family](r)]
+    assert rows, family
+    for row in rows:
+        assert row["remedy"] and row["reason"], row
+        stmts = [allow(row["pattern"], Sid="Risky")] + ([allow(row["requires"], Sid="Needed")] if row["requires"] else [])
+        found = _findings([("inline p", doc(*stmts))], set())
+        label = row["pattern"] + (f" + {row['requires']}" if row["requires"] else "") + \
+            (" on *" if row["resource"] == "*" else "")
+        risky = [h for h in found if h["sid"] == "Risky"]
+        assert len(risky) == 1 and label in risky[0]["rules"], (row, found)
+        if row["resource"] == "any":  # also on a specific resource
+            narrow = _findings([("inline p", doc(allow(row["pattern"], "arn:aws:iam::111122223333:role/x", Sid="R"),
+                                                 *stmts[1:]))], set())
+            assert any(label in h["rules"] for h in narrow if h["sid"] == "R"), row

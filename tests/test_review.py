@@ -31,6 +31,7 @@ def _principal(i: int, *, never: bool = False, name: str | None = None, used=("s
         "unused_services": [] if not never else ["s3", "sqs"], "unused_by_service": {"s3": 140},
         "high_risk_unused": [{"rule": f"{a} on *", "category": "escalation", "reason": "privilege escalation",
                               "status": "unused", "actions": 1, "examples": [a]} for a in high_risk],
+        "high_risk_used_broadly": [],
         "denied_attempts": [] if never else [{"action": "s3:PutObject", "count": 2, "error_code": "AccessDenied",
                                               "last_seen": "2026-09-01T00:00:00+00:00"}],
         "suggested_policy": None if never else {"Version": "2012-10-17", "Statement": [
@@ -99,6 +100,23 @@ def test_html_lists_unobservable_high_risk_grants_apart_from_unused_ones():
                                     "status": "unobservable"}]
     html = report.render_html(r)
     assert "High-risk grants CloudTrail could not have seen used" in html and "lambda:InvokeFunction on *" in html
+
+
+def test_reports_name_the_policy_statement_and_remedy_of_each_high_risk_grant():
+    r = synthetic_review()
+    p = r["principals"][1]
+    p["high_risk_used_broadly"] = [{"rule": "kms:Decrypt on *", "category": "data-access", "reason": "any key",
+                                    "status": "used_broadly", "policy": "orders-inline", "sid": "DecryptAnything",
+                                    "statement": 2, "remedy": "list the key ARNs it decrypts with in Resource"}]
+    html = report.render_html(r)
+    assert "High-risk grants used, but on fewer resources than granted" in html
+    assert "orders-inline statement DecryptAnything" in html and "list the key ARNs it decrypts with" in html
+    md = report.render_markdown(r)
+    assert "| `role-1` | `kms:Decrypt on *` | used, granted more broadly | `orders-inline statement DecryptAnything` | " \
+           "list the key ARNs it decrypts with in Resource |" in md
+    rows = list(csv.DictReader(io.StringIO(report.render_csv(r))))
+    assert rows[1]["high_risk_used_broadly"] == "kms:Decrypt on * (orders-inline statement DecryptAnything)"
+    assert review.high_risk_frame(r)["sid"].tolist()[1:] == ["DecryptAnything"]
 
 
 def test_markdown_escapes_names_in_its_html_blocks():
@@ -236,11 +254,22 @@ def test_sample_review_ranks_unused_privilege_and_finds_removal_candidates(sampl
     assert by["unused-etl"]["granted"]["patterns"] and "s3:*" in by["unused-etl"]["granted"]["patterns"]
     # AdministratorAccess used for 4 calls outranks a busy, fairly scoped service role
     assert by["legacy-batch"]["rank"] < by["orders-api-task"]["rank"]
-    assert any(h["rule"] == "* on *" for h in by["legacy-batch"]["high_risk_unused"])
     for p in by.values():  # "unused" high-risk grants are those the logs show unused; the rest are listed apart
         assert all(h["status"] == "unused" for h in p.get("high_risk_unused") or [])
         assert all(h["status"] != "unused" for h in p.get("high_risk_unobservable") or [])
     assert sample_review["summary"]["high_risk_unused"] == sum(len(p.get("high_risk_unused") or []) for p in by.values())
+    # issue 9.3: a broad grant that was used is a finding too, named by policy and Sid, counted once per statement
+    ci = {h["sid"]: h for h in by["ci-deploy"]["high_risk_used_broadly"]}
+    assert set(ci) == {"PassAnyRole", "Functions", "Stacks"} and not by["ci-deploy"]["high_risk_unused"]
+    assert ci["PassAnyRole"]["policy"] == "arn:aws:iam::111122223333:policy/ci-deploy-policy"
+    assert ci["PassAnyRole"]["used_resources"] == 3 and ci["PassAnyRole"]["remedy"].startswith("list the roles")
+    (decrypt,) = by["orders-api-task"]["high_risk_used_broadly"]
+    assert (decrypt["policy"], decrypt["sid"], decrypt["rule"]) == ("orders-api-s3-and-kms", "DecryptAnything",
+                                                                     "kms:Decrypt on *")
+    (admin,) = by["legacy-batch"]["high_risk_unused"]  # AdministratorAccess: every overlapping rule, one finding
+    assert admin["policy"] == "arn:aws:iam::aws:policy/AdministratorAccess" and len(admin["rules"]) > 10
+    assert sample_review["summary"]["high_risk"] == sum(len(p.get("high_risk_unused") or []) +
+                                                        len(p.get("high_risk_used_broadly") or []) for p in by.values())
     assert [p["rank"] for p in sample_review["principals"]] == list(range(1, len(by) + 1))
     scores = [p["score"] for p in sample_review["principals"]]
     assert scores == sorted(scores, reverse=True)

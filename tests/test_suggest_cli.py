@@ -9,6 +9,8 @@ import os
 from pathlib import Path
 
 import boto3
+import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -152,7 +154,20 @@ def test_suggest_empty_and_missing_store(tmp_path):
 def test_suggest_only_unpermissioned_calls_is_an_error(tmp_path):
     store = write_store(tmp_path / "s", [event(ORDERS, "GetCallerIdentity", "sts.amazonaws.com")])
     r = run("suggest", "--principal", ORDERS, "--store", store, *WINDOW)
-    assert r.exit_code == 2 and "no authorised calls" in r.stderr
+    assert r.exit_code == 2 and "no authorised calls" in r.stderr and "1 call needing no IAM permission" in r.stderr
+
+
+def test_no_policy_error_names_unmapped_and_invalid_calls_not_unpermissioned_ones(tmp_path):
+    """The error used to blame "calls that need no IAM permission" whatever the calls were."""
+    store = write_store(tmp_path / "s", [
+        event(ORDERS, "DoSomething", "nosuchservice.amazonaws.com"),
+        event(ORDERS, "GetItem", "dynamodb.amazonaws.com", params={"tableName": "*"}, when="2026-08-11T00:00:00Z"),
+        event(ORDERS, "GetItem", "dynamodb.amazonaws.com", params={"tableName": "t"}, error="AccessDenied",
+              when="2026-08-12T00:00:00Z")])
+    r = run("suggest", "--principal", ORDERS, "--store", store, *WINDOW)
+    assert r.exit_code == 2, r.output
+    assert "1 call mapping to no IAM action" in r.stderr and "1 call naming a resource AWS does not allow" in r.stderr
+    assert "1 call denied" in r.stderr and "no IAM permission" not in r.stderr
 
 
 # ----------------------------------------------------------------------------- --diff
@@ -255,19 +270,30 @@ def test_golden_policies_for_sample_principals(sample_store, name):
     assert all(ev(u["action"], u["resource"]) for u in used)
 
 
-def test_golden_diff_orders_api_task(sample_store):
-    r = run("suggest", "--role", "orders-api-task", "--store", sample_store, *SAMPLE_WINDOW, "-q", "--diff",
+@pytest.mark.parametrize("role", ["orders-api-task", "ci-deploy"])
+def test_golden_diff(sample_store, role):
+    r = run("suggest", "--role", role, "--store", sample_store, *SAMPLE_WINDOW, "-q", "--diff",
             "--iam-snapshot", SAMPLE / "iam", "--format", "json")
     assert r.exit_code == 0, r.output
     rep = json.loads(r.stdout)
     summary = {k: rep[k] for k in ("granted", "suggested", "reduction", "attached", "used")}
     summary["unused_count"] = len(rep["unused"])
     summary["unobservable"] = [u["action"] for u in rep["unobservable"]]
-    summary["high_risk_unused"] = [h["rule"] for h in rep["high_risk_unused"]]
+    for status in ("unused", "used_broadly", "unobservable"):
+        summary[f"high_risk_{status}"] = [{k: h[k] for k in ("rule", "policy", "sid", "granted_on", "used_on", "remedy")}
+                                          for h in rep[f"high_risk_{status}"]]
     summary["used_not_granted"] = [(u["action"], u["resource"], u["likely_path"]) for u in rep["used_not_granted"]]
-    _golden("diff-orders-api-task", json.loads(json.dumps(summary)))
-    assert "logs:PutLogEvents" in summary["unobservable"]  # granted, used, never logged: not "unused"
-    assert "s3:* on *" in summary["high_risk_unused"]
+    summary["conditions"] = rep["conditions"]
+    _golden(f"diff-{role}", json.loads(json.dumps(summary)))
+    if role == "orders-api-task":
+        assert "logs:PutLogEvents" in summary["unobservable"]  # granted, used, never logged: not "unused"
+        assert [h["rule"] for h in summary["high_risk_unused"]] == ["s3:* on *"]
+        (decrypt,) = summary["high_risk_used_broadly"]  # kms:Decrypt on *, used on the app's keys
+        assert decrypt["policy"] == "orders-api-s3-and-kms" and decrypt["sid"] == "DecryptAnything"
+    else:  # issue 9.3: ci-deploy passed 3 roles with iam:PassRole on *: no longer clean
+        by = {h["sid"]: h for h in summary["high_risk_used_broadly"]}
+        assert by["PassAnyRole"]["policy"] == "arn:aws:iam::111122223333:policy/ci-deploy-policy"
+        assert by["PassAnyRole"]["granted_on"] == ["*"] and len(by["PassAnyRole"]["used_on"]["iam:PassRole"]) == 3
 
 
 def test_sample_principal_only_in_snapshot_is_unknown(sample_store):
@@ -352,3 +378,84 @@ def test_suggest_tag_on_create_condition_and_calls_on_oneself(tmp_path):
     res = run("suggest", "--role", "orders-api", "--account", ACCT, "--store", root, *WINDOW)
     assert res.exit_code == 0, res.output
     assert "iam:" not in res.stdout and "invalid:    1 events of iam:GetUser" in res.stderr
+
+# ----------------------------------------------------------------------------- strict JSON (issue 9.6)
+
+def _reject_constant(name):
+    raise ValueError(f"{name} is not JSON")
+
+
+def strict_json(text: str):
+    """``json.loads`` that rejects NaN and Infinity (what jq, JavaScript and other strict parsers do)."""
+    return json.loads(text, parse_constant=_reject_constant)
+
+
+STRICT_JSON_COMMANDS = {
+    "principals": ["principals", *SAMPLE_WINDOW, "--format", "json"],
+    "usage": ["usage", "--role", "orders-api-task", *SAMPLE_WINDOW, "--format", "json"],
+    "suggest": ["suggest", "--role", "ci-deploy", *SAMPLE_WINDOW, "-q"],
+    "suggest --diff": ["suggest", "--role", "ci-deploy", *SAMPLE_WINDOW, "-q", "--diff", "--iam-snapshot",
+                       SAMPLE / "iam", "--format", "json"],
+    "coverage": ["coverage", "-f", "json", "-q"],
+    "catalog": ["catalog", "--format", "json"],
+    "review": ["review", *SAMPLE_WINDOW, "--account", "444455556666", "--iam-snapshot", SAMPLE / "iam", "--format",
+               "json", "-q"],
+    "backtest": ["backtest", "--role", "ci-deploy", "--train", "30d", "--test", "14d", "--max-resources", "10",
+                 "--format", "json"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(STRICT_JSON_COMMANDS))
+def test_every_json_output_parses_strictly(sample_store, name):
+    args = STRICT_JSON_COMMANDS[name]
+    if name != "catalog":
+        args = [*args, "--store", sample_store]
+    r = run(*args)
+    assert r.exit_code == 0, r.output
+    strict_json(r.stdout)
+
+
+def test_ingest_json_parses_strictly(tmp_path):
+    day = next((SAMPLE / "AWSLogs" / "111122223333" / "CloudTrail" / "us-east-1").glob("2026/08/0*"))
+    r = run("ingest", day, "--store", tmp_path / "store", "--json", "-q")
+    assert r.exit_code == 0, r.output
+    assert strict_json(r.stdout)["records_written"] > 0
+
+
+def test_print_json_writes_null_for_nan():
+    from miner.escape import json_safe
+
+    doc = {"a": float("nan"), "b": [float("inf"), 1.5], "c": pd.NA, "d": np.array([1.0, np.nan])}
+    assert json_safe(doc) == {"a": None, "b": [None, 1.5], "c": None, "d": [1.0, None]}
+
+
+# ----------------------------------------------------------------------------- Conditions in the diff (issue 9, 5b)
+
+def test_diff_evaluates_conditions_against_the_logged_ips_and_endpoints(tmp_path):
+    evs = [s3_get(key="a.json", ip="10.1.2.3"), s3_get(key="b.json", ip="203.0.113.9", when="2026-08-11T00:00:00Z"),
+           s3_get(key="c.json", ip="172.31.0.9", vpc_endpoint_id="vpce-0abc", when="2026-08-12T00:00:00Z"),
+           event(ORDERS, "GetItem", "dynamodb.amazonaws.com", params={"tableName": "orders"}, ip="10.1.2.3",
+                 category="Data")]
+    store = write_store(tmp_path / "store", evs)
+    office = {"Version": "2012-10-17", "Statement": [
+        {"Sid": "OfficeOrEndpoint", "Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::orders-bucket/*",
+         "Condition": {"IpAddressIfExists": {"aws:SourceIp": "10.0.0.0/8"}}},
+        {"Sid": "Table", "Effect": "Allow", "Action": "dynamodb:GetItem", "Resource": "*",
+         "Condition": {"Bool": {"aws:MultiFactorAuthPresent": "true"}, "StringEquals": {"aws:RequestedRegion": "us-east-1"}}}]}
+    snap = snapshot_for(tmp_path / "snap.json", [office])
+    r = run("suggest", "--principal", ORDERS, "--store", store, *WINDOW, "-q", "--diff", "--iam-snapshot", snap,
+            "--format", "json")
+    assert r.exit_code == 0, r.output
+    rep = strict_json(r.stdout)
+    cond = {c["action"]: c for c in rep["conditions"]}
+    # b.json came from outside 10.0.0.0/8 and not through the endpoint: the Condition does not hold for it; a.json
+    # came from inside, c.json through the endpoint (no aws:SourceIp: IfExists holds)
+    assert cond["s3:GetObject"]["outcome"] == "holds for some calls" and cond["s3:GetObject"]["sid"] == "OfficeOrEndpoint"
+    (ung,) = [u for u in rep["used_not_granted"] if u["action"] == "s3:GetObject"]
+    assert ung["resource"] == "arn:aws:s3:::orders-bucket/b.json" and "aws:sourceip = 203.0.113.9" in ung["likely_path"]
+    # MFA is not in the store: read generously, and said so for the action
+    assert cond["dynamodb:GetItem"]["outcome"] == "holds" and cond["dynamodb:GetItem"]["evaluated"] == \
+        ["aws:requestedregion"]
+    assert any("aws:multifactorauthpresent" in g for g in cond["dynamodb:GetItem"]["generous"])
+    text = run("suggest", "--principal", ORDERS, "--store", store, *WINDOW, "-q", "--diff", "--iam-snapshot", snap)
+    assert "read generously: aws:multifactorauthpresent" in text.stdout
