@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -130,6 +131,52 @@ def risk_score(unused_actions: list[str], high_risk_unused: int, catalog) -> flo
         info = catalog.info(a)
         total += LEVEL_WEIGHTS.get(info.access_level if info else "", 1.0)
     return round(total + HIGH_RISK_WEIGHT * high_risk_unused, 1)
+
+
+#: Access levels that make an unused service riskier than its action count says (ordering of unused services).
+_LEVEL_TIER = {"Permissions management": 2, "Write": 1, "Tagging": 1}
+
+
+def finding_services(findings: list[dict]) -> set[str]:
+    """The IAM services that high-risk findings name in their rules (``iam:PassRole on *`` names ``iam``).
+
+    Args:
+        findings: high-risk findings (each with ``rule`` and optionally ``rules``).
+
+    Returns:
+        Lower-case service prefixes (``* on *`` names none).
+    """
+    rules = [r for h in findings for r in (h.get("rules") or [h.get("rule")]) if r]
+    return {m.lower() for r in rules for m in re.findall(r"([A-Za-z0-9-]+):", str(r))}
+
+
+def order_services_by_risk(services: list[str], unused_actions: list[str], findings: list[dict], catalog) -> list[str]:
+    """Unused services, riskiest first.
+
+    Services a high-risk finding names come first, then those with an unused permissions-management action, then
+    those with an unused write or tagging action; within a tier, the unused actions weighted by access level
+    (:data:`LEVEL_WEIGHTS`, as in :func:`risk_score`), then the name.
+
+    Args:
+        services: the services to order (IAM prefixes).
+        unused_actions: the principal's unused granted actions.
+        findings: its high-risk findings.
+        catalog: the IAM catalogue (for access levels).
+
+    Returns:
+        ``services`` in that order.
+    """
+    wanted, named = set(services), finding_services(findings)
+    tier: dict[str, int] = {}
+    weight: dict[str, float] = {}
+    for a in unused_actions:
+        svc = a.split(":", 1)[0]
+        if svc in wanted:
+            info = catalog.info(a)
+            level = info.access_level if info else ""
+            tier[svc] = max(tier.get(svc, 0), _LEVEL_TIER.get(level, 0))
+            weight[svc] = weight.get(svc, 0.0) + LEVEL_WEIGHTS.get(level, 1.0)
+    return sorted(services, key=lambda s: (s not in named, -tier.get(s, 0), -weight.get(s, 0.0), s))
 
 
 def rank(principals: list[dict], grants_known: bool) -> list[dict]:
@@ -299,9 +346,10 @@ def _principal_entry(con, window: Window, arn: str, meta: dict, inv: dict | None
         unobs = cls[cls["status"] == "unobservable"] if len(cls) else cls
         entry["unobservable"] = [{"action": r.action, "reason": r.reason} for r in unobs.head(20).itertuples(index=False)]
         entry["unused_by_service"] = {svc: c["unused"] for svc, c in sorted(by_service.items()) if c.get("unused")}
-        entry["unused_services"] = sorted(svc for svc, c in by_service.items() if c.get("unused") and not c.get("used"))
         entry["unused_sample"] = unused[:50]
         flagged = [_finding_entry(h) for h in report.high_risk]
+        entry["unused_services"] = order_services_by_risk(
+            [svc for svc, c in by_service.items() if c.get("unused") and not c.get("used")], unused, flagged, catalog)
         # "unused" is a claim the logs support; a high-risk grant CloudTrail could not have seen is listed apart
         for status in ("unused", "used_broadly", "unobservable"):
             entry[f"high_risk_{status}"] = [h for h in flagged if h["status"] == status]

@@ -390,3 +390,14 @@ def test_report_templates_are_not_git_ignored():
     files = [str(p.relative_to(repo)) for p in (repo / "miner" / "templates").iterdir()]
     res = subprocess.run(["git", "check-ignore", *files], cwd=repo, capture_output=True, text=True)
     assert res.stdout.strip() == "", f"git-ignored templates: {res.stdout}"
+
+
+def test_unused_services_are_ordered_by_risk_not_name():
+    """Services a high-risk rule names first, then by the highest unused access level, then by weighted count."""
+    from miner.catalog import get_catalog
+
+    unused = ["a4b:ApproveSkill", "iam:AttachRolePolicy", "logs:DescribeLogGroups", "s3:GetObject", "zocalo:x"]
+    findings = [{"rule": "* on *", "rules": ["* on *", "s3:* on *"]}]
+    order = review.order_services_by_risk(["a4b", "iam", "logs", "s3", "zocalo"], unused, findings, get_catalog())
+    assert order == ["s3", "iam", "a4b", "logs", "zocalo"]
+    assert review.finding_services([{"rule": "cloudformation:CreateStack + iam:PassRole"}]) == {"cloudformation", "iam"}
