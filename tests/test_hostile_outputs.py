@@ -235,7 +235,7 @@ def test_review_html_still_escapes_the_payloads(hostile):
     doc = _assert_no_active_html(r.stdout, {
         "html", "head", "meta", "title", "style", "body", "header", "footer", "h1", "h2", "h3", "dl", "dt", "dd", "div", "section",
         "p", "b", "code", "span", "a", "table", "thead", "tbody", "tr", "th", "td", "ul", "li", "details", "summary",
-        "pre", "figure", "figcaption", "svg", "rect", "line", "text", "title"})
+        "pre", "figure", "figcaption", "svg", "rect", "line", "text", "title", "wbr"})
     assert escape.visible(f"evil-{EVIL_NAME}") in "".join(doc.text)
 
 

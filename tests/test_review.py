@@ -108,7 +108,7 @@ def test_reports_name_the_policy_statement_and_remedy_of_each_high_risk_grant():
     p["high_risk_used_broadly"] = [{"rule": "kms:Decrypt on *", "category": "data-access", "reason": "any key",
                                     "status": "used_broadly", "policy": "orders-inline", "sid": "DecryptAnything",
                                     "statement": 2, "remedy": "list the key ARNs it decrypts with in Resource"}]
-    html = report.render_html(r)
+    html = report.render_html(r).replace("<wbr>", "")  # <wbr>: where a long name may wrap
     assert "High-risk grants used, but on fewer resources than granted" in html
     assert "orders-inline statement DecryptAnything" in html and "list the key ARNs it decrypts with" in html
     md = report.render_markdown(r)
@@ -117,6 +117,55 @@ def test_reports_name_the_policy_statement_and_remedy_of_each_high_risk_grant():
     rows = list(csv.DictReader(io.StringIO(report.render_csv(r))))
     assert rows[1]["high_risk_used_broadly"] == "kms:Decrypt on * (orders-inline statement DecryptAnything)"
     assert review.high_risk_frame(r)["sid"].tolist()[1:] == ["DecryptAnything"]
+
+
+def _big_review() -> dict:
+    """The synthetic review with an administrator's numbers and timestamps as IAM and CloudTrail give them."""
+    r = synthetic_review()
+    p = r["principals"][0]
+    p.update(score=36112.0, events=14506, unused_count=22202, denied=1234, iam_last_used="2026-09-09T02:54:44+00:00",
+             created="2023-01-31T20:39:25+00:00", unused_services=["iam", "s3", "a4b", "logs", "glue"],
+             unused_by_service={"iam": 190, "s3": 180, "a4b": 96, "logs": 133, "glue": 306},
+             high_risk_unused=[{"rule": "s3:* on *", "status": "unused"}])
+    p["granted"]["actions"] = 22321
+    p["denied_attempts"][0].update(count=1234, last_seen="2026-09-01T13:45:10+00:00")
+    r["principals"][2].update(iam_last_used="2026-05-01T08:00:00+00:00", created="2024-11-19T05:03:35+00:00")
+    r["summary"]["unused_actions"] = 69103
+    return r
+
+
+def test_html_and_markdown_write_numbers_with_separators_and_dates_one_way():
+    r = _big_review()
+    html = report.render_html(r)
+    cells = re.findall(r'<td class="num">([^<]*)</td>', html) + re.findall(r'<div class="n">([^<]*)</div>', html)
+    assert {"36,112", "22,321", "22,202", "1,234", "69,103"} <= set(cells)
+    assert not [c for c in cells if re.search(r"\d{4}", c)]
+    text = re.sub(r"<[^>]+>", "", html.replace("<wbr>", ""))
+    assert not re.search(r"\d{4}-\d\d-\d\dT\d", text), "ISO timestamps are shown as YYYY-MM-DD (HH:MM UTC)"
+    assert "2026-05-01" in text and "2024-11-19" in text and "2026-09-01" in text
+    assert "Window2026-08-01 00:00 UTC \u2192 2026-09-14 00:00 UTC (44 days)" in text
+    md = report.render_markdown(r)
+    assert "| 1 | `role-0` | 36,112 | 22,321 | 2 | 22,202 |" in md and "**69,103** unused granted actions" in md
+    assert "IAM last used: 2026-05-01)" in md and "| 1,234 |" in md
+    assert not re.search(r"\d{4}-\d\d-\d\dT\d", md.split("## Suggested policies")[0])
+
+
+def test_names_wrap_only_between_words():
+    """No CSS that breaks inside a word; <wbr> after ARN separators and between CamelCase words instead."""
+    assert report.breakable("arn:aws:iam::1:role/AWSReservedSSO_Admin") == \
+        "arn:<wbr>aws:<wbr>iam:<wbr>:<wbr>1:<wbr>role/<wbr>AWSReserved<wbr>SSO_<wbr>Admin"
+    assert report.breakable('<b title="x">a/b</b>') == "&lt;b title=<wbr>&quot;x&quot;&gt;a/<wbr>b&lt;/<wbr>b&gt;"
+    css = report._template("review.css")
+    assert "anywhere" not in css and "break-all" not in css and "nowrap" not in css
+    html = report.render_html(synthetic_review())
+    assert "arn:<wbr>aws:<wbr>iam:<wbr>:<wbr>111122223333:<wbr>role/<wbr>app/<wbr>role-0" in html
+
+
+def test_unused_services_show_the_riskiest_first():
+    html = report.render_html(_big_review())
+    cell = re.search(r"<td>(<span class=\"tag[^\n]*?)</td><td class=\"activity\">", html).group(1)
+    assert re.findall(r">([a-z0-9]+)</span>", cell) == ["iam", "s3", "a4b", "logs"]  # the review's order, 4 shown
+    assert 'class="tag risk" title="180 unused actions; named by a high-risk grant">s3<' in cell and "+1 more" in cell
 
 
 def test_markdown_escapes_names_in_its_html_blocks():
@@ -150,9 +199,9 @@ def test_markdown_csv_json_carry_the_ranking():
 
 def test_charts_scale_and_label():
     svg = report.svg_activity([("a", [0, 1, 5, 0]), ("b", [0, 0, 0, 0])], date(2026, 8, 30))
-    assert svg.startswith("<svg") and "no activity in the window" in svg and "Sep 2026" in svg
+    assert svg.startswith("<svg") and "no activity in the window" in svg and "2026-09-01" in svg
     heat = report.svg_heatmap(["a", "b"], ["s3", "kms"], {("a", "s3"): 1000, ("b", "kms"): 1})
-    assert heat.count("<title>") == 2 and "1000 calls" in heat
+    assert heat.count("<title>") == 2 and "1,000 calls" in heat
     bars = report.svg_granted_vs_used([("a", 5, 1, 94), ("b", 0, 0, 0)])
     assert "5 of 100 used (5%)" in bars and "no grants" in bars
     assert report.daily_counts([("2026-08-02", 3), ("2026-07-01", 9)], date(2026, 8, 1), date(2026, 8, 4)) == [0, 3, 0]
@@ -208,7 +257,9 @@ def test_compare_reports_new_gone_grants_and_usage(tmp_path):
     assert ch["summary"]["grants_added"] == 2 and ch["summary"]["new_principals"] == 1
     html = report.render_html(after, ch)
     assert 'id="changes-since"' in html and "new-role" in html and "became active" in html
-    assert "Changes since the last review" in report.render_markdown(after, ch)
+    # the previous review is named by its window, in both formats
+    assert "Changes since the review of 2026-08-01 \u2192 2026-09-13</h2>" in html
+    assert "## Changes since the review of 2026-08-01 \u2192 2026-09-13" in report.render_markdown(after, ch)
 
 
 def test_compare_same_review_is_empty():
@@ -341,7 +392,7 @@ def test_cli_review_formats_compare_and_errors(sample_store, sample_logs, tmp_pa
     page = tmp_path / "review.html"
     res = runner.invoke(app, base + ["--out", str(page), "--compare", str(last)])
     assert res.exit_code == 0, res.output
-    assert "Changes since the last review" in page.read_text() and "ci-bot" in page.read_text()
+    assert "Changes since the review of 2026-08-01 \u2192" in page.read_text() and "ci-bot" in page.read_text()
     res = runner.invoke(app, base[:-2] + ["--format", "md"])
     assert res.exit_code == 0 and "Grants unknown" in res.stdout
     res = runner.invoke(app, base + ["--format", "csv"])
