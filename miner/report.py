@@ -7,6 +7,7 @@ import math
 import re
 from datetime import date, datetime, timedelta
 from importlib import resources
+from pathlib import Path
 from string import Template
 from typing import Any, Iterable
 
@@ -990,3 +991,135 @@ def render_markdown(review: dict, changes: dict | None = None) -> str:
             lines += ["```json", json.dumps(d, indent=2), "```", ""]
         lines += ["</details>", ""]
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------- notebook helpers
+
+#: Series colours of the notebook charts: matplotlib's tab10 without its grey, which is kept for "other".
+SERIES_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf")
+OTHER_COLOUR = "#b0b0b0"
+
+
+def daily_by_service(timeline, top: int = len(SERIES_COLOURS)):
+    """Events per day and service with the busiest ``top`` services as columns and the rest summed as ``other``.
+
+    Args:
+        timeline: rows of ``day``, ``service`` and ``events`` (:func:`miner.usage.timeline`).
+        top: at most this many services of their own (at most :data:`SERIES_COLOURS` many).
+
+    Returns:
+        A DataFrame indexed by day (every day from the first to the last, missing ones 0), busiest service first,
+        ``other (N services)`` last when there are more than ``top``.
+    """
+    import pandas as pd
+
+    top = max(1, min(top, len(SERIES_COLOURS)))
+    if timeline is None or not len(timeline):
+        return pd.DataFrame()
+    per_day = timeline.pivot_table(index="day", columns="service", values="events", aggfunc="sum", fill_value=0)
+    per_day.index = pd.to_datetime(per_day.index)
+    per_day = per_day.reindex(pd.date_range(per_day.index.min(), per_day.index.max(), freq="D"), fill_value=0)
+    order = per_day.sum().sort_values(ascending=False, kind="stable").index
+    keep, rest = list(order[:top]), list(order[top:])
+    out = per_day[keep]
+    if rest:
+        out = out.assign(**{f"other ({len(rest)} service{'s' if len(rest) > 1 else ''})": per_day[rest].sum(axis=1)})
+    out.columns.name = "service"
+    return out
+
+
+def plot_daily_by_service(timeline, title: str, top: int = len(SERIES_COLOURS), stacked: bool = True, ax=None):
+    """Chart events per day by service (matplotlib): one distinct colour per service, the rest as grey ``other``,
+    the legend beside the plot (never over the data) in the order of the stack, dates as ``YYYY-MM-DD``.
+
+    Args:
+        timeline: rows of ``day``, ``service`` and ``events`` (:func:`miner.usage.timeline`).
+        title: the chart title.
+        top: at most this many services of their own (see :func:`daily_by_service`).
+        stacked: a stacked area chart (the whole store) or one line per service (one principal).
+        ax: draw into these axes (default: a new 11 x 4 in figure).
+
+    Returns:
+        The matplotlib ``Axes``.
+    """
+    import matplotlib.dates as mdates
+    import matplotlib.pyplot as plt
+
+    frame = daily_by_service(timeline, top)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(11, 4), layout="constrained")
+    colours = [OTHER_COLOUR if str(c).startswith("other (") else SERIES_COLOURS[i % len(SERIES_COLOURS)]
+               for i, c in enumerate(frame.columns)]
+    if stacked and len(frame.columns):
+        ax.stackplot(frame.index, *[frame[c] for c in frame.columns], labels=list(frame.columns), colors=colours,
+                     linewidth=0)
+    else:
+        for c, colour in zip(frame.columns, colours):
+            ax.plot(frame.index, frame[c], label=c, color=colour, linewidth=1.6)
+    handles, labels = ax.get_legend_handles_labels()
+    if stacked:  # the top band first, as the eye reads the stack
+        handles, labels = handles[::-1], labels[::-1]
+    if handles:
+        ax.legend(handles, labels, title="service", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    ax.set_title(title)
+    ax.set_ylabel("events per day")
+    ax.set_ylim(bottom=0)
+    ax.margins(x=0)
+    ax.xaxis.set_major_locator(mdates.AutoDateLocator(maxticks=8))
+    ax.xaxis.set_major_formatter(mdates.DateFormatter("%Y-%m-%d"))
+    ax.yaxis.get_major_locator().set_params(integer=True)
+    ax.yaxis.set_major_formatter(lambda v, _: number(v))
+    ax.grid(axis="y", color=GRID)
+    ax.set_axisbelow(True)
+    return ax
+
+
+def changes_frame(changes: dict):
+    """What changed between two reviews, one row per change (for notebooks).
+
+    Args:
+        changes: from :func:`miner.review.compare_reviews`.
+
+    Returns:
+        A DataFrame with columns name, change (``new principal``, ``gone principal``, ``became idle``/``active``,
+        ``grant added``/``removed``, ``usage appeared``/``stopped``), what (the principal ARN, grant or action)
+        and arn.
+    """
+    import pandas as pd
+
+    rows = [{"name": arn.rsplit("/", 1)[-1], "change": kind, "what": arn, "arn": arn}
+            for key, kind in (("new_principals", "new principal"), ("gone_principals", "gone principal"))
+            for arn in changes.get(key) or []]
+    for c in changes.get("changed") or []:
+        name = c.get("name") or c["arn"]
+        if c.get("status_change"):
+            rows.append({"name": name, "change": c["status_change"], "what": c["arn"], "arn": c["arn"]})
+        rows += [{"name": name, "change": kind, "what": item, "arn": c["arn"]}
+                 for key, kind in (("grants_added", "grant added"), ("grants_removed", "grant removed"),
+                                   ("usage_appeared", "usage appeared"), ("usage_stopped", "usage stopped"))
+                 for item in c.get(key) or []]
+    return pd.DataFrame(rows, columns=["name", "change", "what", "arn"])
+
+
+def write_review(review: dict, folder: str | Path, changes: dict | None = None,
+                 formats: Iterable[str] = ("html", "json")) -> list[Path]:
+    """Write a review as ``review.html``, ``review.json``, ... into a folder (created when missing).
+
+    Args:
+        review: the review dict.
+        folder: the folder.
+        changes: optional quarter-over-quarter changes (shown in HTML and Markdown, kept in JSON).
+        formats: any of :data:`FORMATS`.
+
+    Returns:
+        The paths written, as ``pathlib.Path``.
+    """
+    folder = Path(folder).expanduser()
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for fmt in formats:
+        fmt = format_for(None, fmt)
+        path = folder / f"review.{fmt}"
+        path.write_text(render(review, fmt, changes), encoding="utf-8")
+        paths.append(path)
+    return paths

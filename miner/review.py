@@ -594,8 +594,14 @@ def notebook_iam_source(env: str = "MINER_IAM_SNAPSHOT") -> IamSource | None:
     return None
 
 
+#: Temporary folders of this process, removed when it exits (a notebook's kernel shutting down): held here so that
+#: they live as long as the kernel does.
+_SCRATCH: list[tempfile.TemporaryDirectory] = []
+
+
 def notebook_store(env: str = "MINER_STORE") -> Path:
-    """The store a notebook should open: ``$MINER_STORE``, else the sample logs ingested into a temp store.
+    """The store a notebook should open: ``$MINER_STORE``, else the sample logs ingested into a temporary store that
+    is removed when the kernel shuts down (a killed kernel leaves it in the system's temp folder).
 
     Args:
         env: the environment variable naming the store.
@@ -614,32 +620,41 @@ def notebook_store(env: str = "MINER_STORE") -> Path:
                                 "that has sample_logs/")
     from miner import ingest
 
-    target = Path(tempfile.mkdtemp(prefix="miner-notebook-")) / "store"
+    _SCRATCH.append(tempfile.TemporaryDirectory(prefix="miner-notebook-", ignore_cleanup_errors=True))
+    target = Path(_SCRATCH[-1].name) / "store"
     ingest.ingest([str(logs)], target)
     return target
 
 
-def notebook_previous_review(con, window: Window, *, iam_source: IamSource | None = None,
-                             store: str | Path | None = None, env: str = "MINER_PREVIOUS_REVIEW") -> dict:
-    """The review a notebook compares with: ``$MINER_PREVIOUS_REVIEW``, else a review of the window's first half.
+def notebook_quarters(con, window: Window, current: dict, *, iam_source: IamSource | None = None,
+                      store: str | Path | None = None, env: str = "MINER_PREVIOUS_REVIEW") -> tuple[dict, dict]:
+    """Last quarter's review and this quarter's, for a notebook's quarter-over-quarter step.
+
+    With ``$MINER_PREVIOUS_REVIEW``: that file and ``current``. Without: the window split at the midnight nearest its
+    middle, a review of its first half standing for last quarter and of its second half for this quarter. (The
+    first half against ``current``, which covers both halves, could only show usage that appeared.)
 
     Args:
         con: a DuckDB connection from :func:`miner.store.connect`.
-        window: the current review's window (its first half stands in for last quarter).
+        window: the window of ``current``.
+        current: the review of ``window``.
         iam_source: where grants come from (as for :func:`build_review`).
         store: the store path (shown in the header).
         env: the environment variable naming a previous ``--format json`` review.
 
     Returns:
-        The previous review dict.
+        ``(previous, current)`` review dicts, for :func:`compare_reviews`.
 
     Raises:
         ValueError: when the named file is not a miner review.
     """
     if os.environ.get(env):
-        return load_review(Path(os.environ[env]).expanduser())
-    first_half = Window(window.since, window.since + (window.until - window.since) / 2)
-    return build_review(con, first_half, iam_source=iam_source, store=store)
+        return load_review(Path(os.environ[env]).expanduser()), current
+    half = (window.until - window.since) / 2
+    mid = pd.Timestamp(window.since + half).round("D").to_pydatetime()
+    mid = mid if window.since < mid < window.until else window.since + half
+    return (build_review(con, Window(window.since, mid), iam_source=iam_source, store=store),
+            build_review(con, Window(mid, window.until), iam_source=iam_source, store=store))
 
 
 # ----------------------------------------------------------------------------------------- quarter over quarter

@@ -277,12 +277,33 @@ def test_times_are_utc_iso_and_missing_ones_none():
     assert review._iso(pd.Timestamp("2026-08-01")) == "2026-08-01T00:00:00+00:00"
 
 
-def test_notebook_previous_review_reads_the_named_file(tmp_path, monkeypatch):
+def test_notebook_quarters_reads_the_named_previous_review(tmp_path, monkeypatch):
     path = tmp_path / "last-quarter.json"
     path.write_text(report.render_json(synthetic_review()))
     monkeypatch.setenv("MINER_PREVIOUS_REVIEW", str(path))
-    previous = review.notebook_previous_review(None, None)
-    assert previous["kind"] == review.REVIEW_KIND and len(previous["principals"]) == 4
+    current = synthetic_review(2)
+    previous, now = review.notebook_quarters(None, None, current)
+    assert previous["kind"] == review.REVIEW_KIND and len(previous["principals"]) == 4 and now is current
+
+
+def test_changes_frame_has_one_row_per_change():
+    before = synthetic_review()
+    after = copy.deepcopy(before)
+    gone = after["principals"].pop(3)
+    after["principals"][0]["used_actions"] = ["kms:Decrypt", "s3:GetObject"]
+    after["principals"][2].update(never_used=False)
+    frame = report.changes_frame(review.compare_reviews(before, after))
+    assert list(frame.columns) == ["name", "change", "what", "arn"]
+    assert frame[["name", "change", "what"]].values.tolist() == [
+        ["role-3", "gone principal", gone["arn"]], ["role-0", "usage appeared", "kms:Decrypt"],
+        ["role-0", "usage stopped", "sqs:SendMessage"], ["role-2", "became active", after["principals"][2]["arn"]]]
+    assert report.changes_frame(review.compare_reviews(before, before)).empty
+
+
+def test_write_review_creates_the_folder_and_writes_each_format(tmp_path):
+    paths = report.write_review(synthetic_review(), tmp_path / "new" / "dir", formats=("html", "json", "md"))
+    assert [p.name for p in paths] == ["review.html", "review.json", "review.md"]
+    assert json.loads(paths[1].read_text())["kind"] == review.REVIEW_KIND
 
 
 def test_load_review_rejects_other_json(tmp_path):
