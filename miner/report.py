@@ -1,4 +1,5 @@
-"""Renders a review (the dict from :mod:`miner.review`) as one self-contained HTML file, Markdown, CSV or JSON."""
+"""Renders a review (the dict from :mod:`miner.review`) as one self-contained HTML file, Markdown, CSV or JSON, and
+as the notebooks' charts and tables."""
 
 from __future__ import annotations
 
@@ -294,12 +295,12 @@ def svg_activity(rows: list[tuple[str, list[int]]], since: date, width: int = 11
     height = top + row_h * len(rows) + 8
     bw = plot_w / days
     parts: list[str] = []
-    for i in range(days):  # month ticks
-        cur = since + timedelta(days=i)
-        if cur.day == 1 or i == 0:
-            x = label_w + i * bw
-            parts.append(f'<line x1="{x:.1f}" y1="{top - 4}" x2="{x:.1f}" y2="{height - 8}" stroke="{GRID}"/>')
-            parts.append(_text(x + 3, top - 8, cur.isoformat(), 10, fill=MUTED))
+    ticks = [i for i in range(days) if i == 0 or (since + timedelta(days=i)).day == 1]  # first day, months
+    for k, i in enumerate(ticks):
+        x = label_w + i * bw
+        parts.append(f'<line x1="{x:.1f}" y1="{top - 4}" x2="{x:.1f}" y2="{height - 8}" stroke="{GRID}"/>')
+        if k + 1 == len(ticks) or (ticks[k + 1] - i) * bw >= 62:  # a date label is ~56 px wide
+            parts.append(_text(x + 3, top - 8, (since + timedelta(days=i)).isoformat(), 10, fill=MUTED))
     for r, (label, counts) in enumerate(rows):
         y0 = top + r * row_h
         peak = max(counts) if counts else 0
@@ -537,9 +538,9 @@ def _cards(review: dict) -> str:
             ("warn", s.get("unused_actions", 0), "unused granted actions"),
             ("risk", s.get("high_risk", s.get("high_risk_unused", 0)), "high-risk grants (unused or too broad)"),
         ]
-    cards.append(("risk" if s.get("denied", 0) else "", s.get("denied", 0), "denied attempts"))
-    return '<section class="cards">' + "".join(
-        f'<div class="card {c}"><div class="n">{number(n)}</div><div class="l">{escape(l)}</div></div>'
+    cards.append(("risk", s.get("denied", 0), "denied attempts"))
+    return '<section class="cards">' + "".join(  # a zero is not a warning
+        f'<div class="card {c if n else ""}"><div class="n">{number(n)}</div><div class="l">{escape(l)}</div></div>'
         for c, n, l in cards) + "</section>"
 
 

@@ -200,6 +200,8 @@ def test_markdown_csv_json_carry_the_ranking():
 def test_charts_scale_and_label():
     svg = report.svg_activity([("a", [0, 1, 5, 0]), ("b", [0, 0, 0, 0])], date(2026, 8, 30))
     assert svg.startswith("<svg") and "no activity in the window" in svg and "2026-09-01" in svg
+    crowded = report.svg_activity([("a", [1] * 45)], date(2026, 8, 30))  # 2026-08-30 would overlap 2026-09-01
+    assert re.findall(r">(2026-[\d-]+)<", crowded) == ["2026-09-01", "2026-10-01"]
     heat = report.svg_heatmap(["a", "b"], ["s3", "kms"], {("a", "s3"): 1000, ("b", "kms"): 1})
     assert heat.count("<title>") == 2 and "1,000 calls" in heat
     bars = report.svg_granted_vs_used([("a", 5, 1, 94), ("b", 0, 0, 0)])
