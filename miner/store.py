@@ -212,6 +212,31 @@ def clean_tmp(store: Path) -> int:
     return n
 
 
+def tidy_after_write(store: Path, *, created: bool) -> None:
+    """Remove what a writer leaves behind for nothing (call while holding :func:`write_lock`, after :func:`clean_tmp`).
+
+    The empty ``_tmp/`` goes; in a store that holds nothing (no events, no manifest: an ingest of an empty folder)
+    the lock file goes too, and the store folder when this run created it.
+
+    Args:
+        store: the store root.
+        created: whether the run created the store folder.
+    """
+    store = Path(store)
+    try:
+        (store / TMP_DIR).rmdir()
+    except OSError:
+        pass  # absent, or not empty
+    if (store / EVENTS_DIR).exists() or (store / MANIFEST_DIR).exists():
+        return
+    try:
+        (store / LOCK_FILE).unlink()  # still locked through the open descriptor until the writer lets go
+        if created:
+            store.rmdir()
+    except OSError:
+        pass
+
+
 @dataclass
 class WriteLock:
     """The store's writer lock, as held by :func:`write_lock`."""
