@@ -97,10 +97,9 @@ def _report_bug(e: Exception, debug: bool) -> NoReturn:
     if debug:
         for line in traceback.format_exc().rstrip("\n").split("\n"):
             err.print(plain(line))
-    what = f"{type(e).__name__}: {e}"
     where = f"the traceback is in {path}" if path else "the traceback could not be saved"
-    fail(f"unexpected error ({what[:300]}); this is a bug in miner: {where}"
-         + ("" if debug else "; `miner --debug ...` prints it"), EXIT_SOFTWARE)
+    fail(f"unexpected error ({where}{'' if debug else '; `miner --debug ...` prints it'}): "
+         f"{type(e).__name__}: {str(e)[:300]}", EXIT_SOFTWARE)
 
 
 def _quiet_broken_pipe() -> None:
@@ -168,7 +167,7 @@ app = typer.Typer(
     help="Mine least-privilege IAM policies from AWS CloudTrail logs.\n\n"
          "Example: miner ingest sample_logs --store ./miner-store\n\n"
          "Exit status: 0 success; 1 a finding a flag asked to fail on (--fail-on-unused); 2 a user error, in one "
-         "line; 70 an unexpected error (a bug: one line and the file holding its traceback; --debug prints it).",
+         "line; 70 an unexpected error (one line naming the file that holds its traceback; --debug prints it).",
     pretty_exceptions_enable=False,
     rich_markup_mode=None,  # help text is plain: [default: ...] and Operations[] print as written
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110},
@@ -799,6 +798,8 @@ def suggest_cmd(
     """
     from miner import jobs
 
+    policy_fmt = output_format(out_file, POLICY_EXTENSIONS, "--out") if out_file else None
+    report_fmt = output_format(report_file, REPORT_EXTENSIONS, "--report") if report_file else None
     do_diff = do_diff or report_file is not None
     grants = _grants(iam_snapshot, live, profile, endpoint_url)
     if grants.given and not do_diff:
@@ -808,8 +809,6 @@ def suggest_cmd(
              "--profile NAME or --endpoint-url URL if needed)")
     if fail_on_unused and not do_diff:
         fail("--fail-on-unused needs --diff")
-    policy_fmt = output_format(out_file, POLICY_EXTENSIONS, "--out") if out_file else None
-    report_fmt = output_format(report_file, REPORT_EXTENSIONS, "--report") if report_file else None
     stdout = "report" if do_diff and not report_file else None if out_file else "policy"
     if stdout == "report":
         report_fmt = (fmt or "text").lower()

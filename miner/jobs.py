@@ -591,8 +591,8 @@ class Reviewed:
                   if rv["grants_known"] else " (grants unknown: no --iam-snapshot or --live)")
         since = (f"; {ch['summary']['changed_principals']} changed, {ch['summary']['new_principals']} new, "
                  f"{ch['summary']['gone_principals']} gone since the previous review") if ch else ""
-        win = rv["window"]
-        return (f"reviewed {s['principals']} principals in {win['since'][:16]}Z .. {win['until'][:16]}Z: "
+        since, until = (rv["window"][k][:16].replace("T", " ") for k in ("since", "until"))
+        return (f"reviewed {s['principals']} principals in {since}Z .. {until}Z: "
                 f"{s['active']} active, {s['never_used']} never used{grants}{since}")
 
 
