@@ -6,7 +6,7 @@ import functools
 import json
 import os
 import sys
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import NoReturn, Optional
 
@@ -34,10 +34,6 @@ def _console(**kwargs) -> Console:
 #: Results go to stdout; summaries, progress and errors go to stderr.
 out = _console(soft_wrap=True)
 err = _console(stderr=True, soft_wrap=True)
-
-
-class UserError(Exception):
-    """A mistake the user can fix; printed as one clear message, never a traceback."""
 
 
 def plain(text: object, style: str = "") -> Text:
@@ -72,7 +68,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from miner.jobs import JobError
     from miner.store import StoreError
 
-    return UserError, JobError, StoreError
+    return JobError, StoreError
 
 
 def _save_traceback() -> Optional[Path]:
@@ -218,9 +214,8 @@ EndpointOpt = typer.Option(None, "--endpoint-url", metavar="URL",
                            help="IAM endpoint for live reads, e.g. a local moto server (implies --live).")
 
 
-def _format_opt(choices: str, default: Optional[str], more: str = ""):
-    return typer.Option(default, "--format", "-f", metavar=choices.replace(", ", "|").replace(" or ", "|"),
-                        help=f"{choices}{more}.")
+def _format_opt(choices: str, default: Optional[str], text: str = "The output format."):
+    return typer.Option(default, "--format", "-f", metavar=choices, help=text)
 
 
 def store_path(store: Optional[Path]) -> Path:
@@ -359,7 +354,7 @@ def ingest_cmd(
     max_object_size: str = typer.Option("256MiB", "--max-object-size", metavar="SIZE",
                                         help="Skip objects larger than this once decompressed (e.g. 64MiB, 1G); a "
                                              "gzip stops inflating there."),
-    fmt: str = _format_opt("text or json", "text", " (json: a machine-readable summary on stdout)"),
+    fmt: str = _format_opt("text|json", "text", "json: a machine-readable summary on stdout."),
     as_json: bool = typer.Option(False, "--json", help="The same as --format json."),
     quiet: bool = QuietOpt,
 ) -> None:
@@ -487,7 +482,7 @@ def coverage_cmd(
     until: Optional[str] = typer.Option(None, "--until", metavar="TIME",
                                         help="Window end (a bare date includes that day) [default: now]."),
     unmapped: bool = typer.Option(False, "--unmapped", help="List only the events that map to no action (the gaps)."),
-    fmt: str = _format_opt("table or json", "table"),
+    fmt: str = _format_opt("table|json", "table"),
     service_reference: Optional[Path] = ServiceRefOpt,
     quiet: bool = QuietOpt,
 ) -> None:
@@ -552,7 +547,7 @@ def coverage_cmd(
 @command("catalog", "The IAM catalogue and mapping rules in use.")
 def catalog_cmd(
     service_reference: Optional[Path] = ServiceRefOpt,
-    fmt: str = _format_opt("table or json", "table"),
+    fmt: str = _format_opt("table|json", "table"),
     quiet: bool = QuietOpt,
 ) -> None:
     """Show the IAM catalogue, mapping rules and (optional) service reference in use.
@@ -618,13 +613,15 @@ def _is_list(v) -> bool:
 
 def _cell(v) -> str:
     """A table cell: lists joined, times to the minute, integers with separators, missing values blank."""
+    import numbers
+
     if _is_list(v):
         return ", ".join(map(str, list(v)))
+    if v is None or (not isinstance(v, str) and v != v):  # None, NaN, NaT
+        return ""
     if hasattr(v, "strftime"):
-        return "" if v != v else v.strftime("%Y-%m-%d %H:%M")  # NaT != NaT
-    if isinstance(v, bool) or v is None or (isinstance(v, float) and v != v):
-        return "" if v is None or v != v else str(v)
-    if isinstance(v, int) or (hasattr(v, "dtype") and str(getattr(v, "dtype", "")).startswith("int")):
+        return v.strftime("%Y-%m-%d %H:%M")
+    if isinstance(v, numbers.Integral) and not isinstance(v, bool):
         return f"{int(v):,}"
     return str(v)
 
@@ -658,7 +655,7 @@ def _emit_frame(df, fmt: str, title: str, columns: list[str]) -> None:
 def principals_cmd(
     since: Optional[str] = SinceOpt,
     until: Optional[str] = UntilOpt,
-    fmt: str = _format_opt("table, json or csv", "table"),
+    fmt: str = _format_opt("table|json|csv", "table", "The output format (json and csv give the ARNs)."),
     store: Optional[Path] = StoreOpt,
     quiet: bool = QuietOpt,
 ) -> None:
@@ -691,7 +688,7 @@ def usage_cmd(
     account: Optional[str] = AccountOpt,
     since: Optional[str] = SinceOpt,
     until: Optional[str] = UntilOpt,
-    fmt: str = _format_opt("table, json or csv", "table", " (csv: every action row)"),
+    fmt: str = _format_opt("table|json|csv", "table", "The output format (json and csv: every action row)."),
     every: bool = typer.Option(False, "--all", help="Table: one row per action and resource, not per resource "
                                                     "template."),
     top: int = typer.Option(5, "--top", metavar="N", help="How many source IP / user agent pairs to show."),
@@ -863,8 +860,8 @@ def review_cmd(
         [], "--out", "-o", metavar="FILE",
         help="Write the review here; the format follows the extension (.html, .md, .csv, .json). Repeat for several "
              "formats of one review [default: review-SINCE-UNTIL.html, or stdout for --format md, csv or json]."),
-    fmt: Optional[str] = _format_opt("html, md, csv or json", None, " without --out: md, csv and json go to stdout, "
-                                                                    "html to the default file"),
+    fmt: Optional[str] = _format_opt("html|md|csv|json", None, "Without --out: md, csv and json go to stdout, "
+                                                               "html to the default file."),
     compare: Optional[Path] = typer.Option(None, "--compare", metavar="FILE",
                                            help="A previous --format json review: show what changed since."),
     iam_snapshot: Optional[Path] = SnapshotOpt,
@@ -902,7 +899,9 @@ def review_cmd(
                          wildcards=not no_wildcards, previous=compare)
     rendered: dict[str, str] = {}
     for path, f in outputs:
-        write_output(path, rendered.setdefault(f, result.render(f)), quiet=True)
+        if f not in rendered:
+            rendered[f] = result.render(f)
+        write_output(path, rendered[f], quiet=True)
     if not outputs:
         sys.stdout.write(result.render(fmt))
     if not quiet:
@@ -926,7 +925,8 @@ def backtest_cmd(
                                              "last event]."),
     levels: str = typer.Option("1,10,50", "--max-resources", metavar="N,N,...",
                                help="Comma-separated --max-resources levels to compare."),
-    fmt: str = _format_opt("table or json", "table", "; with --all also csv (one row per principal and setting)"),
+    fmt: str = _format_opt("table|json|csv", "table", "The output format; csv with --all (one row per principal "
+                                                       "and setting)."),
     every: bool = typer.Option(False, "--all", help="Every IAM role and user with enough history, and each setting "
                                                     "summarised over them."),
     min_days: str = typer.Option("30d", "--min-days", metavar="DAYS",

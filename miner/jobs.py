@@ -84,8 +84,9 @@ def window_coverage(store: str | Path, window: Window) -> str | None:
         window: the window asked for.
 
     Returns:
-        A note such as ``the store holds events from 2026-08-01 to 2026-09-14: only 2026-08-01 .. 2026-09-14 of
-        the window holds data``, or ``None`` when the window lies within the store's days.
+        A note such as ``the store holds events from 2026-08-01 to 2026-09-14: only 2026-09-04 15:00Z ..
+        2026-09-15 00:00Z of the window 2026-09-04 15:00Z .. 2026-12-03 15:00Z holds data (10 of 90 days)``, or
+        ``None`` when the window lies within a day of the store's days.
     """
     from miner.store import data_days
 
@@ -258,8 +259,9 @@ class Grants:
         except iam.IamError as e:
             raise JobError(str(e)) from None
         where = f"live IAM{' at ' + self.endpoint_url if self.endpoint_url else ''}"
-        return review.IamSource(where, [], set(), lambda arn: iam.from_live(arn, profile=self.profile,
-                                                                            endpoint_url=self.endpoint_url))
+        return review.IamSource(label=where, inventory=[], accounts=set(),
+                                attached=lambda arn: iam.from_live(arn, profile=self.profile,
+                                                                   endpoint_url=self.endpoint_url))
 
 
 def _attached(source: IamSource, arn: str) -> AttachedPolicies:
@@ -307,13 +309,15 @@ def principals(store: str | Path, window: Window) -> Listing:
 
     con = connect(store)
     df = usage.principals(con, window)
+    coverage = window_coverage(store, window)
     if df.empty:
-        raise JobError(f"no events in the window {window}: widen --since/--until")
-    prefix = {}
-    df["services"] = [sorted({prefix.setdefault(s, mapping.service_prefix(s)) for s in list(services)
-                              if isinstance(s, str) and s}) for services in df["services"]]
+        raise JobError(f"no events in the window {window}: widen --since/--until"
+                       + (f" ({coverage})" if coverage else ""))
+    hosts = [[s for s in list(services) if isinstance(s, str) and s] for services in df["services"]]
+    prefix = {s: mapping.service_prefix(s) for s in {s for row in hosts for s in row}}
+    df["services"] = [sorted({prefix[s] for s in row}) for row in hosts]
     df.insert(1, "name", [_name(a, n) for a, n in zip(df["principal_arn"], df["principal_name"])])
-    return Listing(window, df, [n for n in [window_coverage(store, window)] if n])
+    return Listing(window, df, [coverage] if coverage else [])
 
 
 @dataclass
@@ -374,7 +378,7 @@ def summarise(frame: pd.DataFrame, max_resources: int | None = None) -> pd.DataF
     for action, grp in frame.groupby("action", sort=True):
         patterns = synthesize.generalise(grp["resource"].dropna(), limit)
         key = grp["resource"].map(lambda r: patterns.get(r, r))
-        for pattern, g in grp.groupby(key, sort=True):
+        for pattern, g in grp.groupby(key, sort=True, dropna=False):
             regions = sorted({r for v in g["regions"] for r in str(v or "").split(",") if r})
             rows.append((action, pattern, int(g["resource"].nunique()), int(g["calls"].sum()), g["first_seen"].min(),
                          g["last_seen"].max(), ",".join(regions), _merged_counts(g["outcomes"])))
@@ -597,8 +601,8 @@ class Reviewed:
 
 
 def review(store: str | Path, window: Window, *, grants: Grants | None = None, account: str | None = None,
-           max_resources: int | None = None, wildcards: bool = True, previous: str | Path | dict | None = None,
-           progress: Callable[[str], None] | None = None) -> Reviewed:
+           max_resources: int | None = None, wildcards: bool = True,
+           previous: str | Path | dict | None = None) -> Reviewed:
     """The quarterly right-sizing review of every role and user (:func:`miner.review.build_review`).
 
     Args:
@@ -609,7 +613,6 @@ def review(store: str | Path, window: Window, *, grants: Grants | None = None, a
         max_resources: the suggested policies' generalisation threshold.
         wildcards: allow action wildcards in the suggested policies.
         previous: a previous ``--format json`` review (a path or its dict): the result says what changed.
-        progress: called with each principal's ARN.
 
     Returns:
         The :class:`Reviewed`.
@@ -627,7 +630,7 @@ def review(store: str | Path, window: Window, *, grants: Grants | None = None, a
     source = (grants or Grants()).open(inventory=True)
     con = connect(store)
     rv = mod.build_review(con, window, iam_source=source, store=Path(store), account=account,
-                          max_resources=max_resources, wildcards=wildcards, progress=progress)
+                          max_resources=max_resources, wildcards=wildcards)
     coverage = window_coverage(store, window)
     if not rv["principals"]:
         raise JobError(f"no roles or users acted in the window {window} and no IAM source lists any: widen "
