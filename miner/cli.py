@@ -26,9 +26,18 @@ EXIT_SOFTWARE = 70  # an unexpected error (a bug), as sysexits.h's EX_SOFTWARE; 
 EXIT_INTERRUPTED = 130
 
 
+class _Console(Console):
+    """A rich console for which a closed stdout (``| head``) is the reader's choice, not an error (rich exits 1)."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        _quiet_broken_pipe()
+        raise typer.Exit(0)
+
+
 def _console(**kwargs) -> Console:
     """A rich console that never reads markup, emoji codes or highlights in what it prints."""
-    return Console(markup=False, emoji=False, highlight=False, **kwargs)
+    return _Console(markup=False, emoji=False, highlight=False, **kwargs)
 
 
 #: Results go to stdout; summaries, progress and errors go to stderr.

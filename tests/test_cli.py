@@ -126,6 +126,17 @@ def test_user_and_unexpected_errors_in_a_real_process(sample_store, tmp_path):
     assert p.returncode == 70 and "Traceback (most recent call last)" in p.stderr
 
 
+def test_a_reader_that_stops_early_is_not_an_error(sample_store):
+    """``miner usage --all | head -1``: the table is larger than the pipe, and the reader goes away."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "miner.cli", "usage", "--role", "orders-api-task", "--all", "-q",
+                             "--store", str(sample_store), *WINDOW], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=env)
+    assert proc.stdout.readline()
+    proc.stdout.close()
+    assert proc.wait(timeout=300) == 0 and proc.stderr.read() == b""
+
+
 def test_interrupt_and_bug_exit_codes(monkeypatch, tmp_path):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
