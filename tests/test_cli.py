@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -149,9 +150,10 @@ def test_interrupt_and_bug_exit_codes(monkeypatch, tmp_path):
         raise KeyError("oops")
 
     monkeypatch.setattr(jobs, "principals", bug)
-    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # (gettempdir() caches $TMPDIR on first use)
     r = run("principals", "--store", tmp_path)
     assert r.exit_code == 70 and "KeyError: 'oops'" in one_line_error(r.stderr)
+    assert "KeyError" in next(tmp_path.glob("miner-error-*.txt")).read_text()
 
 
 # ----------------------------------------------------------------------------- output files
