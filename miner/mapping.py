@@ -1437,6 +1437,23 @@ def get_mapper(service_reference: str | None = None) -> Mapper:
     return _mapper_for(service_reference_dir(service_reference))
 
 
+def service_prefix(event_source: str | None) -> str:
+    """The IAM prefix of an event source, as the mapping resolves it: ``monitoring.amazonaws.com`` -> ``cloudwatch``.
+
+    Args:
+        event_source: an ``eventSource`` host.
+
+    Returns:
+        The best IAM prefix (``sources.csv``, the catalogue, then botocore's models), else the host's service part.
+    """
+    from miner.servicereference import host_key
+
+    key = host_key(event_source)
+    mapper = get_mapper()
+    found = mapper.cheap_prefixes(key) or mapper.prefixes(key)
+    return found[0] if found else key
+
+
 def map_event(event_source: str, event_name: str, request_parameters=None, resources=None,
               account: str = "", region: str = "", partition: str = "", event_type: str | None = None) -> MappingResult:
     """Map one CloudTrail event to the IAM actions and resources that authorised it.

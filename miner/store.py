@@ -11,7 +11,7 @@ import shutil
 import socket
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
@@ -78,6 +78,26 @@ def connect(store: Path, *, threads: int | None = None) -> duckdb.DuckDBPyConnec
         f"hive_types = {HIVE_TYPES}, union_by_name = true)"
     )
     return con
+
+
+def data_days(store: Path) -> tuple[date, date] | None:
+    """The first and last UTC day the store holds events for, from its ``date=`` partition folders (no file is read).
+
+    Args:
+        store: the store root.
+
+    Returns:
+        ``(first, last)`` days, or ``None`` when the store holds no events.
+    """
+    days = set()
+    for folder in (Path(store) / EVENTS_DIR).glob("account=*/region=*/date=*"):
+        try:
+            day = date.fromisoformat(folder.name.split("=", 1)[1])
+        except ValueError:
+            continue
+        if any(folder.glob("*.parquet")):
+            days.add(day)
+    return (min(days), max(days)) if days else None
 
 
 # ----------------------------------------------------------------------------- writing (used by miner.ingest)
@@ -190,6 +210,31 @@ def clean_tmp(store: Path) -> int:
             except FileNotFoundError:
                 pass
     return n
+
+
+def tidy_after_write(store: Path, *, created: bool) -> None:
+    """Remove what a writer leaves behind for nothing (call while holding :func:`write_lock`, after :func:`clean_tmp`).
+
+    The empty ``_tmp/`` goes; in a store that holds nothing (no events, no manifest: an ingest of an empty folder)
+    the lock file goes too, and the store folder when this run created it.
+
+    Args:
+        store: the store root.
+        created: whether the run created the store folder.
+    """
+    store = Path(store)
+    try:
+        (store / TMP_DIR).rmdir()
+    except OSError:
+        pass  # absent, or not empty
+    if (store / EVENTS_DIR).exists() or (store / MANIFEST_DIR).exists():
+        return
+    try:
+        (store / LOCK_FILE).unlink()  # still locked through the open descriptor until the writer lets go
+        if created:
+            store.rmdir()
+    except OSError:
+        pass
 
 
 @dataclass
