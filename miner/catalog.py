@@ -105,8 +105,12 @@ class Catalog:
         return sorted(f"{p}:{a['name']}" for a in self._service_actions(p).values())
 
     def all_actions(self) -> list[str]:
-        """Every action in the catalogue (loads every service)."""
-        return [a for p in sorted(self.prefixes) for a in self.actions(p)]
+        """Every action in the catalogue (loads every service; listed once per catalogue)."""
+        return list(self._all_actions)
+
+    @cached_property
+    def _all_actions(self) -> tuple[str, ...]:
+        return tuple(a for p in sorted(self.prefixes) for a in self.actions(p))
 
     def canonical(self, action: str) -> str | None:
         """The catalogue spelling of an action (``S3:getobject`` -> ``s3:GetObject``).

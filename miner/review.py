@@ -74,7 +74,8 @@ def snapshot_source(path: str | Path) -> IamSource:
         for kind, key, name_key in (("role", "RoleDetailList", "RoleName"), ("user", "UserDetailList", "UserName")):
             inventory += [_inventory_entry(kind, e, name_key) for e in data.get(key) or []]
     accounts = {inv["account"] for inv in inventory}
-    return IamSource(f"snapshot {path}", inventory, accounts - {""}, lambda arn: iam.from_snapshot(path, arn))
+    return IamSource(f"snapshot {path}", inventory, accounts - {""},
+                     lambda arn: iam.from_snapshot(path, arn, snapshots=snaps))
 
 
 def live_source(profile: str | None = None, endpoint_url: str | None = None, client=None) -> IamSource:
@@ -220,10 +221,12 @@ def _finding_entry(h: dict) -> dict:
             "used_on": seen[:20], "used_resources": h.get("used_resources", len(seen)), "remedy": h.get("remedy")}
 
 
-def _principal_entry(con, window: Window, arn: str, meta: dict, inv: dict | None, iam_source: IamSource | None,
-                     denied_rows: pd.DataFrame, activity: list, data_sources: Callable[[str], set[str]], *,
-                     max_resources: int, wildcards: bool, catalog) -> dict:
-    from miner import diff, iam, synthesize, usage
+def _principal_entry(arn: str, meta: dict, inv: dict | None, iam_source: IamSource | None, used, mine: pd.DataFrame,
+                     activity: list, data_sources: Callable[[str], set[str]], *, max_resources: int, wildcards: bool,
+                     catalog, grants: dict | None) -> dict:
+    """One principal of the review from its usage (a :class:`miner.usage.Usage`, ``None`` without events in the
+    window) and its denied calls; ``grants`` caches the granted sets of :func:`miner.diff.compare`."""
+    from miner import diff, iam, synthesize
 
     account = _arn_account(arn) or meta.get("principal_account") or ""
     name = meta.get("principal_name") or (inv or {}).get("name") or arn.rsplit("/", 1)[-1]
@@ -243,9 +246,8 @@ def _principal_entry(con, window: Window, arn: str, meta: dict, inv: dict | None
     authorised = _empty_usage()
     denied = _empty_usage()
     suggestion = None
-    if meta.get("events"):
-        u = usage.collect(con, usage.Principal(arn, meta.get("principal_type"), meta.get("principal_name"),
-                                               meta.get("principal_account")), window)
+    if used is not None:
+        u = used
         authorised, denied = u.authorised, u.denied
         entry["unmapped_events"] = int(u.unmapped["calls"].sum()) if len(u.unmapped) else 0
         if len(authorised):
@@ -264,7 +266,6 @@ def _principal_entry(con, window: Window, arn: str, meta: dict, inv: dict | None
                 entry["suggest_error"] = str(e)
         else:
             entry["suggest_error"] = f"no authorised calls that map to IAM actions in the window ({u.why_no_policy()})"
-    mine = denied_rows[denied_rows["principal_arn"] == arn] if len(denied_rows) else denied_rows
     entry["denied_attempts"] = [
         {"action": r.action if isinstance(r.action, str) else None, "event": r.operations,
          "resource": r.resource if isinstance(r.resource, str) else None, "error_code": r.error_code,
@@ -281,7 +282,7 @@ def _principal_entry(con, window: Window, arn: str, meta: dict, inv: dict | None
                               boundary=boundary, denied=denied if len(denied) else None,
                               data_sources=data_sources(account), principal_arn=arn, principal_account=account,
                               missing=attached.missing, source=attached.source, policies=attached.refs,
-                              catalog=catalog)
+                              catalog=catalog, cache=grants)
         cls = report.classification
         status = dict(zip(cls["action"], cls["status"])) if len(cls) else {}
         unused = sorted(a for a, st in status.items() if st == "unused")
@@ -367,6 +368,14 @@ def build_review(con, window: Window, *, iam_source: IamSource | None = None, st
         for r in daily.itertuples(index=False):
             act.setdefault(r.principal_arn, []).append([str(r.day)[:10], int(r.events)])
     denied_rows = usage.denied_calls(con, window)
+    no_denied = denied_rows.iloc[:0]
+    denied_of = {a: denied_rows.take(idx)
+                 for a, idx in denied_rows.groupby("principal_arn", sort=False).indices.items()} if len(denied_rows) else {}
+    # one pass over the store for every principal's calls, each distinct call shape mapped once
+    usages = usage.collect_all(con, [usage.Principal(arn, m.get("principal_type"), m.get("principal_name"),
+                                                     m.get("principal_account")) for arn, m in metas.items()
+                                     if m.get("events")], window)
+    grants: dict = {}  # granted sets per distinct set of attached documents
     ds_cache: dict[str, set[str]] = {}
 
     def data_sources(acct: str) -> set[str]:
@@ -379,8 +388,9 @@ def build_review(con, window: Window, *, iam_source: IamSource | None = None, st
         if progress:
             progress(arn)
         principals.append(_principal_entry(
-            con, window, arn, metas.get(arn, {}), inventory.get(arn.lower()), iam_source, denied_rows,
-            act.get(arn, []), data_sources, max_resources=max_resources, wildcards=wildcards, catalog=catalog))
+            arn, metas.get(arn, {}), inventory.get(arn.lower()), iam_source, usages.get(arn),
+            denied_of.get(arn, no_denied), act.get(arn, []), data_sources, max_resources=max_resources,
+            wildcards=wildcards, catalog=catalog, grants=grants))
     known = iam_source is not None
     principals = rank(principals, known)
     notes = list(iam_source.notes) if iam_source else []

@@ -224,17 +224,17 @@ def _not_found_message(con, window: Window, text: str, kind: str | None, account
     return f"unknown {what} {text!r}{where}: no such principal in the store{hint}{listing}"
 
 
-def call_shapes(con, principal_arn: str, window: Window) -> pd.DataFrame:
-    """A principal's distinct call shapes in a window (``queries/usage_by_principal.sql``).
+def call_shapes(con, principal_arn: str | None, window: Window) -> pd.DataFrame:
+    """Distinct call shapes in a window, of one principal or of every principal (``queries/usage_by_principal.sql``).
 
     Args:
         con: a DuckDB connection from :func:`miner.store.connect`.
-        principal_arn: the principal.
+        principal_arn: the principal, or ``None`` for every principal (one pass over the store).
         window: the time window.
 
     Returns:
-        One row per distinct (SHAPE_KEY, outcome, event_category) with events, first_seen, last_seen, invoked_by
-        and :data:`CONTEXT_COLUMNS`.
+        One row per distinct (principal_arn, SHAPE_KEY, outcome, event_category) with events, first_seen,
+        last_seen, invoked_by and :data:`CONTEXT_COLUMNS`; ordered by principal, then shape.
     """
     return queries.run(con, "usage_by_principal", **_params(window, principal_arn=principal_arn))
 
@@ -343,11 +343,14 @@ def _join_unique(values: pd.Series) -> str:
     return ",".join(sorted({v for v in values if isinstance(v, str) and v}))
 
 
-def aggregate(mapped: pd.DataFrame) -> pd.DataFrame:
+def aggregate(mapped: pd.DataFrame, *, by_principal: bool = False) -> pd.DataFrame:
     """Re-aggregate mapped call shapes by (action, resource, outcome class) (``queries/usage_actions.sql``).
 
     Args:
-        mapped: the output of :func:`map_shapes` over ``usage_by_principal`` rows.
+        mapped: the output of :func:`map_shapes` over ``usage_by_principal`` rows (rows without a ``principal_arn``
+            column are taken as one principal's).
+        by_principal: keep the principals apart (a leading ``principal_arn`` column); else ``mapped`` is taken to
+            hold one principal's shapes.
 
     Returns:
         USAGE_COLUMNS: ``calls`` (events), first/last seen, and comma-joined sorted ``regions``, ``accounts``,
@@ -357,23 +360,26 @@ def aggregate(mapped: pd.DataFrame) -> pd.DataFrame:
         ``conditions`` (``key=value`` pairs the grant may carry, e.g. ``ec2:CreateAction=RunInstances``; null when
         some call needs the grant without one); :data:`CONTEXT_COLUMNS` (arrays of distinct values, a ``None``
         element for calls without one).
-        Sorted by outcome class, action and resource.
+        Sorted by (principal,) outcome class, action and resource.
     """
     import duckdb
 
+    columns = ["principal_arn", *USAGE_COLUMNS] if by_principal else USAGE_COLUMNS
     if mapped.empty:
-        return pd.DataFrame(columns=USAGE_COLUMNS)
-    needed = ["action", "resource", "events", "first_seen", "last_seen", "aws_region", "account_id", "event_source",
-              "event_name", "outcome", "event_category", "derivation", "reason", "implicit", "invoked_by", "status",
-              "condition_key", "condition_value", *CONTEXT_COLUMNS]
+        return pd.DataFrame(columns=columns)
+    needed = ["principal_arn", "action", "resource", "events", "first_seen", "last_seen", "aws_region", "account_id",
+              "event_source", "event_name", "outcome", "event_category", "derivation", "reason", "implicit",
+              "invoked_by", "status", "condition_key", "condition_value", *CONTEXT_COLUMNS]
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
         for c in ("condition_key", "condition_value"):
             if c not in mapped.columns:
                 mapped = mapped.assign(**{c: None})
+        if "principal_arn" not in mapped.columns:
+            mapped = mapped.assign(principal_arn="")
         con.register("mapped", _with_context(mapped[[c for c in needed if c in mapped.columns]]))
-        return queries.run(con, "usage_actions")[USAGE_COLUMNS]
+        return queries.run(con, "usage_actions")[columns]
     finally:
         con.close()
 
@@ -405,24 +411,76 @@ def collect(con, principal: Principal, window: Window) -> Usage:
     Returns:
         The :class:`Usage` (authorised and denied (action, resource) rows, unmapped and permission-free calls).
     """
-    shapes = call_shapes(con, principal.arn, window)
-    mapped = resolve_caller(map_shapes(shapes), principal.arn)
-    actions = aggregate(mapped)
+    return _usages(call_shapes(con, principal.arn, window), [principal], window)[principal.arn]
 
-    def by_operation(statuses: tuple[str, ...]) -> pd.DataFrame:
-        rows = mapped[mapped["status"].isin(statuses)] if len(mapped) else mapped  # one row per such shape
-        if rows.empty:
-            return pd.DataFrame(columns=["event_source", "event_name", "status", "calls", "note"])
-        return (rows.groupby(["event_source", "event_name", "status"], sort=True, dropna=False)
-                .agg(calls=("events", "sum"), note=("note", "first")).reset_index()
-                .sort_values(["calls", "event_source", "event_name"], ascending=[False, True, True], kind="stable")
-                .reset_index(drop=True))
 
-    total = int(shapes["events"].sum()) if len(shapes) else 0
-    denied = int(shapes.loc[shapes["outcome"] == "denied", "events"].sum()) if len(shapes) else 0
-    return Usage(principal, window, actions, by_operation(("unmapped", "invalid")),
-                 by_operation(("no_permission", "service_event", "not_api_call")),
-                 events=total, authorised_events=total - denied, denied_events=denied)
+def collect_all(con, principals: list[Principal], window: Window) -> dict[str, Usage]:
+    """Everything each of several principals did in a window, as :func:`collect` gives it for one, set-based.
+
+    One query reads every principal's call shapes in one pass over the store; each distinct shape is mapped once
+    for all the principals that made it, and one aggregation keeps the principals apart.
+
+    Args:
+        con: a DuckDB connection from :func:`miner.store.connect`.
+        principals: the principals.
+        window: the time window.
+
+    Returns:
+        Principal ARN -> its :class:`Usage` (one per principal given; empty for a principal with no calls).
+    """
+    shapes = call_shapes(con, None, window)
+    wanted = {p.arn for p in principals}
+    if len(shapes) and not shapes["principal_arn"].isin(wanted).all():
+        shapes = shapes[shapes["principal_arn"].isin(wanted)]
+    return _usages(shapes, principals, window)
+
+
+_OPERATION_COLUMNS = ["event_source", "event_name", "status", "calls", "note"]
+
+
+def _by_operation(mapped: pd.DataFrame, statuses: tuple[str, ...]) -> pd.DataFrame:
+    """Calls with one of ``statuses`` per (principal, event source, event name, status): calls, the first note."""
+    rows = mapped[mapped["status"].isin(statuses)] if len(mapped) else mapped  # one row per such shape
+    if rows.empty:
+        return pd.DataFrame(columns=["principal_arn", *_OPERATION_COLUMNS])
+    return (rows.groupby(["principal_arn", "event_source", "event_name", "status"], sort=True, dropna=False)
+            .agg(calls=("events", "sum"), note=("note", "first")).reset_index()
+            .sort_values(["principal_arn", "calls", "event_source", "event_name"], ascending=[True, False, True, True],
+                         kind="stable")
+            .reset_index(drop=True))
+
+
+def _split(frame: pd.DataFrame, columns: list[str]) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
+    """``frame`` cut by ``principal_arn`` into one frame per principal (``columns`` kept, index reset), and the
+    empty frame for a principal with no rows."""
+    if frame.empty:
+        return {}, pd.DataFrame(columns=columns)
+    parts = {arn: frame.take(idx)[columns].reset_index(drop=True)
+             for arn, idx in frame.groupby("principal_arn", sort=False).indices.items()}
+    return parts, frame.iloc[:0][columns]
+
+
+def _usages(shapes: pd.DataFrame, principals: list[Principal], window: Window) -> dict[str, Usage]:
+    """The :class:`Usage` of each principal from the call shapes of all of them (``call_shapes`` rows)."""
+    mapped = map_shapes(shapes)
+    if len(mapped):
+        mapped = resolve_caller(mapped, mapped["principal_arn"])
+    actions, no_actions = _split(aggregate(mapped, by_principal=True), USAGE_COLUMNS)
+    unmapped, no_unmapped = _split(_by_operation(mapped, ("unmapped", "invalid")), _OPERATION_COLUMNS)
+    free, no_free = _split(_by_operation(mapped, ("no_permission", "service_event", "not_api_call")),
+                           _OPERATION_COLUMNS)
+    totals: dict[str, int] = {}
+    denied: dict[str, int] = {}
+    if len(shapes):
+        totals = shapes.groupby("principal_arn")["events"].sum().to_dict()
+        denied = shapes[shapes["outcome"] == "denied"].groupby("principal_arn")["events"].sum().to_dict()
+    out = {}
+    for p in principals:
+        total, refused = int(totals.get(p.arn, 0)), int(denied.get(p.arn, 0))
+        out[p.arn] = Usage(p, window, actions.get(p.arn, no_actions), unmapped.get(p.arn, no_unmapped),
+                           free.get(p.arn, no_free), events=total, authorised_events=total - refused,
+                           denied_events=refused)
+    return out
 
 
 def denied_calls(con, window: Window, principal_arn: str | None = None) -> pd.DataFrame:
