@@ -61,6 +61,7 @@ class Catalog:
         self._resources: dict[str, dict[str, dict]] = {}
         self._info: dict[str, ActionInfo | None] = {}
         self._service_templates: dict[str, tuple[tuple[str, ArnTemplate], ...]] = {}
+        self._expanded: dict[str, frozenset[str]] = {}  # action pattern -> the actions it expands to
 
     # -- versions ---------------------------------------------------------------------------
     @cached_property
@@ -227,8 +228,14 @@ class Catalog:
             pattern: an action or wildcard pattern as written in a policy.
 
         Returns:
-            The canonical actions it grants (empty when it matches nothing known).
+            The canonical actions it grants (empty when it matches nothing known); a new set each call.
         """
+        found = self._expanded.get(pattern)
+        if found is None:
+            found = self._expanded[pattern] = frozenset(self._expand(pattern))
+        return set(found)
+
+    def _expand(self, pattern: str) -> set[str]:
         pattern = pattern.strip()
         if pattern == "*":
             return set(self.all_actions())

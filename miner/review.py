@@ -221,11 +221,11 @@ def _finding_entry(h: dict) -> dict:
             "used_on": seen[:20], "used_resources": h.get("used_resources", len(seen)), "remedy": h.get("remedy")}
 
 
-def _principal_entry(arn: str, meta: dict, inv: dict | None, iam_source: IamSource | None, used, mine: pd.DataFrame,
-                     activity: list, data_sources: Callable[[str], set[str]], *, max_resources: int, wildcards: bool,
-                     catalog, grants: dict | None) -> dict:
+def _principal_entry(arn: str, meta: dict, inv: dict | None, iam_source: IamSource | None, used, activity: list,
+                     data_sources: Callable[[str], set[str]], *, max_resources: int, wildcards: bool, catalog,
+                     grants: dict | None) -> dict:
     """One principal of the review from its usage (a :class:`miner.usage.Usage`, ``None`` without events in the
-    window) and its denied calls; ``grants`` caches the granted sets of :func:`miner.diff.compare`."""
+    window); ``grants`` caches the granted sets of :func:`miner.diff.compare`."""
     from miner import diff, iam, synthesize
 
     account = _arn_account(arn) or meta.get("principal_account") or ""
@@ -266,11 +266,12 @@ def _principal_entry(arn: str, meta: dict, inv: dict | None, iam_source: IamSour
                 entry["suggest_error"] = str(e)
         else:
             entry["suggest_error"] = f"no authorised calls that map to IAM actions in the window ({u.why_no_policy()})"
+    mine = used.denied_calls if used is not None and used.denied_calls is not None else ()
     entry["denied_attempts"] = [
         {"action": r.action if isinstance(r.action, str) else None, "event": r.operations,
          "resource": r.resource if isinstance(r.resource, str) else None, "error_code": r.error_code,
          "count": int(r.calls), "last_seen": _iso(r.last_seen)}
-        for r in mine.itertuples(index=False)]
+        for r in (mine.itertuples(index=False) if len(mine) else ())]
     if entry["in_iam"]:
         try:
             attached = iam_source.attached(arn)
@@ -367,10 +368,6 @@ def build_review(con, window: Window, *, iam_source: IamSource | None = None, st
         daily = timeline.groupby(["principal_arn", "day"], sort=True)["events"].sum().reset_index()
         for r in daily.itertuples(index=False):
             act.setdefault(r.principal_arn, []).append([str(r.day)[:10], int(r.events)])
-    denied_rows = usage.denied_calls(con, window)
-    no_denied = denied_rows.iloc[:0]
-    denied_of = {a: denied_rows.take(idx)
-                 for a, idx in denied_rows.groupby("principal_arn", sort=False).indices.items()} if len(denied_rows) else {}
     # one pass over the store for every principal's calls, each distinct call shape mapped once
     usages = usage.collect_all(con, [usage.Principal(arn, m.get("principal_type"), m.get("principal_name"),
                                                      m.get("principal_account")) for arn, m in metas.items()
@@ -388,9 +385,8 @@ def build_review(con, window: Window, *, iam_source: IamSource | None = None, st
         if progress:
             progress(arn)
         principals.append(_principal_entry(
-            arn, metas.get(arn, {}), inventory.get(arn.lower()), iam_source, usages.get(arn),
-            denied_of.get(arn, no_denied), act.get(arn, []), data_sources, max_resources=max_resources,
-            wildcards=wildcards, catalog=catalog, grants=grants))
+            arn, metas.get(arn, {}), inventory.get(arn.lower()), iam_source, usages.get(arn), act.get(arn, []),
+            data_sources, max_resources=max_resources, wildcards=wildcards, catalog=catalog, grants=grants))
     known = iam_source is not None
     principals = rank(principals, known)
     notes = list(iam_source.notes) if iam_source else []

@@ -6,6 +6,7 @@ import difflib
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from miner import queries
@@ -71,16 +72,27 @@ class Usage:
     events: int = 0  # every event of the principal in the window
     authorised_events: int = 0
     denied_events: int = 0
+    #: DENIED_COLUMNS: the denied calls per (action, resource, error code), those that map to no action included
+    #: (``action`` null); most frequent first
+    denied_calls: pd.DataFrame | None = None
 
     @property
     def authorised(self) -> pd.DataFrame:
         """The (action, resource) rows of authorised calls: the input of a suggested policy."""
-        return self.actions[self.actions["outcome_class"] == "authorised"].reset_index(drop=True)
+        return self._of_class("authorised")
 
     @property
     def denied(self) -> pd.DataFrame:
         """The (action, resource) rows of denied calls: reported, never added to a policy."""
-        return self.actions[self.actions["outcome_class"] == "denied"].reset_index(drop=True)
+        return self._of_class("denied")
+
+    def _of_class(self, outcome_class: str) -> pd.DataFrame:
+        """The rows of one outcome class, index reset; a slice when they are contiguous, as :func:`aggregate`
+        sorts them (a boolean filter copies every column)."""
+        at = np.flatnonzero((self.actions["outcome_class"] == outcome_class).to_numpy(dtype=bool, na_value=False))
+        if len(at) and at[-1] - at[0] + 1 == len(at):
+            return self.actions.iloc[at[0]:at[-1] + 1].reset_index(drop=True)
+        return self.actions.take(at).reset_index(drop=True)
 
     def why_no_policy(self) -> str:
         """What the calls were, when none is an authorised call that maps to an IAM action (no policy to suggest).
@@ -339,10 +351,6 @@ def resolve_caller(mapped: pd.DataFrame, principal_arn: str | pd.Series) -> pd.D
     return out
 
 
-def _join_unique(values: pd.Series) -> str:
-    return ",".join(sorted({v for v in values if isinstance(v, str) and v}))
-
-
 def aggregate(mapped: pd.DataFrame, *, by_principal: bool = False) -> pd.DataFrame:
     """Re-aggregate mapped call shapes by (action, resource, outcome class) (``queries/usage_actions.sql``).
 
@@ -436,6 +444,8 @@ def collect_all(con, principals: list[Principal], window: Window) -> dict[str, U
 
 
 _OPERATION_COLUMNS = ["event_source", "event_name", "status", "calls", "note"]
+#: Columns of :attr:`Usage.denied_calls`.
+DENIED_COLUMNS = ["action", "resource", "error_code", "calls", "first_seen", "last_seen", "operations"]
 
 
 def _by_operation(mapped: pd.DataFrame, statuses: tuple[str, ...]) -> pd.DataFrame:
@@ -451,13 +461,49 @@ def _by_operation(mapped: pd.DataFrame, statuses: tuple[str, ...]) -> pd.DataFra
 
 
 def _split(frame: pd.DataFrame, columns: list[str]) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
-    """``frame`` cut by ``principal_arn`` into one frame per principal (``columns`` kept, index reset), and the
-    empty frame for a principal with no rows."""
+    """``frame``, sorted by ``principal_arn``, cut into one frame per principal (``columns`` kept, index reset), and
+    the empty frame for a principal with no rows. Slices, not copies: each principal's rows are contiguous."""
     if frame.empty:
         return {}, pd.DataFrame(columns=columns)
-    parts = {arn: frame.take(idx)[columns].reset_index(drop=True)
-             for arn, idx in frame.groupby("principal_arn", sort=False).indices.items()}
-    return parts, frame.iloc[:0][columns]
+    arns = frame["principal_arn"].to_numpy(dtype=object)
+    starts = np.flatnonzero(np.concatenate([[True], arns[1:] != arns[:-1]]))
+    if len(set(arns[starts])) != len(starts):
+        raise ValueError("rows are not sorted by principal_arn")
+    body = frame[columns]
+    ends = np.append(starts[1:], len(frame))
+    parts = {arns[a]: body.iloc[a:b].reset_index(drop=True) for a, b in zip(starts, ends)}
+    return parts, body.iloc[:0]
+
+
+def _joined(group: np.ndarray, values: pd.Series, groups: int) -> list[str]:
+    """Per group id (0 .. groups-1), the distinct non-empty string values joined sorted with ``,``."""
+    keep = values.map(lambda v: isinstance(v, str) and bool(v)).to_numpy(dtype=bool)
+    pairs = pd.DataFrame({"g": group[keep], "v": values.to_numpy(dtype=object)[keep]}).drop_duplicates()
+    pairs = pairs.sort_values(["g", "v"], kind="stable")
+    out = [""] * groups
+    several = pairs["g"].duplicated(keep=False).to_numpy()
+    for g, v in zip(pairs["g"].to_numpy()[~several], pairs["v"].to_numpy()[~several]):
+        out[g] = v  # most groups hold one value: no join
+    for g, vs in pairs[several].groupby("g", sort=False)["v"]:
+        out[g] = ",".join(vs)
+    return out
+
+
+def _denied_by_action(m: pd.DataFrame) -> pd.DataFrame:
+    """Mapped denied call shapes per (principal_arn, action, resource, error_code): calls, first_seen, last_seen,
+    operations (``source-prefix:eventName``, sorted, comma-joined), and ``error_message`` (the first) when the
+    shapes carry it; sorted by principal, most calls first, then action."""
+    operations = m["event_source"].str.split(".").str[0] + ":" + m["event_name"]
+    key = ["principal_arn", "action", "resource", "error_code"]
+    g = m.groupby(key, dropna=False, sort=True)
+    aggs = {"calls": ("events", "sum"), "first_seen": ("first_seen", "min"), "last_seen": ("last_seen", "max")}
+    if "error_message" in m.columns:
+        aggs["error_message"] = ("error_message", "first")
+    out = g.agg(**aggs).reset_index()
+    out["operations"] = _joined(g.ngroup().to_numpy(), operations, len(out))
+    out["calls"] = out["calls"].astype("int64")
+    return out.sort_values(["principal_arn", "calls", "action"], ascending=[True, False, True], kind="stable") \
+        .reset_index(drop=True)
 
 
 def _usages(shapes: pd.DataFrame, principals: list[Principal], window: Window) -> dict[str, Usage]:
@@ -469,6 +515,9 @@ def _usages(shapes: pd.DataFrame, principals: list[Principal], window: Window) -
     unmapped, no_unmapped = _split(_by_operation(mapped, ("unmapped", "invalid")), _OPERATION_COLUMNS)
     free, no_free = _split(_by_operation(mapped, ("no_permission", "service_event", "not_api_call")),
                            _OPERATION_COLUMNS)
+    refusals = mapped[mapped["outcome"] == "denied"] if len(mapped) else mapped
+    denied_calls, no_denied_calls = _split(_denied_by_action(refusals) if len(refusals) else refusals.iloc[:0],
+                                           DENIED_COLUMNS)
     totals: dict[str, int] = {}
     denied: dict[str, int] = {}
     if len(shapes):
@@ -479,7 +528,7 @@ def _usages(shapes: pd.DataFrame, principals: list[Principal], window: Window) -
         total, refused = int(totals.get(p.arn, 0)), int(denied.get(p.arn, 0))
         out[p.arn] = Usage(p, window, actions.get(p.arn, no_actions), unmapped.get(p.arn, no_unmapped),
                            free.get(p.arn, no_free), events=total, authorised_events=total - refused,
-                           denied_events=refused)
+                           denied_events=refused, denied_calls=denied_calls.get(p.arn, no_denied_calls))
     return out
 
 
@@ -501,15 +550,7 @@ def denied_calls(con, window: Window, principal_arn: str | None = None) -> pd.Da
     if rows.empty:
         return pd.DataFrame(columns=cols)
     m = map_shapes(rows)
-    m = resolve_caller(m, m["principal_arn"])
-    m["operations"] = m["event_source"].str.split(".").str[0] + ":" + m["event_name"]
-    key = ["principal_arn", "action", "resource", "error_code"]
-    g = m.groupby(key, dropna=False, sort=True)
-    out = g.agg(calls=("events", "sum"), first_seen=("first_seen", "min"), last_seen=("last_seen", "max"),
-                operations=("operations", _join_unique), error_message=("error_message", "first")).reset_index()
-    out["calls"] = out["calls"].astype("int64")
-    return out.sort_values(["principal_arn", "calls", "action"], ascending=[True, False, True], kind="stable")[cols] \
-        .reset_index(drop=True)
+    return _denied_by_action(resolve_caller(m, m["principal_arn"]))[cols]
 
 
 def timeline(con, window: Window, principal_arn: str | None = None) -> pd.DataFrame:

@@ -9,17 +9,18 @@
 --   $principal_arn    VARCHAR or NULL: one principal (events.principal_arn, e.g. the role ARN with its path);
 --                     NULL = every principal.
 -- Columns: principal_arn, event_source, event_name, request_parameters, resources, account_id, aws_region, partition,
---   event_type, outcome, event_category (Management/Data/...), events (count), first_seen, last_seen (TIMESTAMPTZ),
---   invoked_by (one service that called on the principal's behalf, or null); and the request context that policy
---   Conditions are evaluated against, as arrays with one element per distinct (source_ip, vpc_endpoint_id,
---   invoked_by) of the shape, so a value may repeat: source_ips (sourceIPAddress of the calls NOT made through a VPC
---   endpoint; null when every call was), vpc_endpoints (vpcEndpointId, null for calls without one), invokers
---   (invokedBy, null for calls the principal made itself). Ordered by every grouping column, principal first.
+--   event_type, outcome, error_code (null for calls without one), event_category (Management/Data/...), events
+--   (count), first_seen, last_seen (TIMESTAMPTZ), invoked_by (one service that called on the principal's behalf, or
+--   null); and the request context that policy Conditions are evaluated against, as arrays with one element per
+--   distinct (source_ip, vpc_endpoint_id, invoked_by) of the shape, so a value may repeat: source_ips
+--   (sourceIPAddress of the calls NOT made through a VPC endpoint; null when every call was), vpc_endpoints
+--   (vpcEndpointId, null for calls without one), invokers (invokedBy, null for calls the principal made itself).
+--   Ordered by every grouping column, principal first.
 -- The context is grouped first and gathered without DISTINCT: DISTINCT array aggregates doubled the query's time.
 WITH calls AS (
     SELECT
         principal_arn, event_source, event_name, request_parameters, resources, account_id, aws_region, partition,
-        event_type, outcome, event_category, source_ip, vpc_endpoint_id, invoked_by,
+        event_type, outcome, error_code, event_category, source_ip, vpc_endpoint_id, invoked_by,
         count(*)          AS events,
         min(event_time)   AS first_seen,
         max(event_time)   AS last_seen
@@ -29,7 +30,7 @@ WITH calls AS (
       AND principal_arn IS NOT NULL
       AND ($principal_arn IS NULL OR principal_arn = $principal_arn)
     GROUP BY principal_arn, event_source, event_name, request_parameters, resources, account_id, aws_region, partition,
-        event_type, outcome, event_category, source_ip, vpc_endpoint_id, invoked_by
+        event_type, outcome, error_code, event_category, source_ip, vpc_endpoint_id, invoked_by
 )
 SELECT
     principal_arn,
@@ -42,6 +43,7 @@ SELECT
     partition,
     event_type,
     outcome,
+    error_code,
     event_category,
     CAST(sum(events) AS BIGINT)                                    AS events,
     min(first_seen)                                                AS first_seen,
@@ -52,6 +54,6 @@ SELECT
     array_agg(invoked_by)                                          AS invokers
 FROM calls
 GROUP BY principal_arn, event_source, event_name, request_parameters, resources, account_id, aws_region, partition,
-    event_type, outcome, event_category
+    event_type, outcome, error_code, event_category
 ORDER BY principal_arn, event_source, event_name, request_parameters, resources, account_id, aws_region, outcome,
-    partition, event_type, event_category
+    error_code, partition, event_type, event_category
