@@ -243,17 +243,21 @@ def _principal_entry(arn: str, meta: dict, inv: dict | None, iam_source: IamSour
     }
     if iam_source is not None and account in iam_source.accounts:
         entry["in_iam"] = inv is not None
-    authorised = _empty_usage()
-    denied = _empty_usage()
     suggestion = None
-    if used is not None:
+    if used is None:
+        authorised = denied = _empty_usage()
+    else:
         u = used
         authorised, denied = u.authorised, u.denied
         entry["unmapped_events"] = int(u.unmapped["calls"].sum()) if len(u.unmapped) else 0
         if len(authorised):
-            entry["used_actions"] = sorted(set(authorised["action"]))
-            by_service = authorised.assign(service=authorised["action"].str.split(":").str[0]) \
-                .groupby("service")["calls"].sum().sort_values(ascending=False)
+            actions = list(authorised["action"])  # plain lists: a pandas step costs more than the work here
+            entry["used_actions"] = sorted(set(actions))
+            calls: dict[str, int] = {}
+            for action, n in zip(actions, authorised["calls"].tolist()):
+                service = action.split(":")[0]
+                calls[service] = calls.get(service, 0) + n
+            by_service = pd.Series(dict(sorted(calls.items())), dtype="int64").sort_values(ascending=False)
             entry["service_calls"] = {k: int(v) for k, v in by_service.items()}
             entry["services_used"] = sorted(by_service.index)
             try:
@@ -266,12 +270,14 @@ def _principal_entry(arn: str, meta: dict, inv: dict | None, iam_source: IamSour
                 entry["suggest_error"] = str(e)
         else:
             entry["suggest_error"] = f"no authorised calls that map to IAM actions in the window ({u.why_no_policy()})"
-    mine = used.denied_calls if used is not None and used.denied_calls is not None else ()
+    mine = used.denied_calls if used is not None and used.denied_calls is not None else None
+    rows = zip(*(list(mine[c]) for c in ("action", "operations", "resource", "error_code", "calls", "last_seen"))) \
+        if mine is not None and len(mine) else ()
     entry["denied_attempts"] = [
-        {"action": r.action if isinstance(r.action, str) else None, "event": r.operations,
-         "resource": r.resource if isinstance(r.resource, str) else None, "error_code": r.error_code,
-         "count": int(r.calls), "last_seen": _iso(r.last_seen)}
-        for r in (mine.itertuples(index=False) if len(mine) else ())]
+        {"action": action if isinstance(action, str) else None, "event": operations,
+         "resource": resource if isinstance(resource, str) else None, "error_code": error_code, "count": int(calls),
+         "last_seen": _iso(last_seen)}
+        for action, operations, resource, error_code, calls, last_seen in rows]
     if entry["in_iam"]:
         try:
             attached = iam_source.attached(arn)

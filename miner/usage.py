@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -75,6 +75,9 @@ class Usage:
     #: DENIED_COLUMNS: the denied calls per (action, resource, error code), those that map to no action included
     #: (``action`` null); most frequent first
     denied_calls: pd.DataFrame | None = None
+    #: outcome class -> its rows of ``actions`` (index reset), when the maker cut them already (:func:`collect_all`
+    #: does, for every principal at once); else :attr:`authorised` and :attr:`denied` filter ``actions``
+    by_class: dict[str, pd.DataFrame] | None = field(default=None, repr=False, compare=False)
 
     @property
     def authorised(self) -> pd.DataFrame:
@@ -87,12 +90,9 @@ class Usage:
         return self._of_class("denied")
 
     def _of_class(self, outcome_class: str) -> pd.DataFrame:
-        """The rows of one outcome class, index reset; a slice when they are contiguous, as :func:`aggregate`
-        sorts them (a boolean filter copies every column)."""
-        at = np.flatnonzero((self.actions["outcome_class"] == outcome_class).to_numpy(dtype=bool, na_value=False))
-        if len(at) and at[-1] - at[0] + 1 == len(at):
-            return self.actions.iloc[at[0]:at[-1] + 1].reset_index(drop=True)
-        return self.actions.take(at).reset_index(drop=True)
+        if self.by_class is not None and outcome_class in self.by_class:
+            return self.by_class[outcome_class]
+        return self.actions[self.actions["outcome_class"] == outcome_class].reset_index(drop=True)
 
     def why_no_policy(self) -> str:
         """What the calls were, when none is an authorised call that maps to an IAM action (no policy to suggest).
@@ -248,7 +248,7 @@ def call_shapes(con, principal_arn: str | None, window: Window) -> pd.DataFrame:
         One row per distinct (principal_arn, SHAPE_KEY, outcome, event_category) with events, first_seen,
         last_seen, invoked_by and :data:`CONTEXT_COLUMNS`; ordered by principal, then shape.
     """
-    return queries.run(con, "usage_by_principal", **_params(window, principal_arn=principal_arn))
+    return queries.run_arrow(con, "usage_by_principal", **_params(window, principal_arn=principal_arn)).to_pandas()
 
 
 def _mapper():
@@ -460,19 +460,43 @@ def _by_operation(mapped: pd.DataFrame, statuses: tuple[str, ...]) -> pd.DataFra
             .reset_index(drop=True))
 
 
+def _runs(*keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Start and end positions of the runs of equal values in ``keys`` (arrays of one length, compared together)."""
+    n = len(keys[0])
+    change = np.zeros(max(n - 1, 0), dtype=bool)
+    for k in keys:
+        change |= k[1:] != k[:-1]
+    starts = np.flatnonzero(np.concatenate([[True], change])) if n else np.zeros(0, dtype=int)
+    return starts, np.append(starts[1:], n).astype(int)
+
+
 def _split(frame: pd.DataFrame, columns: list[str]) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
     """``frame``, sorted by ``principal_arn``, cut into one frame per principal (``columns`` kept, index reset), and
     the empty frame for a principal with no rows. Slices, not copies: each principal's rows are contiguous."""
     if frame.empty:
         return {}, pd.DataFrame(columns=columns)
     arns = frame["principal_arn"].to_numpy(dtype=object)
-    starts = np.flatnonzero(np.concatenate([[True], arns[1:] != arns[:-1]]))
+    starts, ends = _runs(arns)
     if len(set(arns[starts])) != len(starts):
         raise ValueError("rows are not sorted by principal_arn")
     body = frame[columns]
-    ends = np.append(starts[1:], len(frame))
-    parts = {arns[a]: body.iloc[a:b].reset_index(drop=True) for a, b in zip(starts, ends)}
-    return parts, body.iloc[:0]
+    return {arns[a]: body.iloc[a:b].reset_index(drop=True) for a, b in zip(starts, ends)}, body.iloc[:0]
+
+
+def _by_class(frame: pd.DataFrame) -> dict[str, dict[str, pd.DataFrame]]:
+    """Per principal, outcome class -> its rows of :func:`aggregate`'s ``by_principal`` output (sorted by principal
+    and outcome class, so each is a slice)."""
+    out: dict[str, dict[str, pd.DataFrame]] = {}
+    if frame.empty:
+        return out
+    arns = frame["principal_arn"].to_numpy(dtype=object)
+    classes = frame["outcome_class"].to_numpy(dtype=object)
+    body = frame[USAGE_COLUMNS]
+    empty = body.iloc[:0]
+    for a, b in zip(*_runs(arns, classes)):
+        out.setdefault(arns[a], {"authorised": empty, "denied": empty})[classes[a]] = \
+            body.iloc[a:b].reset_index(drop=True)
+    return out
 
 
 def _joined(group: np.ndarray, values: pd.Series, groups: int) -> list[str]:
@@ -511,7 +535,9 @@ def _usages(shapes: pd.DataFrame, principals: list[Principal], window: Window) -
     mapped = map_shapes(shapes)
     if len(mapped):
         mapped = resolve_caller(mapped, mapped["principal_arn"])
-    actions, no_actions = _split(aggregate(mapped, by_principal=True), USAGE_COLUMNS)
+    aggregated = aggregate(mapped, by_principal=True)
+    actions, no_actions = _split(aggregated, USAGE_COLUMNS)
+    classes = _by_class(aggregated)
     unmapped, no_unmapped = _split(_by_operation(mapped, ("unmapped", "invalid")), _OPERATION_COLUMNS)
     free, no_free = _split(_by_operation(mapped, ("no_permission", "service_event", "not_api_call")),
                            _OPERATION_COLUMNS)
@@ -528,7 +554,8 @@ def _usages(shapes: pd.DataFrame, principals: list[Principal], window: Window) -
         total, refused = int(totals.get(p.arn, 0)), int(denied.get(p.arn, 0))
         out[p.arn] = Usage(p, window, actions.get(p.arn, no_actions), unmapped.get(p.arn, no_unmapped),
                            free.get(p.arn, no_free), events=total, authorised_events=total - refused,
-                           denied_events=refused, denied_calls=denied_calls.get(p.arn, no_denied_calls))
+                           denied_events=refused, denied_calls=denied_calls.get(p.arn, no_denied_calls),
+                           by_class=classes.get(p.arn, {"authorised": no_actions, "denied": no_actions}))
     return out
 
 
