@@ -797,18 +797,44 @@ def classify(grants: dict[str, Grant], used: set[str], data_sources: set[str]) -
         Columns action, service, status (``used``/``unused``/``unobservable``), reason, all_resources,
         conditional, sources (comma-joined policy labels); sorted by action.
     """
-    used_low = {u.lower() for u in used}
-    sources = frozenset(data_sources)
-    rows = []
-    for a in sorted(grants):
-        g = grants[a]
-        if a.lower() in used_low:
-            status, reason = "used", ""
-        else:
-            why = _unobservable_reason(a, sources)
-            status, reason = ("unobservable", why) if why else ("unused", "")
-        rows.append((a, a.split(":", 1)[0], status, reason, g.all_resources, g.conditional, ",".join(sorted(g.sources))))
-    return pd.DataFrame(rows, columns=["action", "service", "status", "reason", "all_resources", "conditional", "sources"])
+    return _Classes(grants).of(used, data_sources)[0]
+
+
+_CLASS_COLUMNS = ["action", "service", "status", "reason", "all_resources", "conditional", "sources"]
+
+
+class _Classes:
+    """:func:`classify` for one granted set and many usages: what the grants alone decide (each action unused, or
+    unobservable and why) is worked out once per set of data-event sources; :meth:`of` marks the used actions."""
+
+    def __init__(self, grants: dict[str, Grant]):
+        self._grants = grants
+        self._actions = sorted(grants)
+        self._at: dict[str, list[int]] = {}  # lower-cased action -> its positions
+        for i, a in enumerate(self._actions):
+            self._at.setdefault(a.lower(), []).append(i)
+        self._unused: dict[frozenset, tuple[pd.DataFrame, list[str]]] = {}
+
+    def of(self, used: set[str], data_sources: set[str]) -> tuple[pd.DataFrame, dict[str, str]]:
+        """The classification (as :func:`classify` returns it) and action -> status."""
+        sources = frozenset(data_sources)
+        if sources not in self._unused:
+            rows = []
+            for a in self._actions:
+                g = self._grants[a]
+                why = _unobservable_reason(a, sources)
+                rows.append((a, a.split(":", 1)[0], "unobservable" if why else "unused", why or "", g.all_resources,
+                             g.conditional, ",".join(sorted(g.sources))))
+            self._unused[sources] = (pd.DataFrame(rows, columns=_CLASS_COLUMNS), [r[2] for r in rows])
+        frame, statuses = self._unused[sources]
+        frame = frame.copy()
+        status = dict(zip(self._actions, statuses))
+        at = sorted(i for u in {u.lower() for u in used} for i in self._at.get(u, ()))
+        if at:
+            frame.iloc[at, _CLASS_COLUMNS.index("status")] = "used"
+            frame.iloc[at, _CLASS_COLUMNS.index("reason")] = ""
+            status.update((self._actions[i], "used") for i in at)
+        return frame, status
 
 
 _STATUS_ORDER = {"unused": 0, "used_broadly": 1, "unobservable": 2}
@@ -903,7 +929,9 @@ def high_risk(grants: dict[str, Grant], classification: pd.DataFrame, catalog=No
         it was used on through the statement, where it grants more), used_resources (how many in all), remedy.
     """
     fired, granted_by = _fired_rules(grants, _catalog(catalog))
-    return _findings(fired, granted_by, classification, observed, policies)
+    status = dict(zip(classification["action"].tolist(), classification["status"].tolist())) \
+        if len(classification) else {}
+    return _findings(fired, granted_by, status, observed, policies)
 
 
 def _fired_rules(grants: dict[str, Grant], catalog) -> tuple[dict[Statement, dict[int, list[str]]],
@@ -946,11 +974,10 @@ def _fired_rules(grants: dict[str, Grant], catalog) -> tuple[dict[Statement, dic
 
 
 def _findings(fired: dict[Statement, dict[int, list[str]]], granted_by: dict[Statement, list[str]],
-              classification: pd.DataFrame, observed: dict[str, set[str]] | None,
+              status: dict[str, str], observed: dict[str, set[str]] | None,
               policies: dict[str, dict] | None) -> list[dict]:
-    """The findings of :func:`high_risk` from the rules that fired and the usage."""
+    """The findings of :func:`high_risk` from the rules that fired and each granted action's status."""
     rules = high_risk_rules()
-    status = dict(zip(classification["action"], classification["status"])) if len(classification) else {}
     observed = {a.lower(): {r for r in res if r != "*"} for a, res in (observed or {}).items()}
     refs = policies or {}
     out = [f for s, by_rule in fired.items()
@@ -1188,18 +1215,20 @@ class _Attached:
     full: Evaluator  # with the boundary
     fired: dict[Statement, dict[int, list[str]]]  # see _fired_rules
     granted_by: dict[Statement, list[str]]
+    classes: _Classes
 
 
 def _attached(current: list[tuple[str, dict]], boundary: list[dict] | None, catalog, cache: dict | None) -> _Attached:
     """The :class:`_Attached` of a set of documents, from ``cache`` when the same documents were seen before (the
-    labels count: findings name the policy by them). Nothing in it is changed afterwards, so principals share it."""
+    labels count: findings name the policy by them). Principals share it: nothing changes it but the classes'
+    memory of what the grants alone decide."""
     key = json.dumps([list(current), boundary, catalog.version], sort_keys=True, default=str) \
         if cache is not None else None
     if key is not None and key in cache:
         return cache[key]
     grants = granted_set(current, boundary, catalog)
     found = _Attached(grants, Evaluator(list(current)), Evaluator(list(current), boundary),
-                      *_fired_rules(grants, catalog))
+                      *_fired_rules(grants, catalog), _Classes(grants))
     if key is not None:
         cache[key] = found
     return found
@@ -1241,8 +1270,8 @@ def compare(current: list[tuple[str, dict]], suggested: list[dict], usage: pd.Da
     attached = _attached(current, boundary, catalog, cache)
     grants, identity, full = attached.grants, attached.identity, attached.full
     used = set(usage["action"]) if len(usage) else set()
-    cls = classify(grants, used, set(data_sources))
-    risky = _findings(attached.fired, attached.granted_by, cls, _observed(usage), policies)
+    cls, status = attached.classes.of(used, data_sources)
+    risky = _findings(attached.fired, attached.granted_by, status, _observed(usage), policies)
     with_conditions = full.conditional
     rows, found = [], {}
     cols = set(usage.columns)

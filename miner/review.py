@@ -128,8 +128,7 @@ def risk_score(unused_actions: list[str], high_risk_unused: int, catalog) -> flo
     """
     total = 0.0
     for a in unused_actions:
-        info = catalog.info(a)
-        total += LEVEL_WEIGHTS.get(info.access_level if info else "", 1.0)
+        total += LEVEL_WEIGHTS.get(catalog.access_level(a) or "", 1.0)
     return round(total + HIGH_RISK_WEIGHT * high_risk_unused, 1)
 
 
@@ -291,7 +290,7 @@ def _principal_entry(arn: str, meta: dict, inv: dict | None, iam_source: IamSour
                               missing=attached.missing, source=attached.source, policies=attached.refs,
                               catalog=catalog, cache=grants)
         cls = report.classification
-        status = dict(zip(cls["action"], cls["status"])) if len(cls) else {}
+        status = dict(zip(cls["action"].tolist(), cls["status"].tolist())) if len(cls) else {}
         unused = sorted(a for a, st in status.items() if st == "unused")
         by_service: dict[str, dict[str, int]] = {}
         for a, st in status.items():
