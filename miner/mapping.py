@@ -1487,6 +1487,17 @@ FRAME_OUTPUTS = ("action", "resource", "derivation", "reason", "implicit", "reso
                  "condition_value", "status", "note", "via")
 
 
+def _values_at(column, positions) -> list:
+    """The values of a pandas column at ``positions`` as Python objects (missing ones as ``None`` or NaN); Arrow-backed
+    text is taken in Arrow (``astype(object)`` builds its values one by one)."""
+    import pandas as pd
+    import pyarrow as pa
+
+    if isinstance(column.dtype, pd.StringDtype) and column.dtype.storage == "pyarrow":
+        return pa.array(column.array).take(pa.array(positions)).to_pylist()
+    return column.iloc[positions].astype(object).tolist()
+
+
 def map_frame(df, mapper: Mapper | None = None):
     """Map a DataFrame of events: one output row per (input row x mapped action).
 
@@ -1522,7 +1533,7 @@ def map_frame(df, mapper: Mapper | None = None):
         code, _ = pd.factorize(code)
         code = code.astype(np.int64)
     uniq_codes, first = np.unique(code, return_index=True)
-    firsts = {c: df[c].iloc[first].astype(object).tolist() for c in cols}  # only the rows that get mapped
+    firsts = {c: _values_at(df[c], first) for c in cols}  # only the rows that get mapped
 
     def get(c, u):
         if c not in firsts:

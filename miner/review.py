@@ -75,7 +75,8 @@ def snapshot_source(path: str | Path) -> IamSource:
         for kind, key, name_key in (("role", "RoleDetailList", "RoleName"), ("user", "UserDetailList", "UserName")):
             inventory += [_inventory_entry(kind, e, name_key) for e in data.get(key) or []]
     accounts = {inv["account"] for inv in inventory}
-    return IamSource(f"snapshot {path}", inventory, accounts - {""}, lambda arn: iam.from_snapshot(path, arn))
+    return IamSource(f"snapshot {path}", inventory, accounts - {""},
+                     lambda arn: iam.from_snapshot(path, arn, snapshots=snaps))
 
 
 def live_source(profile: str | None = None, endpoint_url: str | None = None, client=None) -> IamSource:
@@ -128,8 +129,7 @@ def risk_score(unused_actions: list[str], high_risk_unused: int, catalog) -> flo
     """
     total = 0.0
     for a in unused_actions:
-        info = catalog.info(a)
-        total += LEVEL_WEIGHTS.get(info.access_level if info else "", 1.0)
+        total += LEVEL_WEIGHTS.get(catalog.access_level(a) or "", 1.0)
     return round(total + HIGH_RISK_WEIGHT * high_risk_unused, 1)
 
 
@@ -267,10 +267,12 @@ def _finding_entry(h: dict) -> dict:
             "used_on": seen[:20], "used_resources": h.get("used_resources", len(seen)), "remedy": h.get("remedy")}
 
 
-def _principal_entry(con, window: Window, arn: str, meta: dict, inv: dict | None, iam_source: IamSource | None,
-                     denied_rows: pd.DataFrame, activity: list, data_sources: Callable[[str], set[str]], *,
-                     max_resources: int, wildcards: bool, catalog) -> dict:
-    from miner import diff, iam, synthesize, usage
+def _principal_entry(arn: str, meta: dict, inv: dict | None, iam_source: IamSource | None, used, activity: list,
+                     data_sources: Callable[[str], set[str]], *, max_resources: int, wildcards: bool, catalog,
+                     grants: dict | None) -> dict:
+    """One principal of the review from its usage (a :class:`miner.usage.Usage`, ``None`` without events in the
+    window); ``grants`` caches the granted sets of :func:`miner.diff.compare`."""
+    from miner import diff, iam, synthesize
 
     account = _arn_account(arn) or meta.get("principal_account") or ""
     name = meta.get("principal_name") or (inv or {}).get("name") or arn.rsplit("/", 1)[-1]
@@ -287,18 +289,21 @@ def _principal_entry(con, window: Window, arn: str, meta: dict, inv: dict | None
     }
     if iam_source is not None and account in iam_source.accounts:
         entry["in_iam"] = inv is not None
-    authorised = _empty_usage()
-    denied = _empty_usage()
     suggestion = None
-    if meta.get("events"):
-        u = usage.collect(con, usage.Principal(arn, meta.get("principal_type"), meta.get("principal_name"),
-                                               meta.get("principal_account")), window)
+    if used is None:
+        authorised = denied = _empty_usage()
+    else:
+        u = used
         authorised, denied = u.authorised, u.denied
         entry["unmapped_events"] = int(u.unmapped["calls"].sum()) if len(u.unmapped) else 0
         if len(authorised):
-            entry["used_actions"] = sorted(set(authorised["action"]))
-            by_service = authorised.assign(service=authorised["action"].str.split(":").str[0]) \
-                .groupby("service")["calls"].sum().sort_values(ascending=False)
+            actions = list(authorised["action"])  # plain lists: a pandas step costs more than the work here
+            entry["used_actions"] = sorted(set(actions))
+            calls: dict[str, int] = {}
+            for action, n in zip(actions, authorised["calls"].tolist()):
+                service = action.split(":")[0]
+                calls[service] = calls.get(service, 0) + n
+            by_service = pd.Series(dict(sorted(calls.items())), dtype="int64").sort_values(ascending=False)
             entry["service_calls"] = {k: int(v) for k, v in by_service.items()}
             entry["services_used"] = sorted(by_service.index)
             try:
@@ -311,12 +316,14 @@ def _principal_entry(con, window: Window, arn: str, meta: dict, inv: dict | None
                 entry["suggest_error"] = str(e)
         else:
             entry["suggest_error"] = f"no authorised calls that map to IAM actions in the window ({u.why_no_policy()})"
-    mine = denied_rows[denied_rows["principal_arn"] == arn] if len(denied_rows) else denied_rows
+    mine = used.denied_calls if used is not None and used.denied_calls is not None else None
+    rows = zip(*(list(mine[c]) for c in ("action", "operations", "resource", "error_code", "calls", "last_seen"))) \
+        if mine is not None and len(mine) else ()
     entry["denied_attempts"] = [
-        {"action": r.action if isinstance(r.action, str) else None, "event": r.operations,
-         "resource": r.resource if isinstance(r.resource, str) else None, "error_code": r.error_code,
-         "count": int(r.calls), "last_seen": _iso(r.last_seen)}
-        for r in mine.itertuples(index=False)]
+        {"action": action if isinstance(action, str) else None, "event": operations,
+         "resource": resource if isinstance(resource, str) else None, "error_code": error_code, "count": int(calls),
+         "last_seen": _iso(last_seen)}
+        for action, operations, resource, error_code, calls, last_seen in rows]
     if entry["in_iam"]:
         try:
             attached = iam_source.attached(arn)
@@ -328,9 +335,9 @@ def _principal_entry(con, window: Window, arn: str, meta: dict, inv: dict | None
                               boundary=boundary, denied=denied if len(denied) else None,
                               data_sources=data_sources(account), principal_arn=arn, principal_account=account,
                               missing=attached.missing, source=attached.source, policies=attached.refs,
-                              catalog=catalog)
+                              catalog=catalog, cache=grants)
         cls = report.classification
-        status = dict(zip(cls["action"], cls["status"])) if len(cls) else {}
+        status = dict(zip(cls["action"].tolist(), cls["status"].tolist())) if len(cls) else {}
         unused = sorted(a for a, st in status.items() if st == "unused")
         by_service: dict[str, dict[str, int]] = {}
         for a, st in status.items():
@@ -414,7 +421,11 @@ def build_review(con, window: Window, *, iam_source: IamSource | None = None, st
         daily = timeline.groupby(["principal_arn", "day"], sort=True)["events"].sum().reset_index()
         for r in daily.itertuples(index=False):
             act.setdefault(r.principal_arn, []).append([str(r.day)[:10], int(r.events)])
-    denied_rows = usage.denied_calls(con, window)
+    # one pass over the store for every principal's calls, each distinct call shape mapped once
+    usages = usage.collect_all(con, [usage.Principal(arn, m.get("principal_type"), m.get("principal_name"),
+                                                     m.get("principal_account")) for arn, m in metas.items()
+                                     if m.get("events")], window)
+    grants: dict = {}  # granted sets per distinct set of attached documents
     ds_cache: dict[str, set[str]] = {}
 
     def data_sources(acct: str) -> set[str]:
@@ -427,8 +438,8 @@ def build_review(con, window: Window, *, iam_source: IamSource | None = None, st
         if progress:
             progress(arn)
         principals.append(_principal_entry(
-            con, window, arn, metas.get(arn, {}), inventory.get(arn.lower()), iam_source, denied_rows,
-            act.get(arn, []), data_sources, max_resources=max_resources, wildcards=wildcards, catalog=catalog))
+            arn, metas.get(arn, {}), inventory.get(arn.lower()), iam_source, usages.get(arn), act.get(arn, []),
+            data_sources, max_resources=max_resources, wildcards=wildcards, catalog=catalog, grants=grants))
     known = iam_source is not None
     principals = rank(principals, known)
     notes = list(iam_source.notes) if iam_source else []

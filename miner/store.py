@@ -12,14 +12,13 @@ import socket
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 if TYPE_CHECKING:
     import duckdb
+    import pyarrow as pa
 
 #: Layout under the store root.
 EVENTS_DIR = "events"  # events/account=<id>/region=<r>/date=<YYYY-MM-DD>/part-<run>-<n>.parquet
@@ -116,17 +115,28 @@ DICT_COLUMNS = [
 STATS_COLUMNS = ["event_id", "event_time", "event_source", "event_name", "aws_region", "account_id", "principal_arn",
                  "principal_type", "principal_name", "outcome", "event_type", "event_category"]
 
-#: Schema of the manifest of ingested objects (``manifest/*.parquet``).
-MANIFEST_SCHEMA = pa.schema([
-    pa.field("source", pa.string()),          # absolute local path or s3://bucket/key
-    pa.field("size", pa.int64()),             # bytes
-    pa.field("version", pa.string()),         # S3 ETag, or the local mtime in nanoseconds
-    pa.field("records", pa.int64()),          # records stored from it by the run that read it (after dedupe)
-    pa.field("status", pa.string()),          # "ok" or "skipped"
-    pa.field("reason", pa.string()),          # why it was skipped (null when ok)
-    pa.field("run_id", pa.string()),
-    pa.field("ingested_at", pa.timestamp("us", tz="UTC")),
-])
+@lru_cache(maxsize=1)
+def _manifest_schema() -> pa.Schema:
+    import pyarrow as pa
+
+    return pa.schema([
+        pa.field("source", pa.string()),          # absolute local path or s3://bucket/key
+        pa.field("size", pa.int64()),             # bytes
+        pa.field("version", pa.string()),         # S3 ETag, or the local mtime in nanoseconds
+        pa.field("records", pa.int64()),          # records stored from it by the run that read it (after dedupe)
+        pa.field("status", pa.string()),          # "ok" or "skipped"
+        pa.field("reason", pa.string()),          # why it was skipped (null when ok)
+        pa.field("run_id", pa.string()),
+        pa.field("ingested_at", pa.timestamp("us", tz="UTC")),
+    ])
+
+
+def __getattr__(name: str):
+    """``MANIFEST_SCHEMA``, the schema of the manifest of ingested objects (``manifest/*.parquet``), built on first
+    use: importing this module (``miner --help`` does, for :class:`StoreError`) does not load pyarrow."""
+    if name == "MANIFEST_SCHEMA":
+        return _manifest_schema()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]")
 LOCK_FILE = ".ingest.lock"
@@ -455,6 +465,8 @@ def write_parquet(table: pa.Table, path: Path, *, sync: bool = True) -> None:
         path: the file to write (normally under ``_tmp/``; publish it with :func:`publish`).
         sync: fsync the file, so a later rename never exposes unwritten data after a power loss.
     """
+    import pyarrow.parquet as pq
+
     events = "event_id" in table.column_names
     # store_schema=False: string columns handed over as Arrow dictionaries read back as plain strings
     pq.write_table(
@@ -489,6 +501,8 @@ def file_event_ids(path: Path) -> pa.Array:
     Returns:
         A string array.
     """
+    import pyarrow.parquet as pq
+
     return pq.ParquetFile(str(path)).read(columns=["event_id"]).column(0).combine_chunks()
 
 
@@ -506,6 +520,8 @@ def rewrite_filtered(path: Path, keep: pa.Array, dest: Path) -> pa.Array:
     Returns:
         The ``event_id`` values kept.
     """
+    import pyarrow.parquet as pq
+
     table = pq.ParquetFile(str(path)).read().filter(keep)
     write_parquet(table, dest)
     path.unlink(missing_ok=True)
@@ -534,10 +550,13 @@ def read_manifest(store: Path) -> pa.Table:
     Returns:
         A pyarrow Table (empty when nothing was ingested yet); ``.to_pandas()`` for a DataFrame.
     """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     files = manifest_files(store)
     if not files:
-        return MANIFEST_SCHEMA.empty_table()
-    return pa.concat_tables([pq.ParquetFile(str(f)).read().cast(MANIFEST_SCHEMA) for f in files])
+        return _manifest_schema().empty_table()
+    return pa.concat_tables([pq.ParquetFile(str(f)).read().cast(_manifest_schema()) for f in files])
 
 
 def manifest_index(store: Path) -> dict[str, tuple[int, str]]:
@@ -568,7 +587,9 @@ def append_manifest(store: Path, rows: list[dict], run_id: str, seq: int) -> Pat
     """
     if not rows:
         return None
-    table = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
+    import pyarrow as pa
+
+    table = pa.Table.from_pylist(rows, schema=_manifest_schema())
     tmp = tmp_dir(store) / f"manifest-{run_id}-{seq:05d}.parquet"
     write_parquet(table, tmp)
     final = Path(store) / MANIFEST_DIR / f"manifest-{run_id}-{seq:05d}.parquet"

