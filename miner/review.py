@@ -172,8 +172,7 @@ def order_services_by_risk(services: list[str], unused_actions: list[str], findi
     for a in unused_actions:
         svc = a.split(":", 1)[0]
         if svc in wanted:
-            info = catalog.info(a)
-            level = info.access_level if info else ""
+            level = catalog.access_level(a) or ""
             tier[svc] = max(tier.get(svc, 0), _LEVEL_TIER.get(level, 0))
             weight[svc] = weight.get(svc, 0.0) + LEVEL_WEIGHTS.get(level, 1.0)
     return sorted(services, key=lambda s: (s not in named, -tier.get(s, 0), -weight.get(s, 0.0), s))
