@@ -338,6 +338,7 @@ t0 = time.perf_counter()
 import duckdb
 store, sql_file, arn, since, until = sys.argv[1:6]
 con = duckdb.connect()
+con.execute("SET enable_progress_bar = false")
 con.execute("CREATE VIEW events AS SELECT * FROM read_parquet('" + store.replace("'", "''") +
             "/events/account=*/region=*/date=*/*.parquet', hive_partitioning = true, "
             "hive_types = {'account': 'VARCHAR', 'region': 'VARCHAR', 'date': 'DATE'}, union_by_name = true)")
@@ -376,7 +377,9 @@ def latency(stores: list[Path], rounds: int = 7, base: Path | None = None) -> st
             for idx, role in ((0, "bench-heavy"), (1, "bench-light")):
                 q = timed([sys.executable, "-c", _QUERY_CHILD, str(store), str(sql), principals[idx][0],
                            win.since.isoformat(), win.until.isoformat()])
-                q.update(json.loads(q["out"]))
+                if q["rc"] != 0:
+                    raise RuntimeError(f"usage query failed: {q['err']}")
+                q.update(json.loads(q["out"].strip().splitlines()[-1]))  # the last line: DuckDB may draw on stdout
                 got.setdefault((store.name, role, "query"), []).append(q)
                 for label, tree in trees:
                     r = timed([sys.executable, "-m", "miner.cli", "suggest", "--role", role, "--store", str(store),
