@@ -18,7 +18,8 @@ from email.utils import parsedate_to_datetime
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any, Iterator
 
-from miner.store import EVENTS_DIR, HIVE_TYPES, LOCK_FILE, MANIFEST_DIR, StoreError, WriteLock, _process_start, pid_alive
+from miner.store import (EVENTS_DIR, HIVE_TYPES, LOCK_FILE, MANIFEST_DIR, StoreError, WriteLock, _process_start,
+                         pid_alive)
 
 if TYPE_CHECKING:
     import duckdb
@@ -91,7 +92,8 @@ class S3Conn:
     # ------------------------------------------------------------------ clients
     @property
     def client(self):
-        """The boto3 S3 client (standard credential chain, ``profile``, endpoint); the bucket is checked once."""
+        """The boto3 S3 client (standard credential chain, ``profile``, endpoint; adaptive retries, 10 attempts
+        unless ``AWS_MAX_ATTEMPTS``/``AWS_RETRY_MODE`` say otherwise); the bucket is checked once."""
         with self._mutex:
             if self._client is None:
                 import boto3
@@ -104,8 +106,10 @@ class S3Conn:
                 except be.ProfileNotFound:
                     raise StoreError(f"no AWS profile named {self.profile!r} (for the store s3://{self.bucket})") \
                         from None
-                cfg = botocore.config.Config(retries={"max_attempts": 10, "mode": "adaptive"},
-                                             max_pool_connections=16)
+                retries = {"max_attempts": int(os.environ.get("AWS_MAX_ATTEMPTS") or 10),
+                           "mode": os.environ.get("AWS_RETRY_MODE") or "adaptive"}
+                cfg = botocore.config.Config(retries=retries, max_pool_connections=16, connect_timeout=10,
+                                             read_timeout=60)
                 client = session.client("s3", endpoint_url=self.endpoint_url, config=cfg,
                                         region_name=self.region or session.region_name or "us-east-1")
                 try:
@@ -228,11 +232,11 @@ def s3_error(e: Exception, where: str, what: str) -> StoreError:
         if code in ("NoSuchBucket", "404") or (status == 404 and what == "opening the store"):
             return StoreError(f"no S3 bucket named {bucket!r} for the store {where}: create it first, or check "
                               "the name and --store-endpoint-url")
+        if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken"):
+            return StoreError(f"the AWS credentials were refused for the store {where} ({code})")
         if code in ("AccessDenied", "403", "AllAccessDisabled") or status == 403:
             return StoreError(f"access denied to the store {where} while {what}: the credentials need "
                               "s3:ListBucket, s3:GetObject, s3:PutObject and s3:DeleteObject on it")
-        if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken"):
-            return StoreError(f"the AWS credentials were refused for the store {where} ({code})")
         return StoreError(f"S3 error on the store {where} while {what}: {code or status}: "
                           f"{e.response.get('Error', {}).get('Message', '')}".rstrip(": "))
     if isinstance(e, be.BotoCoreError):
