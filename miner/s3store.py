@@ -12,6 +12,7 @@ import shutil
 import socket
 import tempfile
 import threading
+from collections import OrderedDict
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
@@ -29,6 +30,14 @@ if TYPE_CHECKING:
 LOCK_TTL = 600
 #: Seconds between renewals of a held lock.
 LOCK_HEARTBEAT = 60
+
+#: Reads go to S3 in blocks of this many bytes (one ranged GET each; a small part file is one block).
+READ_BLOCK = 4 << 20
+#: Blocks kept in memory per store and process (published objects never change, so they never go stale).
+READ_CACHE_BYTES = 512 << 20
+
+#: DuckDB threads over a store on S3 unless told otherwise (each waits on one ranged GET at a time).
+IO_THREADS = 16
 
 #: Environment variable naming the store's S3 endpoint (``--store-endpoint-url`` wins over it).
 ENDPOINT_ENV = "MINER_STORE_ENDPOINT_URL"
@@ -72,8 +81,8 @@ def parse_url(url: str) -> tuple[str, str]:
 
 
 class S3Conn:
-    """The clients of one S3 store (boto3 for listing, writing and locking; pyarrow for ranged reads), made on first
-    use, and the local scratch folder where part files are written before they are uploaded."""
+    """The client of one S3 store (boto3, made on first use), its read cache, and the local scratch folder where
+    part files are written before they are uploaded."""
 
     def __init__(self, bucket: str, endpoint_url: str | None = None, profile: str | None = None,
                  region: str | None = None, prefix: str = ""):
@@ -83,9 +92,13 @@ class S3Conn:
         self.profile = profile
         self.region = region
         self._client = None
-        self._session = None
-        self._arrow = None
+        self._fs = None
+        self.sizes: dict[str, int] = {}  # "bucket/key" -> size, from listings
+        self.mtimes: dict[str, datetime] = {}  # "bucket/key" -> last modified, from listings
+        self._blocks: OrderedDict[tuple[str, int], bytes] = OrderedDict()
+        self._cached = 0
         self._tmp: str | None = None
+        self.snapshot: list[str] | None = None  # the event files a reader listed (see :func:`snapshot`)
         self.lock_lost: str | None = None  # set by the heartbeat when another writer took the lock over
         self._mutex = threading.Lock()
 
@@ -118,39 +131,59 @@ class S3Conn:
                     raise s3_error(e, f"s3://{self.bucket}", "opening the store") from None
                 hdrs = head.get("ResponseMetadata", {}).get("HTTPHeaders", {})
                 self.region = self.region or hdrs.get("x-amz-bucket-region") or client.meta.region_name
-                self._session, self._client = session, client
+                self._client = client
             return self._client
 
-    def arrow_fs(self):
-        """A ``pyarrow.fs.S3FileSystem`` with the boto3 session's resolved credentials, region and endpoint."""
-        client = self.client
-        with self._mutex:
-            if self._arrow is None:
-                import pyarrow.fs as pafs
-
-                creds = self._session.get_credentials()
-                if creds is None:
-                    raise StoreError(f"no AWS credentials for the store s3://{self.bucket}: configure the standard "
-                                     "chain (environment, ~/.aws, instance role) or pass --profile")
-                fz = creds.get_frozen_credentials()
-                kw: dict[str, Any] = {"access_key": fz.access_key, "secret_key": fz.secret_key,
-                                      "session_token": fz.token, "region": self.region}
-                endpoint = client.meta.endpoint_url
-                if endpoint and not re.search(r"\.amazonaws\.com(\.cn)?/?$", endpoint):
-                    scheme, _, host = endpoint.partition("://")
-                    kw.update(endpoint_override=host.rstrip("/"), scheme=scheme or "https")
-                self._arrow = pafs.S3FileSystem(**kw)
-            return self._arrow
-
     def fsspec(self):
-        """An fsspec filesystem for the ``s3`` protocol over :meth:`arrow_fs`, to register with DuckDB."""
-        from fsspec.implementations.arrow import ArrowFSWrapper
+        """The read-only fsspec filesystem of this store (protocol ``s3``) that DuckDB reads through (made once)."""
+        if self._fs is None:
+            self._fs = _filesystem(self)
+        return self._fs
 
-        class MinerS3(ArrowFSWrapper):
-            protocol = "s3"
-            cachable = False
+    def read_range(self, path: str, start: int, end: int, size: int) -> bytes:
+        """Bytes ``[start, end)`` of an object, in :data:`READ_BLOCK` blocks fetched by ranged GETs and kept in an
+        LRU cache (:data:`READ_CACHE_BYTES`): published objects never change, so a block is fetched once per
+        process however many queries read it."""
+        end = min(end, size)
+        if start >= end:
+            return b""
+        bucket, _, key = path.partition("/")
+        out = []
+        for b in range(start // READ_BLOCK, (end - 1) // READ_BLOCK + 1):
+            ck = (path, b)
+            with self._mutex:
+                data = self._blocks.get(ck)
+                if data is not None:
+                    self._blocks.move_to_end(ck)
+            if data is None:
+                lo, hi = b * READ_BLOCK, min(size, (b + 1) * READ_BLOCK)
+                try:
+                    data = self.client.get_object(Bucket=bucket, Key=key, Range=f"bytes={lo}-{hi - 1}")["Body"].read()
+                except Exception as e:  # noqa: BLE001
+                    if _code(e) in ("NoSuchKey", "404"):
+                        raise FileNotFoundError(f"s3://{path}") from None
+                    raise OSError(str(s3_error(e, f"s3://{path}", "reading the store"))) from None
+                with self._mutex:
+                    self._blocks[ck] = data
+                    self._cached += len(data)
+                    while self._cached > READ_CACHE_BYTES and len(self._blocks) > 1:
+                        self._cached -= len(self._blocks.popitem(last=False)[1])
+            out.append(data[max(start - b * READ_BLOCK, 0):end - b * READ_BLOCK])
+        return b"".join(out)
 
-        return MinerS3(self.arrow_fs())
+    def size(self, path: str) -> int:
+        """The size of an object (``bucket/key``): from the listing that found it, else one HEAD request."""
+        n = self.sizes.get(path)
+        if n is None:
+            bucket, _, key = path.partition("/")
+            try:
+                n = int(self.client.head_object(Bucket=bucket, Key=key)["ContentLength"])
+            except Exception as e:  # noqa: BLE001
+                if _code(e) in ("NoSuchKey", "404", "NotFound"):
+                    raise FileNotFoundError(f"s3://{path}") from None
+                raise OSError(str(s3_error(e, f"s3://{path}", "reading the store"))) from None
+            self.sizes[path] = n
+        return n
 
     def tmp(self) -> str:
         """The local scratch folder for part files before upload: one per store and host under the system's temp
@@ -174,6 +207,9 @@ class S3Conn:
         try:
             for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
                 for o in page.get("Contents", ()):
+                    self.sizes[f"{self.bucket}/{o['Key']}"] = int(o.get("Size", 0))
+                    if "LastModified" in o:
+                        self.mtimes[f"{self.bucket}/{o['Key']}"] = o["LastModified"]
                     yield o["Key"]
         except StoreError:
             raise
@@ -298,9 +334,11 @@ class S3Path:
         return sorted(out)
 
     def is_dir(self) -> bool:
-        for _ in self.conn.keys(self._dir()):
-            return True
-        return False
+        try:
+            resp = self.conn.client.list_objects_v2(Bucket=self.conn.bucket, Prefix=self._dir(), MaxKeys=1)
+        except Exception as e:  # noqa: BLE001
+            raise s3_error(e, str(self), "listing the store") from None
+        return bool(resp.get("KeyCount") or resp.get("Contents"))
 
     def exists(self) -> bool:
         return self.is_dir()
@@ -344,7 +382,22 @@ def event_files(root: S3Path) -> list[str]:
     """
     base = (root / EVENTS_DIR)._dir()
     bucket = root.conn.bucket
-    return sorted(f"s3://{bucket}/{k}" for k in root.conn.keys(base) if _EVENT_KEY.fullmatch(k[len(base):]))
+    files = sorted(f"s3://{bucket}/{k}" for k in root.conn.keys(base) if _EVENT_KEY.fullmatch(k[len(base):]))
+    root.conn.snapshot = files
+    return files
+
+
+def snapshot(root: S3Path) -> list[str]:
+    """The event files a reader of this store location listed first (see :func:`event_files`), so that every
+    step of one command (the view, the window's coverage note) sees the same files; listed now if none was.
+
+    Args:
+        root: the store root.
+
+    Returns:
+        The ``s3://`` URLs.
+    """
+    return root.conn.snapshot if root.conn.snapshot is not None else event_files(root)
 
 
 def connect(root: S3Path, files: list[str], *, threads: int | None = None) -> duckdb.DuckDBPyConnection:
@@ -361,9 +414,17 @@ def connect(root: S3Path, files: list[str], *, threads: int | None = None) -> du
     import duckdb
 
     con = duckdb.connect()
-    if threads:
-        con.execute(f"SET threads = {int(threads)}")
-    con.register_filesystem(root.conn.fsspec())
+    # reads wait on the network, not the CPU: more threads than cores keep more ranged GETs in flight
+    con.execute(f"SET threads = {int(threads or max(IO_THREADS, os.cpu_count() or 1))}")
+    conn = root.conn
+    paths = [f[5:] for f in files]
+    if sum(conn.sizes.get(p, READ_CACHE_BYTES) for p in paths) <= READ_CACHE_BYTES // 2:
+        # a small store: fetch it whole, in parallel (every query reads most of it; DuckDB asks one range at a time)
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(IO_THREADS, thread_name_prefix="miner-s3-read") as ex:
+            list(ex.map(lambda p: conn.read_range(p, 0, conn.sizes[p], conn.sizes[p]), paths))
+    con.register_filesystem(conn.fsspec())
     listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
     con.execute(
         f"CREATE VIEW events AS SELECT * FROM read_parquet([{listed}], hive_partitioning = true, "
@@ -385,7 +446,7 @@ def read_parquet(path: S3Path, columns: list[str] | None = None) -> pa.Table:
     import pyarrow.parquet as pq
 
     try:
-        with path.conn.arrow_fs().open_input_file(f"{path.conn.bucket}/{path.key}") as fh:
+        with path.conn.fsspec().open(f"{path.conn.bucket}/{path.key}", "rb") as fh:
             return pq.ParquetFile(fh).read(columns=columns)
     except OSError as e:
         raise StoreError(f"cannot read {path}: {e}") from None
@@ -403,6 +464,65 @@ def read_small_parquet(path: S3Path) -> pa.Table:
     import pyarrow.parquet as pq
 
     return pq.read_table(io.BytesIO(path.conn.get(path.key)))
+
+
+def _filesystem(conn: S3Conn):
+    """A read-only fsspec filesystem (protocol ``s3``) over :meth:`S3Conn.read_range` (boto3's credentials, so
+    they refresh as boto3 refreshes them)."""
+    from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
+
+    class StoreFile(AbstractBufferedFile):
+        def _fetch_range(self, start, end):
+            return self.fs.conn.read_range(self.path, start, end, self.size)
+
+    class StoreFS(AbstractFileSystem):
+        protocol = "s3"
+        root_marker = ""
+        cachable = False
+
+        def __init__(self, conn_: S3Conn):
+            super().__init__()
+            self.conn = conn_
+
+        @classmethod
+        def _strip_protocol(cls, path):
+            if isinstance(path, list):
+                return [cls._strip_protocol(p) for p in path]
+            return (path[5:] if path.startswith("s3://") else path).rstrip("/")
+
+        def info(self, path, **kwargs):
+            path = self._strip_protocol(path)
+            try:
+                return {"name": path, "size": self.conn.size(path), "type": "file"}
+            except FileNotFoundError:
+                if self.ls(path, detail=False):
+                    return {"name": path, "size": 0, "type": "directory"}
+                raise
+
+        def ls(self, path, detail=True, **kwargs):
+            path = self._strip_protocol(path)
+            bucket, _, prefix = path.partition("/")
+            prefix = f"{prefix}/" if prefix else ""
+            out = {}
+            for k in self.conn.keys(prefix):
+                rest = k[len(prefix):]
+                name, sub, _ = rest.partition("/")
+                full = f"{bucket}/{prefix}{name}"
+                out[full] = {"name": full, "size": 0 if sub else self.conn.sizes.get(f"{bucket}/{k}", 0),
+                             "type": "directory" if sub else "file"}
+            return list(out.values()) if detail else sorted(out)
+
+        def modified(self, path):
+            path = self._strip_protocol(path)
+            self.conn.size(path)  # (FileNotFoundError when absent)
+            return self.conn.mtimes.get(path) or datetime(1970, 1, 1, tzinfo=timezone.utc)  # (never rewritten)
+
+        def _open(self, path, mode="rb", block_size=None, autocommit=True, cache_options=None, **kwargs):
+            if mode != "rb":
+                raise NotImplementedError("the store on S3 is written by `miner ingest` only")
+            return StoreFile(self, path, mode, block_size=READ_BLOCK, cache_type="none", size=self.conn.size(path))
+
+    return StoreFS(conn)
 
 
 # ----------------------------------------------------------------------------- the writer lock

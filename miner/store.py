@@ -144,7 +144,9 @@ def data_days(store: Path) -> tuple[date, date] | None:
     """
     days = set()
     if is_s3(store):
-        for f in event_files(store):
+        from miner import s3store
+
+        for f in s3store.snapshot(root(store)):
             try:
                 days.add(date.fromisoformat(str(f).rsplit("/date=", 1)[1].split("/", 1)[0]))
             except (IndexError, ValueError):
