@@ -202,8 +202,12 @@ def command(name: str, short_help: str):
 
 # ----------------------------------------------------------------------------- shared options and helpers
 
-StoreOpt = typer.Option(None, "--store", metavar="DIR",
-                        help="Parquet store directory [default: $MINER_STORE or ~/.local/share/miner/store].")
+StoreOpt = typer.Option(None, "--store", metavar="DIR|S3URL",
+                        help="Parquet store: a directory or s3://bucket/prefix [default: $MINER_STORE or "
+                             "~/.local/share/miner/store].")
+StoreEndpointOpt = typer.Option(None, "--store-endpoint-url", metavar="URL",
+                                help="S3 endpoint of an s3:// store, e.g. MinIO or a local moto server [default: "
+                                     "$MINER_STORE_ENDPOINT_URL, else boto3's: $AWS_ENDPOINT_URL_S3, AWS].")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress, notes or summary on stderr (for scripts).")
 SinceOpt = typer.Option(None, "--since", metavar="TIME",
                         help="Window start: a date, a timestamp or an age (90d, 12w, 6h) [default: 90 days before "
@@ -227,9 +231,16 @@ def _format_opt(choices: str, default: Optional[str], text: str = "The output fo
     return typer.Option(default, "--format", "-f", metavar=choices, help=text)
 
 
-def store_path(store: Optional[Path]) -> Path:
-    """The store directory from ``--store`` or the default."""
-    return store if store is not None else models.default_store_path()
+def store_path(store: Optional[str], endpoint_url: Optional[str] = None, profile: Optional[str] = None):
+    """The store from ``--store`` or the default: a directory, or an S3 location carrying its endpoint and profile
+    (a bad ``s3://`` URL fails with one line)."""
+    from miner.store import StoreError, root
+
+    try:
+        return root(store if store is not None else models.default_store_path(), endpoint_url=endpoint_url,
+                    profile=profile)
+    except StoreError as e:
+        fail(str(e))
 
 
 def window(since: Optional[str], until: Optional[str], default_days: int = 90, *, quiet: bool = True) -> models.Window:
@@ -341,7 +352,8 @@ def ingest_cmd(
     sources: list[str] = typer.Argument(..., metavar="SOURCE...",
                                         help="Local files or folders, and/or S3 URIs: s3://bucket or "
                                              "s3://bucket/prefix."),
-    store: Optional[Path] = StoreOpt,
+    store: Optional[str] = StoreOpt,
+    store_endpoint: Optional[str] = StoreEndpointOpt,
     since: Optional[str] = typer.Option(
         None, "--since", metavar="TIME", help="Keep records from this time (date, timestamp or age like 30d) "
                                               "[default: everything for local files, the last 7 days for S3]."),
@@ -394,7 +406,7 @@ or when no file held CloudTrail records.
         max_bytes = models.parse_size(max_object_size)
     except ValueError as e:
         fail(f"--max-object-size: {e}")
-    target = store_path(store)
+    target = store_path(store, store_endpoint, profile)
     progress_cb = None
     bar = None
     if not quiet:
@@ -485,7 +497,8 @@ def _map_mapper(service_reference: Optional[Path]):
 @command("coverage", "How well stored events map to IAM actions and resources.")
 @retry_if_store_changes
 def coverage_cmd(
-    store: Optional[Path] = StoreOpt,
+    store: Optional[str] = StoreOpt,
+    store_endpoint: Optional[str] = StoreEndpointOpt,
     since: Optional[str] = typer.Option(None, "--since", metavar="TIME",
                                         help="Window start (date, timestamp or age like 90d) [default: all]."),
     until: Optional[str] = typer.Option(None, "--until", metavar="TIME",
@@ -511,7 +524,7 @@ def coverage_cmd(
     if since or until:
         w = window(since or "1970-01-01", until, default_days=90, quiet=quiet)
         win_since, win_until = w.since, w.until
-    cov = mapping.coverage(jobs.connect(store_path(store)), win_since, win_until, mapper=mapper)
+    cov = mapping.coverage(jobs.connect(store_path(store, store_endpoint)), win_since, win_until, mapper=mapper)
     if fmt == "json":
         print_json(cov.to_dict(unmapped_only=unmapped))
         return
@@ -665,7 +678,8 @@ def principals_cmd(
     since: Optional[str] = SinceOpt,
     until: Optional[str] = UntilOpt,
     fmt: str = _format_opt("table|json|csv", "table", "The output format (json and csv give the ARNs)."),
-    store: Optional[Path] = StoreOpt,
+    store: Optional[str] = StoreOpt,
+    store_endpoint: Optional[str] = StoreEndpointOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """List the principals that acted in the window: type, events, first/last seen, services used (IAM prefixes).
@@ -678,7 +692,7 @@ def principals_cmd(
 
     fmt = _check_format(fmt, ("table", "json", "csv"))
     win = window(since, until, quiet=quiet)
-    listing = jobs.principals(store_path(store), win)
+    listing = jobs.principals(store_path(store, store_endpoint), win)
     _notes(listing.notes, quiet)
     if fmt == "table":
         _emit_frame(listing.frame, fmt, f"principals, {win}", ["name", "principal_type", "principal_account", "events",
@@ -701,7 +715,8 @@ def usage_cmd(
     every: bool = typer.Option(False, "--all", help="Table: one row per action and resource, not per resource "
                                                     "template."),
     top: int = typer.Option(5, "--top", metavar="N", help="How many source IP / user agent pairs to show."),
-    store: Optional[Path] = StoreOpt,
+    store: Optional[str] = StoreOpt,
+    store_endpoint: Optional[str] = StoreEndpointOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """What one principal did in the window: actions and resources, counts, first/last seen, regions, and from where.
@@ -715,7 +730,8 @@ def usage_cmd(
 
     fmt = _check_format(fmt, ("table", "json", "csv"))
     win = window(since, until, quiet=quiet)
-    act = jobs.usage(store_path(store), win, role=role, user=user, principal=principal, account=account, top=top)
+    act = jobs.usage(store_path(store, store_endpoint), win, role=role, user=user, principal=principal,
+                     account=account, top=top)
     used, who = act.usage, act.principal
     _notes(act.notes, quiet)
     cols = ["action", "resource", "calls", "first_seen", "last_seen", "regions", "outcomes"]
@@ -792,7 +808,8 @@ def suggest_cmd(
     endpoint_url: Optional[str] = EndpointOpt,
     fail_on_unused: bool = typer.Option(False, "--fail-on-unused",
                                         help="With --diff: exit 1 when unused grants exist (for CI)."),
-    store: Optional[Path] = StoreOpt,
+    store: Optional[str] = StoreOpt,
+    store_endpoint: Optional[str] = StoreEndpointOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """A least-privilege policy from the principal's AUTHORISED calls in the window (default: the last 90 days).
@@ -826,7 +843,8 @@ def suggest_cmd(
     elif fmt and fmt.lower() not in (policy_fmt, report_fmt):
         fail(f"--format {fmt} does not match the files' extensions, and stdout carries nothing: leave out --format")
     win = window(since, until, quiet=quiet)
-    result = jobs.suggest(store_path(store), win, role=role, user=user, principal=principal, account=account,
+    result = jobs.suggest(store_path(store, store_endpoint), win, role=role, user=user, principal=principal,
+                          account=account,
                           max_resources=max_resources, wildcards=not no_wildcards,
                           grants=grants if do_diff else None)
     if not quiet:
@@ -881,7 +899,8 @@ def review_cmd(
     max_resources: int = typer.Option(10, "--max-resources", metavar="N",
                                       help="Suggested policies: generalise more than N resources of one kind."),
     no_wildcards: bool = typer.Option(False, "--no-wildcards", help="Suggested policies: no action wildcards."),
-    store: Optional[Path] = StoreOpt,
+    store: Optional[str] = StoreOpt,
+    store_endpoint: Optional[str] = StoreEndpointOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """Quarterly right-sizing review: every role and user ranked by unused privilege and its risk.
@@ -904,7 +923,8 @@ def review_cmd(
     win = window(since, until, quiet=quiet)
     if not outputs and (fmt or "html") == "html":
         outputs = [(_default_review_path(win), "html")]
-    result = jobs.review(store_path(store), win, grants=grants, account=account, max_resources=max_resources,
+    result = jobs.review(store_path(store, store_endpoint), win, grants=grants, account=account,
+                         max_resources=max_resources,
                          wildcards=not no_wildcards, previous=compare)
     rendered: dict[str, str] = {}
     for path, f in outputs:
@@ -944,7 +964,8 @@ def backtest_cmd(
     live: bool = LiveOpt,
     profile: Optional[str] = ProfileOpt,
     endpoint_url: Optional[str] = EndpointOpt,
-    store: Optional[Path] = StoreOpt,
+    store: Optional[str] = StoreOpt,
+    store_endpoint: Optional[str] = StoreEndpointOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """Score suggested policies on later activity: under-privilege (denied test calls) vs over-privilege (unused grants).
@@ -969,7 +990,7 @@ def backtest_cmd(
     args = dict(role=role, user=user, principal=principal, account=account, train=train, test=test, until=anchor,
                 max_resources=levels, min_days=min_days, grants=grants)
     if not every:
-        result = jobs.backtest(store_path(store), **args)
+        result = jobs.backtest(store_path(store, store_endpoint), **args)
         if fmt == "json":
             print_json(result)
         else:
@@ -982,7 +1003,7 @@ def backtest_cmd(
     task = bar.add_task("backtest", total=None)
     started = time.perf_counter()
     with bar:
-        result = jobs.backtest(store_path(store), every=True, **args,
+        result = jobs.backtest(store_path(store, store_endpoint), every=True, **args,
                                progress=lambda done, total, _arn: bar.update(task, total=total, completed=done))
     if fmt == "json":
         print_json(result)

@@ -1470,8 +1470,9 @@ def _local_objects(src: str, store: Path, days: set[str] | None, accounts: set[s
         top = p.stat()
         visited = {(top.st_dev, top.st_ino)}
         try:
-            s = store.stat()
-            visited.add((s.st_dev, s.st_ino))  # a store inside the source is never read
+            if not st.is_s3(store):
+                s = store.stat()
+                visited.add((s.st_dev, s.st_ino))  # a store inside the source is never read
         except OSError:
             pass
         found = _walk(str(p.resolve()), visited, report)
@@ -1768,7 +1769,8 @@ def ingest(sources: Sequence[str], store: Path, *, window: Window | None = None,
 
     Args:
         sources: local files/folders and/or ``s3://bucket/prefix`` URIs.
-        store: the store root (created when missing).
+        store: the store root (created when missing): a folder, an ``s3://bucket/prefix`` URL or a location from
+            :func:`miner.store.root` (which carries the S3 endpoint and profile of the store).
         window: keep only records in ``[since, until)``; local files in the delivery layout outside it are not
             read. ``None``: everything for local sources, the last :data:`S3_DEFAULT_DAYS` days for S3.
         accounts: restrict to these account ids (S3 listing and records).
@@ -1795,7 +1797,7 @@ def ingest(sources: Sequence[str], store: Path, *, window: Window | None = None,
     """
     t0 = time.monotonic()
     now = now or datetime.now(_UTC)
-    store = Path(store).expanduser()
+    store = st.root(store, profile=profile)  # (an s3:// store: the source's profile, the store's own endpoint)
     accounts = {str(a) for a in accounts}
     regions = {str(r) for r in regions}
     if not sources:
@@ -1815,7 +1817,7 @@ def ingest(sources: Sequence[str], store: Path, *, window: Window | None = None,
         report.window = f"{s3_window} (S3 default: last {S3_DEFAULT_DAYS} days)"
     filt = (frozenset(accounts), frozenset(regions)) if accounts or regions else None
     prog = Progress()
-    created = not store.exists()
+    created = not st.is_s3(store) and not store.exists()
 
     with _disk_full_is_a_store_error(store), st.write_lock(store) as lock:
         if lock.took_over:

@@ -90,7 +90,7 @@ def window_coverage(store: str | Path, window: Window) -> str | None:
     """
     from miner.store import data_days
 
-    days = data_days(Path(store))
+    days = data_days(store)
     if days is None:
         return None
     first = datetime(days[0].year, days[0].month, days[0].day, tzinfo=timezone.utc)
@@ -124,7 +124,7 @@ def connect(store: str | Path):
     from miner.store import connect as open_store
 
     try:
-        con = open_store(Path(store))
+        con = open_store(store)
     except StoreError as e:
         raise JobError(str(e)) from None
     con.execute("SET parquet_metadata_cache = true")
@@ -629,7 +629,7 @@ def review(store: str | Path, window: Window, *, grants: Grants | None = None, a
             raise JobError(str(e)) from None
     source = (grants or Grants()).open(inventory=True)
     con = connect(store)
-    rv = mod.build_review(con, window, iam_source=source, store=Path(store), account=account,
+    rv = mod.build_review(con, window, iam_source=source, store=store, account=account,
                           max_resources=max_resources, wildcards=wildcards)
     coverage = window_coverage(store, window)
     if not rv["principals"]:

@@ -258,11 +258,12 @@ def make_window(since: str | None, until: str | None, now: datetime, default_day
     return Window(start, end)
 
 
-def default_store_path() -> Path:
-    """Where the Parquet store lives unless ``--store`` says otherwise: ``$MINER_STORE`` or the XDG data dir."""
+def default_store_path() -> Path | str:
+    """Where the Parquet store lives unless ``--store`` says otherwise: ``$MINER_STORE`` (a folder, or an
+    ``s3://bucket/prefix`` URL returned as it is) or the XDG data dir."""
     env = os.environ.get("MINER_STORE")
     if env:
-        return Path(env).expanduser()
+        return env if env.startswith("s3://") else Path(env).expanduser()
     base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
     return Path(base) / "miner" / "store"
 

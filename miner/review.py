@@ -623,7 +623,8 @@ def notebook_store(env: str = "MINER_STORE") -> Path:
         FileNotFoundError: when the variable is unset and no ``sample_logs/`` is found.
     """
     if os.environ.get(env):
-        return Path(os.environ[env]).expanduser()
+        value = os.environ[env]
+        return value if value.startswith("s3://") else Path(value).expanduser()  # type: ignore[return-value]
     logs = sample_logs_dir()
     if logs is None:
         raise FileNotFoundError(f"set {env} to a store (miner ingest SOURCE --store DIR), or run from a checkout "

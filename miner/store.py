@@ -14,11 +14,16 @@ from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Iterator, Union
 
 if TYPE_CHECKING:
     import duckdb
     import pyarrow as pa
+
+    from miner.s3store import S3Path
+
+    #: A store location: a local folder, or the root of a store on S3 (see :func:`root`).
+    StoreLoc = Union[Path, S3Path]
 
 #: Layout under the store root.
 EVENTS_DIR = "events"  # events/account=<id>/region=<r>/date=<YYYY-MM-DD>/part-<run>-<n>.parquet
@@ -32,6 +37,42 @@ class StoreError(Exception):
     """A problem with the store that the user can fix (missing, empty, unreadable)."""
 
 
+def is_s3(store) -> bool:
+    """Whether a store location is on S3 (an ``s3://`` URL or a :class:`miner.s3store.S3Path`).
+
+    Args:
+        store: a path, string or S3 location.
+
+    Returns:
+        True for S3 locations.
+    """
+    return (isinstance(store, str) and store.startswith("s3://")) or type(store).__name__ == "S3Path"
+
+
+def root(store, *, endpoint_url: str | None = None, profile: str | None = None) -> StoreLoc:
+    """The store location as a local ``Path`` (``~`` expanded) or, for ``s3://bucket/prefix``, an S3 location.
+
+    Args:
+        store: a path, a string or an S3 location (returned as it is).
+        endpoint_url: the S3 endpoint of a store on S3 (default: ``$MINER_STORE_ENDPOINT_URL``, else boto3's
+            resolution, which honours ``AWS_ENDPOINT_URL_S3``).
+        profile: the AWS profile of a store on S3 (default: the standard credential chain).
+
+    Returns:
+        A ``Path`` or a :class:`miner.s3store.S3Path`.
+
+    Raises:
+        StoreError: a bad ``s3://`` URL.
+    """
+    if isinstance(store, str) and store.startswith("s3://"):
+        from miner import s3store
+
+        return s3store.open_store(store, endpoint_url=endpoint_url, profile=profile)
+    if is_s3(store):
+        return store
+    return Path(store).expanduser()
+
+
 def event_files(store: Path) -> list[Path]:
     """All committed event Parquet files of a store.
 
@@ -41,8 +82,12 @@ def event_files(store: Path) -> list[Path]:
     Returns:
         The files, sorted by path (empty when the store has no ``events/``).
     """
-    root = Path(store) / EVENTS_DIR
-    return sorted(root.glob("account=*/region=*/date=*/*.parquet")) if root.is_dir() else []
+    if is_s3(store):
+        from miner import s3store
+
+        return s3store.event_files(root(store))  # type: ignore[return-value]  (s3:// URLs)
+    root_ = Path(store) / EVENTS_DIR
+    return sorted(root_.glob("account=*/region=*/date=*/*.parquet")) if root_.is_dir() else []
 
 
 def connect(store: Path, *, threads: int | None = None) -> duckdb.DuckDBPyConnection:
@@ -63,6 +108,15 @@ def connect(store: Path, *, threads: int | None = None) -> duckdb.DuckDBPyConnec
     """
     import duckdb  # imported here: ingest (and its worker processes) never need it
 
+    if is_s3(store):
+        from miner import s3store
+
+        store = root(store)
+        files = s3store.event_files(store)
+        if not files:
+            raise StoreError(f"the store at {store} holds no events: run `miner ingest SOURCE --store {store}` "
+                             "first")
+        return s3store.connect(store, files, threads=threads)
     store = Path(store)
     if not store.exists():
         raise StoreError(f"no store at {store}: run `miner ingest SOURCE --store {store}` first")
@@ -89,6 +143,15 @@ def data_days(store: Path) -> tuple[date, date] | None:
         ``(first, last)`` days, or ``None`` when the store holds no events.
     """
     days = set()
+    if is_s3(store):
+        from miner import s3store
+
+        for f in s3store.snapshot(root(store)):
+            try:
+                days.add(date.fromisoformat(str(f).rsplit("/date=", 1)[1].split("/", 1)[0]))
+            except (IndexError, ValueError):
+                continue
+        return (min(days), max(days)) if days else None
     for folder in (Path(store) / EVENTS_DIR).glob("account=*/region=*/date=*"):
         try:
             day = date.fromisoformat(folder.name.split("=", 1)[1])
@@ -168,7 +231,7 @@ def partition_dir(store: Path, account: str, region: str, day: str) -> Path:
     Returns:
         ``<store>/events/account=<a>/region=<r>/date=<d>``.
     """
-    return (Path(store) / EVENTS_DIR / f"account={partition_value(account)}" / f"region={partition_value(region)}"
+    return (root(store) / EVENTS_DIR / f"account={partition_value(account)}" / f"region={partition_value(region)}"
             / f"date={partition_value(day)}")
 
 
@@ -193,6 +256,8 @@ def tmp_dir(store: Path) -> Path:
     Returns:
         ``<store>/_tmp``, created when missing.
     """
+    if is_s3(store):
+        return Path(root(store).conn.tmp())  # local: parts are uploaded from here by :func:`publish`
     d = Path(store) / TMP_DIR
     d.mkdir(parents=True, exist_ok=True)
     return d
@@ -207,6 +272,8 @@ def clean_tmp(store: Path) -> int:
     Returns:
         How many files were removed.
     """
+    if is_s3(store):
+        return root(store).conn.drop_tmp()  # nothing is ever written to the bucket before it is published
     d = Path(store) / TMP_DIR
     n = 0
     if d.is_dir():
@@ -232,6 +299,8 @@ def tidy_after_write(store: Path, *, created: bool) -> None:
         store: the store root.
         created: whether the run created the store folder.
     """
+    if is_s3(store):
+        return  # the lock object goes when the lock is released; S3 has no folders to remove
     store = Path(store)
     try:
         (store / TMP_DIR).rmdir()
@@ -402,6 +471,12 @@ def write_lock(store: Path) -> Iterator[WriteLock]:
         StoreError: when a running process holds the lock, or the store cannot be created (a file is in the way,
             no permission).
     """
+    if is_s3(store):
+        from miner import s3store
+
+        with s3store.write_lock(root(store)) as lock:
+            yield lock
+        return
     store = Path(store)
     lock = WriteLock(store / LOCK_FILE)
     try:
@@ -481,13 +556,20 @@ def write_parquet(table: pa.Table, path: Path, *, sync: bool = True) -> None:
             os.close(fd)
 
 
-def publish(tmp_path: Path, final_path: Path) -> None:
+def publish(tmp_path: Path, final_path: StoreLoc) -> None:
     """Atomically move a finished file from ``_tmp/`` to its final place (readers see all of it or nothing).
+
+    On S3 the file is uploaded with one PutObject (an object is visible whole once the request completes, or not at
+    all), then the local file is deleted.
 
     Args:
         tmp_path: the written file.
         final_path: its destination; the parent directory is created.
     """
+    if is_s3(final_path):
+        final_path.conn.put_file(str(tmp_path), final_path.key)
+        Path(tmp_path).unlink(missing_ok=True)
+        return
     final_path.parent.mkdir(parents=True, exist_ok=True)
     os.replace(tmp_path, final_path)
 
@@ -501,6 +583,10 @@ def file_event_ids(path: Path) -> pa.Array:
     Returns:
         A string array.
     """
+    if is_s3(path):
+        from miner import s3store
+
+        return s3store.read_parquet(path, ["event_id"]).column(0).combine_chunks()
     import pyarrow.parquet as pq
 
     return pq.ParquetFile(str(path)).read(columns=["event_id"]).column(0).combine_chunks()
@@ -537,6 +623,8 @@ def manifest_files(store: Path) -> list[Path]:
     Returns:
         The ``manifest/*.parquet`` files sorted by name (run ids sort by time).
     """
+    if is_s3(store):
+        return (root(store) / MANIFEST_DIR).glob("*.parquet")  # type: ignore[return-value]
     d = Path(store) / MANIFEST_DIR
     return sorted(d.glob("*.parquet")) if d.is_dir() else []
 
@@ -556,6 +644,10 @@ def read_manifest(store: Path) -> pa.Table:
     files = manifest_files(store)
     if not files:
         return _manifest_schema().empty_table()
+    if is_s3(store):
+        from miner import s3store
+
+        return pa.concat_tables([s3store.read_small_parquet(f).cast(_manifest_schema()) for f in files])
     return pa.concat_tables([pq.ParquetFile(str(f)).read().cast(_manifest_schema()) for f in files])
 
 
@@ -592,7 +684,7 @@ def append_manifest(store: Path, rows: list[dict], run_id: str, seq: int) -> Pat
     table = pa.Table.from_pylist(rows, schema=_manifest_schema())
     tmp = tmp_dir(store) / f"manifest-{run_id}-{seq:05d}.parquet"
     write_parquet(table, tmp)
-    final = Path(store) / MANIFEST_DIR / f"manifest-{run_id}-{seq:05d}.parquet"
+    final = root(store) / MANIFEST_DIR / f"manifest-{run_id}-{seq:05d}.parquet"
     publish(tmp, final)
     return final
 
@@ -614,7 +706,7 @@ def compact_manifest(store: Path, run_id: str, min_files: int = 64) -> bool:
     table = read_manifest(store)
     tmp = tmp_dir(store) / f"manifest-{run_id}-compact.parquet"
     write_parquet(table, tmp)
-    publish(tmp, Path(store) / MANIFEST_DIR / f"manifest-{run_id}-00000-compact.parquet")
+    publish(tmp, root(store) / MANIFEST_DIR / f"manifest-{run_id}-00000-compact.parquet")
     for f in files:
         f.unlink(missing_ok=True)
     return True
