@@ -232,13 +232,40 @@ class _TooBig(Exception):
     pass
 
 
+_INFLATE: list = []  # [(decompressobj factory, errors)], chosen on first use
+
+
+def _inflater() -> tuple[Callable[[int], Any], tuple[type[Exception], ...]]:
+    """The fastest inflater installed: ISA-L (``isal``, about twice as fast as zlib) or zlib (``MINER_INFLATE=zlib``
+    forces zlib); both expose the zlib ``decompressobj`` interface."""
+    if not _INFLATE:
+        try:
+            if os.environ.get("MINER_INFLATE") == "zlib":
+                raise ImportError
+            from isal import isal_zlib
+
+            _INFLATE.append((isal_zlib.decompressobj, (zlib.error, isal_zlib.error)))
+        except ImportError:
+            _INFLATE.append((zlib.decompressobj, (zlib.error,)))
+    return _INFLATE[0]
+
+
 def _gunzip(data: bytes, limit: int) -> bytes:
     """Decompress a (possibly multi-member) gzip blob, inflating at most ``limit`` bytes in all, in steps of
-    :data:`INFLATE_STEP` (a bomb stops at the limit); raises _Truncated, _TooBig or zlib.error."""
+    :data:`INFLATE_STEP` (a bomb stops at the limit); raises _Truncated, _TooBig or zlib.error (also for the
+    errors of ISA-L)."""
+    decompressobj, errors = _inflater()
+    try:
+        return _gunzip_with(decompressobj, data, limit)
+    except errors[1:] as e:
+        raise zlib.error(str(e)) from None
+
+
+def _gunzip_with(decompressobj: Callable[[int], Any], data: bytes, limit: int) -> bytes:
     parts = []
     left = limit
     while True:
-        d = zlib.decompressobj(31)
+        d = decompressobj(31)
         while True:
             step = min(left + 1, INFLATE_STEP)
             part = d.decompress(data, step)
@@ -926,7 +953,7 @@ _TYPES["_outcome"] = pa.string()
 class _Task:
     number: int
     items: list  # [(SourceObject, bytes | None)]
-    tmp: str
+    tmp: str | None  # where big partition parts are written (None: every part stays in memory)
     run_id: str
     win: tuple | None
     filt: tuple | None
@@ -1175,17 +1202,108 @@ def _write_parts(chunks: list[dict[str, pa.Array]], codes: _Codes, uris: list[st
         off, end = starts[k], starts[k + 1]
         acct, region = pair_of_rank[ka[off].as_py()]
         d = date(1970, 1, 1) + timedelta(days=kd[off].as_py())
-        path = os.path.join(task.tmp, f"{task.run_id}-{task.number:06d}-{k:04d}.parquet")
         part = table.slice(off, end - off)
         # compact copies: pickling a slice would ship the whole task's buffers
         ids = pa.concat_arrays(part.column("event_id").chunks)
-        if end - off < SMALL_PART_ROWS or (end - off <= FOREIGN_PART_ROWS and home is not None
-                                           and ka[off].as_py() != home):  # in memory: main buffers/dedupes it
+        if task.tmp is None or end - off < SMALL_PART_ROWS or (
+                end - off <= FOREIGN_PART_ROWS and home is not None
+                and ka[off].as_py() != home):  # in memory: main buffers/dedupes it (always, without a tmp dir)
             out.append((acct, region, d.isoformat(), None, end - off, ids, _IpcTable(part.cast(EVENT_SCHEMA))))
         else:
-            st.write_parquet(part, Path(path))
+            path = os.path.join(task.tmp, f"{task.run_id}-{task.number:06d}-{k:04d}.parquet")
+            st.write_parquet(part.cast(EVENT_SCHEMA), Path(path))  # plain columns: Parquet dictionary-encodes
+            # them itself, 15% smaller and no slower than handing over the task-wide Arrow dictionaries
             out.append((acct, region, d.isoformat(), path, end - off, ids))
     return out
+
+
+@dataclass
+class ObjectOutcome:
+    """What :func:`parse_objects` made of one source object.
+
+    ``records`` counts the records read, ``kept`` the rows returned for it (after the window/account/region
+    filters and the dedupe within the call); ``reason`` is set when the object was not used at all (the
+    ingest's file skip reasons: truncated or corrupt gzip, digest file, too big, ...), ``skips`` counts the
+    records skipped by reason, ``recovered`` says the lenient reader recovered its records from invalid JSON.
+    """
+
+    uri: str
+    records: int = 0
+    kept: int = 0
+    reason: str | None = None
+    skips: dict[str, int] = field(default_factory=dict)
+    recovered: bool = False
+
+
+@dataclass
+class ParseResult:
+    """The output of :func:`parse_objects`: rows in the store schema, and one outcome per object, in input order."""
+
+    batches: list[pa.RecordBatch]
+    outcomes: list[ObjectOutcome]
+    read: int = 0  # records read
+    duplicates: int = 0  # copies of an event id met earlier in the same call (dropped)
+    filtered: int = 0  # records outside the window/account/region filters
+
+    def table(self) -> pa.Table:
+        """The rows as one table of :data:`miner.models.EVENT_SCHEMA`."""
+        return pa.Table.from_batches(self.batches, EVENT_SCHEMA)
+
+
+def parse_objects(refs: Iterable[str | os.PathLike | tuple[str, str]], *,
+                  fetch: Callable[[str, str], bytes] | None = None, window: Window | None = None,
+                  accounts: Iterable[str] = (), regions: Iterable[str] = (),
+                  max_object_size: int = MAX_OBJECT_BYTES) -> ParseResult:
+    """Parse source objects into store rows, in memory, with no store, lock or manifest: the parse step of
+    :func:`ingest` as a pure function, for distributed execution (e.g. a Spark executor running
+    ``mapInArrow`` over object keys calls it; the driver then commits with the usual dedupe on eventID).
+
+    The rows are exactly what a local ingest stores for these objects (same normalisation, validation and
+    hostile-input handling: decompression bombs stop at ``max_object_size``, truncated or corrupt gzip, digest
+    files, EventBridge envelopes, ...), deduplicated on eventID within the call (the first copy in input order is
+    kept), and sorted as the store sorts them (account, region, day, principal, time). Dedupe against the store,
+    and across calls, is the committer's job.
+
+    Args:
+        refs: local paths, and/or ``(bucket, key)`` pairs of S3 objects.
+        fetch: ``fetch(bucket, key) -> bytes`` for the ``(bucket, key)`` refs (e.g. a boto3 ``get_object``); an
+            exception it raises is reported as that object's outcome (``"download failed: ..."``).
+        window: keep only records in ``[since, until)``; ``None``: every record.
+        accounts: keep only these account ids (empty: all).
+        regions: keep only these regions (empty: all).
+        max_object_size: largest object read, in bytes once decompressed.
+
+    Returns:
+        A :class:`ParseResult`: record batches of :data:`miner.models.EVENT_SCHEMA` and one
+        :class:`ObjectOutcome` per ref, in the order given.
+    """
+    items: list = []
+    for ref in refs:
+        if isinstance(ref, tuple):
+            bucket, key = ref
+            obj = SourceObject(f"s3://{bucket}/{key}", 0, "", bucket, key)
+            if fetch is None:
+                raise ValueError(f"no fetch function for {obj.uri}")
+            try:
+                data = fetch(bucket, key)
+            except Exception as e:  # reported, as a failed download is
+                items.append((obj, f"{R_DOWNLOAD}: {type(e).__name__}: {e}"[:200]))
+                continue
+            items.append((obj, R_TOO_BIG if len(data) > max_object_size else bytes(data)))
+        else:
+            path = os.path.abspath(os.fspath(ref))
+            items.append((SourceObject(path, 0, ""), None))
+    filt = (frozenset(map(str, accounts)), frozenset(map(str, regions)))
+    task = _Task(0, [(o, p) for o, p in items if not isinstance(p, str)], None, "", _window_tuple(window),
+                 filt if filt[0] or filt[1] else None, limit=max_object_size)
+    res = _result(task, partial(_process_task, task)) if task.items else _TaskResult(0, [], [])
+    by_uri = {fr.obj.uri: fr for fr in res.files}
+    outcomes = []
+    for obj, payload in items:
+        fr = by_uri.get(obj.uri) if not isinstance(payload, str) else _FileResult(obj, reason=payload)
+        outcomes.append(ObjectOutcome(obj.uri, fr.records, fr.kept, fr.reason, dict(fr.skips), fr.recovered))
+    batches = [b for part in res.parts for b in part[6].table.to_batches()]
+    return ParseResult(batches, outcomes, res.read, res.dup, res.filtered)
 
 
 # ============================================================================================== main side: commit

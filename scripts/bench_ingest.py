@@ -1,9 +1,23 @@
-"""Benchmark `miner ingest` on local delivery-layout logs against the zcat floor and a plain-Python baseline.
+"""Benchmark `miner ingest` on local delivery-layout logs against the inflate+decode floor, zcat and plain Python.
 
 Usage:
     python scripts/bench_ingest.py                        # 1M and 2M records, data cached under /tmp/miner-bench
     python scripts/bench_ingest.py --records 500000 --data /tmp/miner-bench --repeat 3
     python scripts/bench_ingest.py --sizes 1 --repeat 5 --against ../old-checkout   # old and new alternating
+    python scripts/bench_ingest.py --floor --sizes 1 --repeat 5 --processes 1,2 --base /tmp/ingest-base
+
+``--floor``: CPU per record, side by side in one run, interleaved rounds (each round runs every command once, in a
+rotated order, so background load hits all alike), medians:
+
+* the floor: one process inflating every file with ISA-L (``isal.isal_zlib``) and, separately, zlib-ng
+  (``zlib_ng``) when installed, and decoding only the fields the store keeps with a msgspec struct (the same
+  fields as miner's decoder; requestParameters/resources as raw JSON); the cheaper of the two is "the floor";
+* ``zcat`` (``find -print0 | xargs -0 zcat > /dev/null``), for reference;
+* ``miner ingest DIR --store fresh -q --json --processes P`` for each P of ``--processes`` (parser processes; the
+  ``--workers`` option is the number of S3 download threads), and the same for the ``--base`` checkout;
+
+every figure is the CPU time (user+system) of the whole process tree, interpreter start included, divided by the
+records read, beside the wall time; the table gives each one's ratio to the floor.
 
 Generates (once, cached) realistic CloudTrail in the S3 delivery layout with ``scripts/gen_sample_logs.py``
 (``generate(..., sample_extras=False)``: no corrupt/digest/insight files, ~1% duplicate deliveries), then for each
@@ -30,7 +44,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
+from typing import Callable
 
 REPO = Path(__file__).resolve().parent.parent
 #: records generated per unit of gen_sample_logs' ``scale`` (45 days; measured: scale 30 -> ~472k records)
@@ -83,13 +99,14 @@ def _python_baseline(files: list[Path]) -> tuple[float, int]:
     return float(secs), int(n)
 
 
-def _measure(cmd: list[str], check: bool = True) -> dict:
+def _measure(cmd: list[str], check: bool = True, env: dict | None = None) -> dict:
     """Run ``cmd``; wall, CPU (user+sys) and peak summed RSS/PSS of its process tree (and its exit status: a
     non-zero one raises when ``check``)."""
     import psutil
 
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    before = os.times()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     root = psutil.Process(proc.pid)
     cpu: dict[int, float] = {}
     peak_rss = peak_pss = 0
@@ -119,7 +136,11 @@ def _measure(cmd: list[str], check: bool = True) -> dict:
     wall = time.perf_counter() - t0
     if check and proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {err[-2000:]}")
-    return {"wall": wall, "cpu": sum(cpu.values()), "rss": peak_rss, "pss": peak_pss, "stdout": out,
+    after = os.times()
+    # CPU from the kernel's rusage of the waited-for process tree (exact, short-lived children included); the
+    # polled sum can only miss some
+    waited = (after.children_user - before.children_user) + (after.children_system - before.children_system)
+    return {"wall": wall, "cpu": max(waited, sum(cpu.values())), "rss": peak_rss, "pss": peak_pss, "stdout": out,
             "returncode": proc.returncode}
 
 
@@ -137,6 +158,117 @@ def _machine() -> str:
             f"Python {platform.python_version()}, {fast}, load average at start {os.getloadavg()[0]:.2f}")
 
 
+#: The floor: inflate every file, decode only the fields miner's store keeps (msgspec struct), count the records.
+_FLOOR_CODE = """
+import sys, time
+from typing import Any, Optional
+import msgspec
+if sys.argv[1] == "isal":
+    from isal.isal_zlib import decompress
+else:
+    from zlib_ng.zlib_ng import decompress
+issuer = msgspec.defstruct("Issuer", [("arn", Any, None), ("userName", Any, None)], gc=False)
+context = msgspec.defstruct("Context", [("sessionIssuer", Optional[issuer], None)], gc=False)
+ident = msgspec.defstruct("Identity", [(n, Optional[context] if n == "sessionContext" else Any, None) for n in (
+    "type", "arn", "accountId", "invokedBy", "accessKeyId", "userName", "sessionContext", "principalId",
+    "onBehalfOf")], gc=False)
+fields = ("eventID", "eventTime", "eventType", "userIdentity", "recipientAccountId", "awsRegion", "eventSource",
+          "eventName", "eventCategory", "eventVersion", "readOnly", "managementEvent", "errorCode", "errorMessage",
+          "requestParameters", "resources", "sourceIPAddress", "userAgent", "vpcEndpointId")
+raw = ("requestParameters", "resources")
+rec = msgspec.defstruct("Rec", [(n, msgspec.Raw if n in raw else Optional[ident] if n == "userIdentity" else Any,
+                                 None) for n in fields], gc=False)
+decode = msgspec.json.Decoder(msgspec.defstruct("Doc", [("Records", list[rec])], gc=False)).decode
+n = 0
+for p in sys.stdin.read().split("\\0"):
+    if p:
+        with open(p, "rb") as fh:
+            n += len(decode(decompress(fh.read(), 31)).Records)
+print(n)
+"""
+
+
+def _floor_main(args) -> int:
+    """``--floor``: one table per size of CPU per record, miner vs the inflate+decode floor (see the docstring)."""
+    import importlib.util
+
+    print(f"machine: {_machine()}; nproc {os.cpu_count()}", file=sys.stderr)
+    procs = [int(x) for x in args.processes.split(",")]
+    trees = [("this", str(REPO))] + ([("base", str(Path(args.against).resolve()))] if args.against else [])
+    floors = [k for k, mod in (("isal", "isal"), ("zlib-ng", "zlib_ng")) if importlib.util.find_spec(mod)]
+    if not floors:
+        raise SystemExit("the floor needs `pip install isal` (or zlib-ng)")
+    for mult in [int(x) for x in args.sizes.split(",")]:
+        n = args.records * mult
+        data = Path(args.data) / f"ingest-data-{n // 1000}k"
+        stats = _gen(data, n)
+        files = _files(data)
+        records = stats["records_written"]
+        listing = "\0".join(map(str, files))
+        print(f"{records:,} records in {len(files):,} files ({sum(p.stat().st_size for p in files) / 2**20:.0f} MiB "
+              f"gzip)", file=sys.stderr)
+        runs: dict[str, list[dict]] = {}
+
+        def floor(kind: str) -> dict:
+            m = _measure_input([sys.executable, "-c", _FLOOR_CODE, "isal" if kind == "isal" else "zlib-ng"], listing)
+            assert int(m["stdout"]) == records, (m["stdout"], records)
+            return m
+
+        def zcat() -> dict:
+            return _measure(["sh", "-c", f"find '{data / 'AWSLogs'}' -name '*.json.gz' -print0 | xargs -0 zcat "
+                                         f"> /dev/null"])
+
+        def miner(tree: str, p: int) -> Callable[[], dict]:
+            def run() -> dict:
+                store = Path(tempfile.mkdtemp(prefix="miner-bench-store-", dir=args.data))
+                env = {**os.environ, "PYTHONPATH": tree}
+                try:
+                    m = _measure([sys.executable, "-m", "miner.cli", "ingest", str(data), "--store", str(store),
+                                  "-q", "--json", "--processes", str(p)], env=env)
+                finally:
+                    shutil.rmtree(store, ignore_errors=True)
+                summary = json.loads(m["stdout"])
+                assert summary["records_read"] == records
+                assert summary["records_written"] == stats["distinct_event_ids"]
+                return m
+            return run
+
+        cmds: list[tuple[str, Callable[[], dict]]] = [(f"floor: {k} + msgspec", partial(floor, k)) for k in floors]
+        cmds.append(("zcat", zcat))
+        cmds += [(f"miner ingest --processes {p}" + ("" if name == "this" else f" ({name}: {tree})"), miner(tree, p))
+                 for name, tree in trees for p in procs]
+        for i in range(args.repeat):
+            order = cmds[i % len(cmds):] + cmds[:i % len(cmds)]  # rotated: each command in every position
+            for label, run in order:
+                m = run()
+                runs.setdefault(label, []).append(m)
+                print(f"  round {i + 1}: {label}: {m['cpu']:.2f} s CPU, {m['wall']:.2f} s wall", file=sys.stderr)
+        med = {k: (statistics.median(m["cpu"] for m in v), statistics.median(m["wall"] for m in v),
+                   max(m["rss"] for m in v)) for k, v in runs.items()}
+        floor_label = min((k for k in med if k.startswith("floor")), key=lambda k: med[k][0])
+        f_cpu = med[floor_label][0]
+        print()
+        print(f"{records:,} records, {len(files):,} files; medians of {args.repeat} interleaved rounds; the floor is "
+              f"`{floor_label}`")
+        print()
+        print("| command | CPU (s) | CPU per record | wall (s) | CPU vs the floor | peak RSS |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for k, (cpu, wall, rss) in med.items():
+            print(f"| {k} | {cpu:.2f} | {cpu / records * 1e6:.2f} us | {wall:.2f} | {cpu / f_cpu:.2f}x | "
+                  f"{rss / 2**20:.0f} MiB |")
+    return 0
+
+
+def _measure_input(cmd: list[str], stdin: str) -> dict:
+    """Run ``cmd`` with ``stdin`` as its input: wall and CPU time (user+system, from the kernel's rusage)."""
+    t0 = time.perf_counter()
+    before = os.times()
+    res = subprocess.run(cmd, input=stdin, capture_output=True, text=True, check=True)
+    after = os.times()
+    cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
+    return {"wall": time.perf_counter() - t0, "cpu": cpu, "rss": 0, "stdout": res.stdout}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", default="/tmp/miner-bench", help="cache directory for generated logs")
@@ -145,9 +277,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", default="1,2", help="multiples of --records to measure")
     ap.add_argument("--orjson", action="store_true", help="measure the orjson-only parser (MINER_JSON=orjson), "
                                                           "as without msgspec installed")
-    ap.add_argument("--against", metavar="CHECKOUT", help="also run the miner of another checkout, alternating "
-                                                          "with this one, and print both medians")
+    ap.add_argument("--against", "--base", metavar="CHECKOUT", help="also run the miner of another checkout, "
+                    "alternating with this one, and print both medians (e.g. a `git worktree` of the commit before)")
+    ap.add_argument("--floor", action="store_true", help="CPU per record of miner ingest vs the inflate+decode floor "
+                                                         "and zcat (interleaved rounds, medians; see the docstring)")
+    ap.add_argument("--processes", default="1,2", help="with --floor: the --processes values of miner ingest")
     args = ap.parse_args(argv)
+    if args.floor:
+        return _floor_main(args)
 
     if args.orjson:
         os.environ["MINER_JSON"] = "orjson"
