@@ -55,27 +55,37 @@ class _Pos:
     label: str = ""
 
 
+#: Mask marks: one character of a fixed-length run (``?``) and a free run (``*``). Lone surrogates, which a decoded
+#: log value never holds (JSON decoders reject them); a value that holds one anyway is never masked (:func:`_plain`).
+_Q, _S = "\ud800", "\ud801"
+
+
+def _plain(values) -> bool:
+    """Whether no value holds a mask mark (so masks can be built from them)."""
+    return not any(_Q in v or _S in v for v in values)
+
+
 def _fixed_mask(value: str, dates_only: bool = False) -> str:
-    """``value`` with every date/time, UUID and long hex run (only dates with ``dates_only``) replaced by ``\0``
-    (their length is fixed, so a ``?`` run stands for them)."""
-    out = _DATETIME.sub(lambda m: "\0" * len(m.group(0)), value)
+    """``value`` with every date/time, UUID and long hex run (only dates with ``dates_only``) replaced by
+    :data:`_Q` marks (their length is fixed, so a ``?`` run stands for them)."""
+    out = _DATETIME.sub(lambda m: _Q * len(m.group(0)), value)
     if dates_only:
         return out
-    out = _UUID.sub(lambda m: "".join("-" if c == "-" else "\0" for c in m.group(0)), out)
-    return _HEX.sub(lambda m: "\0" * len(m.group(0)), out)
+    out = _UUID.sub(lambda m: "".join("-" if c == "-" else _Q for c in m.group(0)), out)
+    return _HEX.sub(lambda m: _Q * len(m.group(0)), out)
 
 
 def _to_pattern(masked: str) -> str:
-    """A masked value back to a pattern: ``\\0`` -> ``?``, ``\\1`` -> ``*``, the rest literal."""
+    """A masked value back to a pattern: :data:`_Q` -> ``?``, :data:`_S` -> ``*``, the rest literal."""
     out, lit = [], []
     for ch in masked:
-        if ch in "\0\1":
+        if ch in (_Q, _S):
             if lit:
                 out.append(literal("".join(lit)))
                 lit = []
-            if ch == "\1" and out and out[-1] == "*":
+            if ch == _S and out and out[-1] == "*":
                 continue
-            out.append("?" if ch == "\0" else "*")
+            out.append("?" if ch == _Q else "*")
         else:
             lit.append(ch)
     if lit:
@@ -140,10 +150,11 @@ def _position(values: tuple[str, ...], date_kind: str | None, group_size: int, m
         return _Pos("id", values, ("*",), "a date part")
     if date_kind == "date":
         return _Pos("date", values, ("?" * len(values[0]),), "a date part")
-    masks = {_fixed_mask(v, dates_only) for v in values}
+    plain = _plain(values)
+    masks = {_fixed_mask(v, dates_only) for v in values} if plain else set()
     if len(masks) == 1:
         mask = next(iter(masks))
-        if "\0" in mask:  # a date/time, UUID or hash inside the segment: a `?` run stands for it
+        if _Q in mask:  # a date/time, UUID or hash inside the segment: a `?` run stands for it
             return _Pos("fixed", values, (_to_pattern(mask),), _label(values[0]))
     if len(values) == 1:
         return _Pos("const", values, (literal(values[0]),))
@@ -154,9 +165,9 @@ def _position(values: tuple[str, ...], date_kind: str | None, group_size: int, m
     suffix = _cut_suffix(os.path.commonprefix([r[::-1] for r in rest])[::-1])
     middles = [r[: len(r) - len(suffix)] for r in rest]
     if all(_id_like(m) for m in middles if m):
-        masked = {_fixed_mask(m) for m in middles}
-        mid = _to_pattern(next(iter(masked))) if len(masked) == 1 and "\0" in next(iter(masked)) and \
-            all(c == "\0" for c in next(iter(masked))) else "*"
+        masked = {_fixed_mask(m) for m in middles} if plain else set()
+        mid = _to_pattern(next(iter(masked))) if len(masked) == 1 and _Q in next(iter(masked)) and \
+            all(c == _Q for c in next(iter(masked))) else "*"
         return _Pos("id", values, (literal(prefix) + mid + literal(suffix),), "an id")
     if len(values) <= CLOSED_SET_MAX and len(values) < group_size:
         return _Pos("closed", values, tuple(literal(v) for v in values), "one of a few names")

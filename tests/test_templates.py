@@ -56,6 +56,8 @@ def test_each_variable_segment_kind(names, separators, expected):
     ["config/app.json"],                         # one name: nothing varies
     ["config/prod.json", "config/dev.json"],     # a few words: kept exact
     ["a/x", "a/y/z"],                            # different structures, one each
+    ["\x00"], ["a\x00b"], ["\x01", "\x01\x01"],      # control characters are names, not mask marks (found by
+    ["\ud800"],                                   # hypothesis: a key "\x00" became the template "?")
 ])
 def test_names_without_evidence_stay_exact(names):
     templates, exact = learn(names, S3_SEPARATORS, 10)
