@@ -874,7 +874,8 @@ def _finding(s: Statement, fired: dict[int, list[str]], rules: list[dict], statu
     if st is None:
         return None
     concern = {"unused": unused, "used_broadly": sorted(used_on), "unobservable": unobs}[st]
-    first = min(i for i, lst in fired.items() if set(lst) & set(concern))
+    wanted = set(concern)
+    first = min(i for i, lst in fired.items() if not wanted.isdisjoint(lst))
     rule = rules[first]
     policy = ref.get("policy") or s.origin
     where = f"statement {s.name} of " + (policy if policy.startswith("arn:") else s.origin or policy)
@@ -949,8 +950,11 @@ def _fired_rules(grants: dict[str, Grant], catalog) -> tuple[dict[Statement, dic
     for i, rule in enumerate(rules):
         pattern, need_all = rule["pattern"], rule["resource"] == "*"
         svc = _service_of(pattern)
-        pool = list(grants) if any(c in svc for c in "*?") else by_service.get(svc, [])
-        matched = [a for a in pool if action_matches(pattern, a) and (not need_all or grants[a].all_resources)]
+        if pattern == "*":  # every action: no pattern to match
+            matched = [a for a, g in grants.items() if not need_all or g.all_resources]
+        else:
+            pool = list(grants) if any(c in svc for c in "*?") else by_service.get(svc, [])
+            matched = [a for a in pool if action_matches(pattern, a) and (not need_all or grants[a].all_resources)]
         if not matched:
             continue
         if rule["match"] == "all":

@@ -104,11 +104,12 @@ class BotocoreModels:
 
     def _get_loader(self):
         if self._loader is None:
-            import botocore.session
+            # the loader a botocore session would make (AWS_DATA_PATH included), without importing the session
+            # machinery (clients, waiters, credentials), which the models do not need
+            import botocore.loaders
 
-            session = botocore.session.get_session()
-            self._loader = session.get_component("data_loader")
-            self._names = sorted(session.get_available_services())
+            self._loader = botocore.loaders.create_loader(os.environ.get("AWS_DATA_PATH"))
+            self._names = sorted(self._loader.list_available_services("service-2"))
         return self._loader
 
     def service_names(self) -> list[str]:
