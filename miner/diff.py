@@ -758,6 +758,12 @@ def _unobservable_by_service() -> dict[str, list[dict]]:
     return out
 
 
+@lru_cache(maxsize=1)
+def _unobservable_services() -> frozenset[str]:
+    """Services (lower-case) some unobservable rule names."""
+    return frozenset(_unobservable_by_service())
+
+
 def unobservable_reason(action: str, data_sources: set[str]) -> str | None:
     """Why an action could not have been observed in the window, or ``None`` when it could.
 
@@ -783,6 +789,13 @@ def unobservable_reason(action: str, data_sources: set[str]) -> str | None:
 def _unobservable_reason(action: str, data_sources: frozenset[str]) -> str | None:
     """:func:`unobservable_reason`, remembered (a review asks it for every granted action of every principal)."""
     return unobservable_reason(action, data_sources)
+
+
+def _unobservable_reason_fast(action: str, data_sources: frozenset[str]) -> str | None:
+    """:func:`_unobservable_reason`, answering at once for the actions of services no rule names (most of them)."""
+    if action.split(":", 1)[0].lower() not in _unobservable_services():
+        return None
+    return _unobservable_reason(action, data_sources)
 
 
 def classify(grants: dict[str, Grant], used: set[str], data_sources: set[str]) -> pd.DataFrame:
@@ -813,7 +826,7 @@ class _Classes:
         self._at: dict[str, list[int]] = {}  # lower-cased action -> its positions
         for i, a in enumerate(self._actions):
             self._at.setdefault(a.lower(), []).append(i)
-        self._unused: dict[frozenset, tuple[pd.DataFrame, list[str]]] = {}
+        self._unused: dict[frozenset, tuple[pd.DataFrame, dict[str, str]]] = {}
 
     def of(self, used: set[str], data_sources: set[str]) -> tuple[pd.DataFrame, dict[str, str]]:
         """The classification (as :func:`classify` returns it) and action -> status."""
@@ -822,13 +835,13 @@ class _Classes:
             rows = []
             for a in self._actions:
                 g = self._grants[a]
-                why = _unobservable_reason(a, sources)
+                why = _unobservable_reason_fast(a, sources)
                 rows.append((a, a.split(":", 1)[0], "unobservable" if why else "unused", why or "", g.all_resources,
                              g.conditional, ",".join(sorted(g.sources))))
-            self._unused[sources] = (pd.DataFrame(rows, columns=_CLASS_COLUMNS), [r[2] for r in rows])
+            self._unused[sources] = (pd.DataFrame(rows, columns=_CLASS_COLUMNS), {r[0]: r[2] for r in rows})
         frame, statuses = self._unused[sources]
         frame = frame.copy()
-        status = dict(zip(self._actions, statuses))
+        status = dict(statuses)
         at = sorted(i for u in {u.lower() for u in used} for i in self._at.get(u, ()))
         if at:
             frame.iloc[at, _CLASS_COLUMNS.index("status")] = "used"
@@ -1160,11 +1173,20 @@ class DiffReport:
         }
 
 
+def _tuples(frame: pd.DataFrame):
+    """``frame.itertuples(index=False)``, each column read at once (``tolist``) rather than value by value (which
+    costs a Python step per value of an Arrow-backed column): the same named tuples, the same values."""
+    from collections import namedtuple
+
+    row = namedtuple("Pandas", [str(c) for c in frame.columns], rename=True)
+    return map(row._make, zip(*(frame.iloc[:, i].tolist() for i in range(frame.shape[1]))))
+
+
 def _observed(usage: pd.DataFrame) -> dict[str, set[str]]:
     """action -> the resources of its authorised calls."""
     out: dict[str, set[str]] = {}
     if len(usage):
-        for a, r in zip(usage["action"], usage["resource"]):
+        for a, r in zip(usage["action"].tolist(), usage["resource"].tolist()):
             if isinstance(a, str) and isinstance(r, str):
                 out.setdefault(a, set()).add(r)
     return out
@@ -1220,6 +1242,7 @@ class _Attached:
     fired: dict[Statement, dict[int, list[str]]]  # see _fired_rules
     granted_by: dict[Statement, list[str]]
     classes: _Classes
+    services: int  # how many services the grants span
 
 
 def _attached(current: list[tuple[str, dict]], boundary: list[dict] | None, catalog, cache: dict | None) -> _Attached:
@@ -1232,7 +1255,7 @@ def _attached(current: list[tuple[str, dict]], boundary: list[dict] | None, cata
         return cache[key]
     grants = granted_set(current, boundary, catalog)
     found = _Attached(grants, Evaluator(list(current)), Evaluator(list(current), boundary),
-                      *_fired_rules(grants, catalog), _Classes(grants))
+                      *_fired_rules(grants, catalog), _Classes(grants), len({a.split(":", 1)[0] for a in grants}))
     if key is not None:
         cache[key] = found
     return found
@@ -1273,13 +1296,13 @@ def compare(current: list[tuple[str, dict]], suggested: list[dict], usage: pd.Da
     catalog = _catalog(catalog)
     attached = _attached(current, boundary, catalog, cache)
     grants, identity, full = attached.grants, attached.identity, attached.full
-    used = set(usage["action"]) if len(usage) else set()
+    used = set(usage["action"].tolist()) if len(usage) else set()
     cls, status = attached.classes.of(used, data_sources)
     risky = _findings(attached.fired, attached.granted_by, status, _observed(usage), policies)
     with_conditions = full.conditional
     rows, found = [], {}
     cols = set(usage.columns)
-    for r in usage.itertuples(index=False):
+    for r in _tuples(usage):
         inv = getattr(r, "invoked_by", None) if "invoked_by" in cols else None
         row = {"action": r.action, "resource": r.resource, "calls": int(getattr(r, "calls", 0) or 0),
                "outcome": "authorised"}
@@ -1297,7 +1320,7 @@ def compare(current: list[tuple[str, dict]], suggested: list[dict], usage: pd.Da
                                                        missing=list(missing),
                                                        boundary_blocks=identity(r.action, r.resource))})
     if denied is not None and len(denied):
-        for r in denied.itertuples(index=False):
+        for r in _tuples(denied):
             if isinstance(r.action, str) and not full(r.action, r.resource):
                 rows.append({"action": r.action, "resource": r.resource, "calls": int(getattr(r, "calls", 0) or 0),
                              "outcome": "denied", "likely_path": "denied: the calls failed (not granted)"})
@@ -1314,7 +1337,7 @@ def compare(current: list[tuple[str, dict]], suggested: list[dict], usage: pd.Da
         notes.append("some grants are partly denied by Deny statements on specific resources")
     suggested_n = len(suggested_actions(suggested, catalog))
     labelled = [(f"suggested {i}" if len(suggested) > 1 else "suggested", d) for i, d in enumerate(suggested, 1)]
-    return DiffReport(principal_arn, len(grants), len({a.split(":", 1)[0] for a in grants}), suggested_n, cls, risky,
+    return DiffReport(principal_arn, len(grants), attached.services, suggested_n, cls, risky,
                       ung, unified_diff(current, labelled), notes, source, conditions)
 
 
