@@ -329,9 +329,9 @@ class ArnTemplate:
         parts = self.template.split(":", 3)
         return parts[2] if len(parts) > 2 else ""
 
-    @property
+    @cached_property
     def identifying_variables(self) -> tuple[str, ...]:
-        """The variables other than partition, region and account, without duplicates."""
+        """The variables other than partition, region and account, without duplicates (worked out once)."""
         return tuple(dict.fromkeys(v for v in self.variables if v not in CONTEXT_VARIABLES))
 
     def match(self, arn: str) -> dict[str, str] | None:

@@ -832,13 +832,22 @@ class _Classes:
         """The classification (as :func:`classify` returns it) and action -> status."""
         sources = frozenset(data_sources)
         if sources not in self._unused:
-            rows = []
-            for a in self._actions:
-                g = self._grants[a]
-                why = _unobservable_reason_fast(a, sources)
-                rows.append((a, a.split(":", 1)[0], "unobservable" if why else "unused", why or "", g.all_resources,
-                             g.conditional, ",".join(sorted(g.sources))))
-            self._unused[sources] = (pd.DataFrame(rows, columns=_CLASS_COLUMNS), {r[0]: r[2] for r in rows})
+            acts = self._actions
+            whys = [_unobservable_reason_fast(a, sources) for a in acts]
+            statuses = ["unobservable" if why else "unused" for why in whys]
+            if acts:  # column by column: the same frame as from rows, without a tuple per action
+                labels: dict[frozenset, str] = {}  # a policy set's labels, joined once
+                grants = [self._grants[a] for a in acts]
+                frame = pd.DataFrame({
+                    "action": acts, "service": [a.split(":", 1)[0] for a in acts], "status": statuses,
+                    "reason": [why or "" for why in whys], "all_resources": ["*" in g.resources for g in grants],
+                    "conditional": [g.conditional for g in grants],
+                    "sources": [labels.get(k) or labels.setdefault(k, ",".join(sorted(k)))
+                                for k in (frozenset(g.sources) for g in grants)],
+                }, columns=_CLASS_COLUMNS)
+            else:
+                frame = pd.DataFrame([], columns=_CLASS_COLUMNS)
+            self._unused[sources] = (frame, dict(zip(acts, statuses)))
         frame, statuses = self._unused[sources]
         frame = frame.copy()
         status = dict(statuses)
@@ -872,17 +881,26 @@ def _shown(items: list[str], n: int = 3) -> str:
 
 
 def _finding(s: Statement, fired: dict[int, list[str]], rules: list[dict], status: dict[str, str],
-             observed: dict[str, set[str]], granted_by: list[str], ref: dict) -> dict | None:
-    """The high-risk finding of one granting statement, or ``None`` when everything it grants was used in scope."""
-    acts = sorted({a for lst in fired.values() for a in lst})
-    unused = [a for a in acts if status.get(a) == "unused"]
-    unobs = [a for a in acts if status.get(a) == "unobservable"]
-    used_on: dict[str, list[str]] = {}
+             observed: dict[str, set[str]], granted_by: list[str], ref: dict,
+             acts: list[str] | None = None) -> dict | None:
+    """The high-risk finding of one granting statement, or ``None`` when everything it grants was used in scope.
+    ``acts``: the actions the rules matched, sorted (worked out here when not given)."""
+    if acts is None:
+        acts = sorted({a for lst in fired.values() for a in lst})
+    unused, unobs, used = [], [], []
     for a in acts:
-        if status.get(a) == "used":
-            covered = sorted(r for r in observed.get(a.lower(), ()) if s.matches_resource(r))
-            if covered and any(_broader(s, r) for r in covered):
-                used_on[a] = covered
+        got = status.get(a)
+        if got == "unused":
+            unused.append(a)
+        elif got == "unobservable":
+            unobs.append(a)
+        elif got == "used":
+            used.append(a)
+    used_on: dict[str, list[str]] = {}
+    for a in used:
+        covered = sorted(r for r in observed.get(a.lower(), ()) if s.matches_resource(r))
+        if covered and any(_broader(s, r) for r in covered):
+            used_on[a] = covered
     st = "unused" if unused else "used_broadly" if used_on else "unobservable" if unobs else None
     if st is None:
         return None
@@ -892,15 +910,21 @@ def _finding(s: Statement, fired: dict[int, list[str]], rules: list[dict], statu
     rule = rules[first]
     policy = ref.get("policy") or s.origin
     where = f"statement {s.name} of " + (policy if policy.startswith("arn:") else s.origin or policy)
-    stmt_used = [a for a in granted_by if status.get(a) == "used"]
-    stmt_unobs = sorted(a for a in granted_by if status.get(a) == "unobservable")  # granted_by is in set order
+    stmt_used, stmt_unobs = [], []
+    for a in granted_by:
+        got = status.get(a)
+        if got == "used":
+            stmt_used.append(a)
+        elif got == "unobservable":
+            stmt_unobs.append(a)
+    stmt_unobs.sort()  # granted_by is in set order
     seen = sorted({r for lst in used_on.values() for r in lst})
     if st == "unused" and not stmt_used:
         remedy = f"remove {where}: none of its actions was used in the window" + \
             (f" (first check {_shown(stmt_unobs, 2)}: CloudTrail could not have logged it)" if stmt_unobs else "")
     elif st == "unused":
         named = {a for i, lst in fired.items() if rules[i]["match"] == "each" for a in lst}  # the pointed rules
-        examples = sorted(unused, key=lambda a: (a not in named, a))
+        examples = [a for a in unused if a in named] + [a for a in unused if a not in named]  # unused is sorted
         remedy = f"narrow {where} to the {len(stmt_used)} action(s) it used (see the suggested policy); unused: " \
                  f"{_shown(examples)}"
     elif st == "used_broadly":
@@ -992,13 +1016,19 @@ def _fired_rules(grants: dict[str, Grant], catalog) -> tuple[dict[Statement, dic
 
 def _findings(fired: dict[Statement, dict[int, list[str]]], granted_by: dict[Statement, list[str]],
               status: dict[str, str], observed: dict[str, set[str]] | None,
-              policies: dict[str, dict] | None) -> list[dict]:
-    """The findings of :func:`high_risk` from the rules that fired and each granted action's status."""
+              policies: dict[str, dict] | None, matched: dict[Statement, list[str]] | None = None) -> list[dict]:
+    """The findings of :func:`high_risk` from the rules that fired and each granted action's status; ``matched``
+    remembers each statement's sorted matched actions across calls on the same ``fired``."""
     rules = high_risk_rules()
     observed = {a.lower(): {r for r in res if r != "*"} for a, res in (observed or {}).items()}
     refs = policies or {}
+    matched = {} if matched is None else matched
+    for s, by_rule in fired.items():
+        if s not in matched:
+            matched[s] = sorted({a for lst in by_rule.values() for a in lst})
     out = [f for s, by_rule in fired.items()
-           if (f := _finding(s, by_rule, rules, status, observed, granted_by.get(s, []), refs.get(s.origin, {})))]
+           if (f := _finding(s, by_rule, rules, status, observed, granted_by.get(s, []), refs.get(s.origin, {}),
+                             matched[s]))]
     order = {_rule_label(r): i for i, r in enumerate(rules)}
     out.sort(key=lambda f: (_STATUS_ORDER[f["status"]], order[f["rule"]], f["policy_label"], f["statement"]))
     return out
@@ -1243,6 +1273,7 @@ class _Attached:
     granted_by: dict[Statement, list[str]]
     classes: _Classes
     services: int  # how many services the grants span
+    matched: dict = field(default_factory=dict)  # statement -> the actions its fired rules matched, sorted
 
 
 def _attached(current: list[tuple[str, dict]], boundary: list[dict] | None, catalog, cache: dict | None) -> _Attached:
@@ -1298,7 +1329,7 @@ def compare(current: list[tuple[str, dict]], suggested: list[dict], usage: pd.Da
     grants, identity, full = attached.grants, attached.identity, attached.full
     used = set(usage["action"].tolist()) if len(usage) else set()
     cls, status = attached.classes.of(used, data_sources)
-    risky = _findings(attached.fired, attached.granted_by, status, _observed(usage), policies)
+    risky = _findings(attached.fired, attached.granted_by, status, _observed(usage), policies, attached.matched)
     with_conditions = full.conditional
     rows, found = [], {}
     cols = set(usage.columns)

@@ -627,8 +627,16 @@ def _conditions(cond: str) -> list[tuple[bool, str, str]]:
     return out
 
 
+@lru_cache(maxsize=4096)
+def _parsed_conditions(cond: str) -> tuple[tuple[bool, str, str], ...]:
+    """:func:`_conditions`, parsed once per distinct ``when`` value."""
+    return tuple(_conditions(cond))
+
+
 def _when(cond: str, ctx: EventContext) -> bool:
-    for neg, kind, arg in _conditions(cond):
+    if not cond:
+        return True
+    for neg, kind, arg in _parsed_conditions(cond):
         if kind == "has":
             ok = ctx.has(arg)
         elif kind == "nonempty":  # present with content: tags: [] tags nothing
