@@ -128,7 +128,21 @@ class Catalog:
 
     @cached_property
     def _all_actions(self) -> tuple[str, ...]:
-        return tuple(a for p in sorted(self.prefixes) for a in self.actions(p))
+        import gc
+
+        # Loading every service's file makes a few hundred thousand objects that live as long as the catalogue, and
+        # no garbage cycles: the cyclic collector would traverse the growing heap several times over while they load
+        # (more CPU than the loading itself), so it waits; then they are moved out of its way (gc.freeze) so that
+        # later full collections (a review builds tens of thousands of grants per admin role) do not walk them.
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            out = tuple(a for p in sorted(self.prefixes) for a in self.actions(p))
+        finally:
+            if enabled:
+                gc.enable()
+        gc.freeze()
+        return out
 
     def canonical(self, action: str) -> str | None:
         """The catalogue spelling of an action (``S3:getobject`` -> ``s3:GetObject``).
