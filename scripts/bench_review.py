@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -51,7 +52,10 @@ BASE: Path | None = None
 def _review(mode: str, args: list[str], out: Path) -> dict:
     """One review in a fresh process; ``mode`` is ``set-based``, ``per-principal`` or ``base`` (the set-based review
     of the :data:`BASE` tree)."""
-    head = [sys.executable, "-c", _PER_PRINCIPAL] if mode == "per-principal" else [sys.executable, "-m", "miner.cli"]
+    # -P: the working directory does not go first on sys.path, so PYTHONPATH alone picks the tree that runs (run from
+    # a checkout, ``-m miner.cli`` would otherwise import that checkout's miner whatever PYTHONPATH says)
+    head = [sys.executable, "-P", "-c", _PER_PRINCIPAL] if mode == "per-principal" \
+        else [sys.executable, "-P", "-m", "miner.cli"]
     tree = BASE if mode == "base" else ROOT
     got = timed([*head, "review", *args, "--format", "json", "--out", str(out), "--quiet"], pythonpath=str(tree))
     if got["rc"] != 0:
@@ -97,8 +101,8 @@ def sample(rounds: int, base: Path | None = None) -> str:
 
     with tempfile.TemporaryDirectory() as tmp:
         st = Path(tmp) / "store"
-        subprocess.run([sys.executable, "-m", "miner.cli", "ingest", str(ROOT / "sample_logs"), "--store", str(st),
-                        "--quiet"], check=True, env=None)
+        subprocess.run([sys.executable, "-P", "-m", "miner.cli", "ingest", str(ROOT / "sample_logs"), "--store",
+                        str(st), "--quiet"], check=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
         first, last = store_mod.data_days(st)
         args = ["--store", str(st), "--since", first.isoformat(), "--until", last.isoformat(),
                 "--iam-snapshot", str(ROOT / "sample_logs" / "iam")]
