@@ -71,7 +71,7 @@ class Catalog:
         self._info: dict[str, ActionInfo | None] = {}
         self._service_templates: dict[str, tuple[tuple[str, ArnTemplate], ...]] = {}
         self._expanded: dict[str, frozenset[str]] = {}  # action pattern -> the actions it expands to
-        self._level: dict[str, str | None] = {}  # lower-cased action -> access level (see access_level)
+        self._level: dict[str, dict[str, str]] = {}  # prefix -> action name -> access level (see access_level)
 
     # -- versions ---------------------------------------------------------------------------
     @cached_property
@@ -96,18 +96,25 @@ class Catalog:
         return json.loads((self._dir / "serviceNames.json").read_text())
 
     def _service_actions(self, prefix: str) -> dict[str, dict]:
-        prefix = prefix.lower()
-        if prefix not in self._actions:
-            path = self._dir / "actions" / f"{prefix}.json"
-            self._actions[prefix] = json.loads(path.read_text()) if prefix in self.prefixes and path.exists() else {}
-        return self._actions[prefix]
+        got = self._actions.get(prefix)
+        if got is None:
+            got = self._actions.get(prefix.lower())
+        if got is None:
+            got = self._actions[prefix.lower()] = self._read("actions", prefix.lower())
+        return got
 
     def _service_resources(self, prefix: str) -> dict[str, dict]:
         prefix = prefix.lower()
         if prefix not in self._resources:
-            path = self._dir / "resourceTypes" / f"{prefix}.json"
-            self._resources[prefix] = json.loads(path.read_text()) if prefix in self.prefixes and path.exists() else {}
+            self._resources[prefix] = self._read("resourceTypes", prefix)
         return self._resources[prefix]
+
+    def _read(self, kind: str, prefix: str) -> dict[str, dict]:
+        """One service's file of a kind (``actions``, ``resourceTypes``); empty for an unknown service."""
+        import orjson
+
+        path = self._dir / kind / f"{prefix}.json"
+        return orjson.loads(path.read_bytes()) if prefix in self.prefixes and path.exists() else {}
 
     # -- actions ----------------------------------------------------------------------------
     def actions(self, prefix: str) -> list[str]:
@@ -121,7 +128,21 @@ class Catalog:
 
     @cached_property
     def _all_actions(self) -> tuple[str, ...]:
-        return tuple(a for p in sorted(self.prefixes) for a in self.actions(p))
+        import gc
+
+        # Loading every service's file makes a few hundred thousand objects that live as long as the catalogue, and
+        # no garbage cycles: the cyclic collector would traverse the growing heap several times over while they load
+        # (more CPU than the loading itself), so it waits; then they are moved out of its way (gc.freeze) so that
+        # later full collections (a review builds tens of thousands of grants per admin role) do not walk them.
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            out = tuple(a for p in sorted(self.prefixes) for a in self.actions(p))
+        finally:
+            if enabled:
+                gc.enable()
+        gc.freeze()
+        return out
 
     def canonical(self, action: str) -> str | None:
         """The catalogue spelling of an action (``S3:getobject`` -> ``s3:GetObject``).
@@ -180,14 +201,23 @@ class Catalog:
         Returns:
             The level, or ``None`` when the action is unknown.
         """
-        key = action.lower()
-        if key in self._info:
-            info = self._info[key]
-            return info.access_level if info else None
-        if key not in self._level:
-            entry = self._entry(action)
-            self._level[key] = _top_level(_levels(entry)) if entry else None
-        return self._level[key]
+        prefix, sep, name = action.partition(":")
+        if not sep:
+            return None
+        levels = self._level.get(prefix)
+        if levels is None:
+            levels = self._service_levels(prefix.lower())
+        return levels.get(name) or levels.get(name.lower())
+
+    def _service_levels(self, prefix: str) -> dict[str, str]:
+        """Name -> the most privileged access level, for every action of one service (lower-cased and canonical
+        names; worked out once per service)."""
+        if prefix not in self._level:
+            levels = {}
+            for key, entry in self._service_actions(prefix).items():
+                levels[key] = levels[entry["name"]] = _top_level(_levels(entry))
+            self._level[prefix] = levels
+        return self._level[prefix]
 
     def _entry(self, action: str) -> dict:
         canon = self.canonical(action)
@@ -313,9 +343,9 @@ class ArnTemplate:
         parts = self.template.split(":", 3)
         return parts[2] if len(parts) > 2 else ""
 
-    @property
+    @cached_property
     def identifying_variables(self) -> tuple[str, ...]:
-        """The variables other than partition, region and account, without duplicates."""
+        """The variables other than partition, region and account, without duplicates (worked out once)."""
         return tuple(dict.fromkeys(v for v in self.variables if v not in CONTEXT_VARIABLES))
 
     def match(self, arn: str) -> dict[str, str] | None:

@@ -758,6 +758,12 @@ def _unobservable_by_service() -> dict[str, list[dict]]:
     return out
 
 
+@lru_cache(maxsize=1)
+def _unobservable_services() -> frozenset[str]:
+    """Services (lower-case) some unobservable rule names."""
+    return frozenset(_unobservable_by_service())
+
+
 def unobservable_reason(action: str, data_sources: set[str]) -> str | None:
     """Why an action could not have been observed in the window, or ``None`` when it could.
 
@@ -783,6 +789,13 @@ def unobservable_reason(action: str, data_sources: set[str]) -> str | None:
 def _unobservable_reason(action: str, data_sources: frozenset[str]) -> str | None:
     """:func:`unobservable_reason`, remembered (a review asks it for every granted action of every principal)."""
     return unobservable_reason(action, data_sources)
+
+
+def _unobservable_reason_fast(action: str, data_sources: frozenset[str]) -> str | None:
+    """:func:`_unobservable_reason`, answering at once for the actions of services no rule names (most of them)."""
+    if action.split(":", 1)[0].lower() not in _unobservable_services():
+        return None
+    return _unobservable_reason(action, data_sources)
 
 
 def classify(grants: dict[str, Grant], used: set[str], data_sources: set[str]) -> pd.DataFrame:
@@ -813,22 +826,31 @@ class _Classes:
         self._at: dict[str, list[int]] = {}  # lower-cased action -> its positions
         for i, a in enumerate(self._actions):
             self._at.setdefault(a.lower(), []).append(i)
-        self._unused: dict[frozenset, tuple[pd.DataFrame, list[str]]] = {}
+        self._unused: dict[frozenset, tuple[pd.DataFrame, dict[str, str]]] = {}
 
     def of(self, used: set[str], data_sources: set[str]) -> tuple[pd.DataFrame, dict[str, str]]:
         """The classification (as :func:`classify` returns it) and action -> status."""
         sources = frozenset(data_sources)
         if sources not in self._unused:
-            rows = []
-            for a in self._actions:
-                g = self._grants[a]
-                why = _unobservable_reason(a, sources)
-                rows.append((a, a.split(":", 1)[0], "unobservable" if why else "unused", why or "", g.all_resources,
-                             g.conditional, ",".join(sorted(g.sources))))
-            self._unused[sources] = (pd.DataFrame(rows, columns=_CLASS_COLUMNS), [r[2] for r in rows])
+            acts = self._actions
+            whys = [_unobservable_reason_fast(a, sources) for a in acts]
+            statuses = ["unobservable" if why else "unused" for why in whys]
+            if acts:  # column by column: the same frame as from rows, without a tuple per action
+                labels: dict[frozenset, str] = {}  # a policy set's labels, joined once
+                grants = [self._grants[a] for a in acts]
+                frame = pd.DataFrame({
+                    "action": acts, "service": [a.split(":", 1)[0] for a in acts], "status": statuses,
+                    "reason": [why or "" for why in whys], "all_resources": ["*" in g.resources for g in grants],
+                    "conditional": [g.conditional for g in grants],
+                    "sources": [labels.get(k) or labels.setdefault(k, ",".join(sorted(k)))
+                                for k in (frozenset(g.sources) for g in grants)],
+                }, columns=_CLASS_COLUMNS)
+            else:
+                frame = pd.DataFrame([], columns=_CLASS_COLUMNS)
+            self._unused[sources] = (frame, dict(zip(acts, statuses)))
         frame, statuses = self._unused[sources]
         frame = frame.copy()
-        status = dict(zip(self._actions, statuses))
+        status = dict(statuses)
         at = sorted(i for u in {u.lower() for u in used} for i in self._at.get(u, ()))
         if at:
             frame.iloc[at, _CLASS_COLUMNS.index("status")] = "used"
@@ -859,34 +881,50 @@ def _shown(items: list[str], n: int = 3) -> str:
 
 
 def _finding(s: Statement, fired: dict[int, list[str]], rules: list[dict], status: dict[str, str],
-             observed: dict[str, set[str]], granted_by: list[str], ref: dict) -> dict | None:
-    """The high-risk finding of one granting statement, or ``None`` when everything it grants was used in scope."""
-    acts = sorted({a for lst in fired.values() for a in lst})
-    unused = [a for a in acts if status.get(a) == "unused"]
-    unobs = [a for a in acts if status.get(a) == "unobservable"]
-    used_on: dict[str, list[str]] = {}
+             observed: dict[str, set[str]], granted_by: list[str], ref: dict,
+             acts: list[str] | None = None) -> dict | None:
+    """The high-risk finding of one granting statement, or ``None`` when everything it grants was used in scope.
+    ``acts``: the actions the rules matched, sorted (worked out here when not given)."""
+    if acts is None:
+        acts = sorted({a for lst in fired.values() for a in lst})
+    unused, unobs, used = [], [], []
     for a in acts:
-        if status.get(a) == "used":
-            covered = sorted(r for r in observed.get(a.lower(), ()) if s.matches_resource(r))
-            if covered and any(_broader(s, r) for r in covered):
-                used_on[a] = covered
+        got = status.get(a)
+        if got == "unused":
+            unused.append(a)
+        elif got == "unobservable":
+            unobs.append(a)
+        elif got == "used":
+            used.append(a)
+    used_on: dict[str, list[str]] = {}
+    for a in used:
+        covered = sorted(r for r in observed.get(a.lower(), ()) if s.matches_resource(r))
+        if covered and any(_broader(s, r) for r in covered):
+            used_on[a] = covered
     st = "unused" if unused else "used_broadly" if used_on else "unobservable" if unobs else None
     if st is None:
         return None
     concern = {"unused": unused, "used_broadly": sorted(used_on), "unobservable": unobs}[st]
-    first = min(i for i, lst in fired.items() if set(lst) & set(concern))
+    wanted = set(concern)
+    first = min(i for i, lst in fired.items() if not wanted.isdisjoint(lst))
     rule = rules[first]
     policy = ref.get("policy") or s.origin
     where = f"statement {s.name} of " + (policy if policy.startswith("arn:") else s.origin or policy)
-    stmt_used = [a for a in granted_by if status.get(a) == "used"]
-    stmt_unobs = sorted(a for a in granted_by if status.get(a) == "unobservable")  # granted_by is in set order
+    stmt_used, stmt_unobs = [], []
+    for a in granted_by:
+        got = status.get(a)
+        if got == "used":
+            stmt_used.append(a)
+        elif got == "unobservable":
+            stmt_unobs.append(a)
+    stmt_unobs.sort()  # granted_by is in set order
     seen = sorted({r for lst in used_on.values() for r in lst})
     if st == "unused" and not stmt_used:
         remedy = f"remove {where}: none of its actions was used in the window" + \
             (f" (first check {_shown(stmt_unobs, 2)}: CloudTrail could not have logged it)" if stmt_unobs else "")
     elif st == "unused":
         named = {a for i, lst in fired.items() if rules[i]["match"] == "each" for a in lst}  # the pointed rules
-        examples = sorted(unused, key=lambda a: (a not in named, a))
+        examples = [a for a in unused if a in named] + [a for a in unused if a not in named]  # unused is sorted
         remedy = f"narrow {where} to the {len(stmt_used)} action(s) it used (see the suggested policy); unused: " \
                  f"{_shown(examples)}"
     elif st == "used_broadly":
@@ -949,8 +987,11 @@ def _fired_rules(grants: dict[str, Grant], catalog) -> tuple[dict[Statement, dic
     for i, rule in enumerate(rules):
         pattern, need_all = rule["pattern"], rule["resource"] == "*"
         svc = _service_of(pattern)
-        pool = list(grants) if any(c in svc for c in "*?") else by_service.get(svc, [])
-        matched = [a for a in pool if action_matches(pattern, a) and (not need_all or grants[a].all_resources)]
+        if pattern == "*":  # every action: no pattern to match
+            matched = [a for a, g in grants.items() if not need_all or g.all_resources]
+        else:
+            pool = list(grants) if any(c in svc for c in "*?") else by_service.get(svc, [])
+            matched = [a for a in pool if action_matches(pattern, a) and (not need_all or grants[a].all_resources)]
         if not matched:
             continue
         if rule["match"] == "all":
@@ -975,13 +1016,19 @@ def _fired_rules(grants: dict[str, Grant], catalog) -> tuple[dict[Statement, dic
 
 def _findings(fired: dict[Statement, dict[int, list[str]]], granted_by: dict[Statement, list[str]],
               status: dict[str, str], observed: dict[str, set[str]] | None,
-              policies: dict[str, dict] | None) -> list[dict]:
-    """The findings of :func:`high_risk` from the rules that fired and each granted action's status."""
+              policies: dict[str, dict] | None, matched: dict[Statement, list[str]] | None = None) -> list[dict]:
+    """The findings of :func:`high_risk` from the rules that fired and each granted action's status; ``matched``
+    remembers each statement's sorted matched actions across calls on the same ``fired``."""
     rules = high_risk_rules()
     observed = {a.lower(): {r for r in res if r != "*"} for a, res in (observed or {}).items()}
     refs = policies or {}
+    matched = {} if matched is None else matched
+    for s, by_rule in fired.items():
+        if s not in matched:
+            matched[s] = sorted({a for lst in by_rule.values() for a in lst})
     out = [f for s, by_rule in fired.items()
-           if (f := _finding(s, by_rule, rules, status, observed, granted_by.get(s, []), refs.get(s.origin, {})))]
+           if (f := _finding(s, by_rule, rules, status, observed, granted_by.get(s, []), refs.get(s.origin, {}),
+                             matched[s]))]
     order = {_rule_label(r): i for i, r in enumerate(rules)}
     out.sort(key=lambda f: (_STATUS_ORDER[f["status"]], order[f["rule"]], f["policy_label"], f["statement"]))
     return out
@@ -1156,11 +1203,20 @@ class DiffReport:
         }
 
 
+def _tuples(frame: pd.DataFrame):
+    """``frame.itertuples(index=False)``, each column read at once (``tolist``) rather than value by value (which
+    costs a Python step per value of an Arrow-backed column): the same named tuples, the same values."""
+    from collections import namedtuple
+
+    row = namedtuple("Pandas", [str(c) for c in frame.columns], rename=True)
+    return map(row._make, zip(*(frame.iloc[:, i].tolist() for i in range(frame.shape[1]))))
+
+
 def _observed(usage: pd.DataFrame) -> dict[str, set[str]]:
     """action -> the resources of its authorised calls."""
     out: dict[str, set[str]] = {}
     if len(usage):
-        for a, r in zip(usage["action"], usage["resource"]):
+        for a, r in zip(usage["action"].tolist(), usage["resource"].tolist()):
             if isinstance(a, str) and isinstance(r, str):
                 out.setdefault(a, set()).add(r)
     return out
@@ -1216,6 +1272,8 @@ class _Attached:
     fired: dict[Statement, dict[int, list[str]]]  # see _fired_rules
     granted_by: dict[Statement, list[str]]
     classes: _Classes
+    services: int  # how many services the grants span
+    matched: dict = field(default_factory=dict)  # statement -> the actions its fired rules matched, sorted
 
 
 def _attached(current: list[tuple[str, dict]], boundary: list[dict] | None, catalog, cache: dict | None) -> _Attached:
@@ -1228,7 +1286,7 @@ def _attached(current: list[tuple[str, dict]], boundary: list[dict] | None, cata
         return cache[key]
     grants = granted_set(current, boundary, catalog)
     found = _Attached(grants, Evaluator(list(current)), Evaluator(list(current), boundary),
-                      *_fired_rules(grants, catalog), _Classes(grants))
+                      *_fired_rules(grants, catalog), _Classes(grants), len({a.split(":", 1)[0] for a in grants}))
     if key is not None:
         cache[key] = found
     return found
@@ -1269,13 +1327,13 @@ def compare(current: list[tuple[str, dict]], suggested: list[dict], usage: pd.Da
     catalog = _catalog(catalog)
     attached = _attached(current, boundary, catalog, cache)
     grants, identity, full = attached.grants, attached.identity, attached.full
-    used = set(usage["action"]) if len(usage) else set()
+    used = set(usage["action"].tolist()) if len(usage) else set()
     cls, status = attached.classes.of(used, data_sources)
-    risky = _findings(attached.fired, attached.granted_by, status, _observed(usage), policies)
+    risky = _findings(attached.fired, attached.granted_by, status, _observed(usage), policies, attached.matched)
     with_conditions = full.conditional
     rows, found = [], {}
     cols = set(usage.columns)
-    for r in usage.itertuples(index=False):
+    for r in _tuples(usage):
         inv = getattr(r, "invoked_by", None) if "invoked_by" in cols else None
         row = {"action": r.action, "resource": r.resource, "calls": int(getattr(r, "calls", 0) or 0),
                "outcome": "authorised"}
@@ -1293,7 +1351,7 @@ def compare(current: list[tuple[str, dict]], suggested: list[dict], usage: pd.Da
                                                        missing=list(missing),
                                                        boundary_blocks=identity(r.action, r.resource))})
     if denied is not None and len(denied):
-        for r in denied.itertuples(index=False):
+        for r in _tuples(denied):
             if isinstance(r.action, str) and not full(r.action, r.resource):
                 rows.append({"action": r.action, "resource": r.resource, "calls": int(getattr(r, "calls", 0) or 0),
                              "outcome": "denied", "likely_path": "denied: the calls failed (not granted)"})
@@ -1310,7 +1368,7 @@ def compare(current: list[tuple[str, dict]], suggested: list[dict], usage: pd.Da
         notes.append("some grants are partly denied by Deny statements on specific resources")
     suggested_n = len(suggested_actions(suggested, catalog))
     labelled = [(f"suggested {i}" if len(suggested) > 1 else "suggested", d) for i, d in enumerate(suggested, 1)]
-    return DiffReport(principal_arn, len(grants), len({a.split(":", 1)[0] for a in grants}), suggested_n, cls, risky,
+    return DiffReport(principal_arn, len(grants), attached.services, suggested_n, cls, risky,
                       ung, unified_diff(current, labelled), notes, source, conditions)
 
 

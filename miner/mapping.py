@@ -627,8 +627,16 @@ def _conditions(cond: str) -> list[tuple[bool, str, str]]:
     return out
 
 
+@lru_cache(maxsize=4096)
+def _parsed_conditions(cond: str) -> tuple[tuple[bool, str, str], ...]:
+    """:func:`_conditions`, parsed once per distinct ``when`` value."""
+    return tuple(_conditions(cond))
+
+
 def _when(cond: str, ctx: EventContext) -> bool:
-    for neg, kind, arg in _conditions(cond):
+    if not cond:
+        return True
+    for neg, kind, arg in _parsed_conditions(cond):
         if kind == "has":
             ok = ctx.has(arg)
         elif kind == "nonempty":  # present with content: tags: [] tags nothing
@@ -1533,34 +1541,27 @@ def map_frame(df, mapper: Mapper | None = None):
         code, _ = pd.factorize(code)
         code = code.astype(np.int64)
     uniq_codes, first = np.unique(code, return_index=True)
-    firsts = {c: _values_at(df[c], first) for c in cols}  # only the rows that get mapped
+    na = pd.NA
 
-    def get(c, u):
-        if c not in firsts:
-            return None
-        v = firsts[c][u]
-        return None if v is None or (isinstance(v, float) and v != v) or v is pd.NA else v
+    def clean(values: list) -> list:  # missing values (None, NaN, NA) as None
+        return [None if v is None or v is na or (isinstance(v, float) and v != v) else v for v in values]
 
-    res_cols: dict[str, list] = {c: [] for c in FRAME_OUTPUTS}
+    none = [None] * len(first)
+    firsts = {c: clean(_values_at(df[c], first)) for c in cols}  # only the rows that get mapped
+    inputs = zip(*(firsts.get(c, none) for c in ("event_source", "event_name", "request_parameters", "resources",
+                                                 "account_id", "aws_region", "partition", "event_type")))
+    rows: list[tuple] = []  # one per output row, in FRAME_OUTPUTS order
     counts = np.zeros(len(uniq_codes), dtype=np.int64)
-    for u in range(len(first)):
-        r = mapper.map(get("event_source", u), get("event_name", u), get("request_parameters", u), get("resources", u),
-                       get("account_id", u) or "", get("aws_region", u) or "", get("partition", u) or "",
-                       get("event_type", u))
-        acts = r.actions or (None,)
-        counts[u] = len(acts)
-        for a in acts:
-            res_cols["action"].append(a.action if a else None)
-            res_cols["resource"].append(a.resource if a else None)
-            res_cols["derivation"].append(a.derivation if a else None)
-            res_cols["reason"].append(a.reason if a else None)
-            res_cols["implicit"].append(a.implicit if a else False)
-            res_cols["resource_type"].append(a.resource_type if a else None)
-            res_cols["condition_key"].append(a.condition_key if a else None)
-            res_cols["condition_value"].append(a.condition_value if a else None)
-            res_cols["status"].append(r.status)
-            res_cols["note"].append(r.note)
-            res_cols["via"].append(r.via)
+    for u, (src, name, params, res, acct, region, part, etype) in enumerate(inputs):
+        r = mapper.map(src, name, params, res, acct or "", region or "", part or "", etype)
+        if r.actions:
+            counts[u] = len(r.actions)
+            rows.extend((a.action, a.resource, a.derivation, a.reason, a.implicit, a.resource_type, a.condition_key,
+                         a.condition_value, r.status, r.note, r.via) for a in r.actions)
+        else:
+            counts[u] = 1
+            rows.append((None, None, None, None, False, None, None, None, r.status, r.note, r.via))
+    res_cols = dict(zip(FRAME_OUTPUTS, (list(c) for c in zip(*rows)))) if rows else {c: [] for c in FRAME_OUTPUTS}
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64) if len(counts) else np.zeros(0, dtype=np.int64)
     code_to_u = np.empty(int(code.max(initial=-1)) + 1, dtype=np.int64)
     code_to_u[uniq_codes] = np.arange(len(uniq_codes))

@@ -433,12 +433,21 @@ def build_review(con, window: Window, *, iam_source: IamSource | None = None, st
         return ds_cache[acct]
 
     principals = []
-    for arn in arns:
-        if progress:
-            progress(arn)
-        principals.append(_principal_entry(
-            arn, metas.get(arn, {}), inventory.get(arn.lower()), iam_source, usages.get(arn), act.get(arn, []),
-            data_sources, max_resources=max_resources, wildcards=wildcards, catalog=catalog, grants=grants))
+    # What is alive now (modules, the catalogue, the mapper's caches, every principal's usage) outlives the loop: kept
+    # out of the cyclic collector's full passes (gc.freeze) while the loop builds tens of thousands of short-lived
+    # objects per admin-like role, and handed back to it afterwards (gc.unfreeze), so nothing stays uncollectable
+    import gc
+
+    gc.freeze()
+    try:
+        for arn in arns:
+            if progress:
+                progress(arn)
+            principals.append(_principal_entry(
+                arn, metas.get(arn, {}), inventory.get(arn.lower()), iam_source, usages.get(arn), act.get(arn, []),
+                data_sources, max_resources=max_resources, wildcards=wildcards, catalog=catalog, grants=grants))
+    finally:
+        gc.unfreeze()
     known = iam_source is not None
     principals = rank(principals, known)
     notes = list(iam_source.notes) if iam_source else []

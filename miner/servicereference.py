@@ -86,6 +86,53 @@ def _parse_model(name: str, doc: dict) -> ServiceModel:
                         meta.get("serviceId", "") or "", ops)
 
 
+class _ModelFiles:
+    """Where botocore keeps its service models, found as ``botocore.loaders.Loader`` finds them (``AWS_DATA_PATH``,
+    then ``~/.aws/models``, then botocore's own ``data`` folder) without importing the loader, which pulls in
+    botocore's HTTP stack (urllib3 and more): the models are JSON files, read here directly."""
+
+    def __init__(self):
+        import importlib.util
+
+        spec = importlib.util.find_spec("botocore")
+        builtin = [os.path.join(p, "data") for p in (spec.submodule_search_locations or [])] if spec else []
+        extra = os.environ.get("AWS_DATA_PATH")
+        paths = [os.path.expanduser(os.path.expandvars(p)) for p in extra.split(os.pathsep)] if extra else []
+        self.search_paths = paths + [os.path.expanduser(os.path.join("~", ".aws", "models")), *builtin]
+        self._versions: dict[str, list[str]] = {}
+
+    @staticmethod
+    def _exists(path: str) -> bool:
+        return os.path.isfile(path + ".json") or os.path.isfile(path + ".json.gz")
+
+    def list_available_services(self, type_name: str) -> list[str]:
+        """Every service with a ``type_name`` file (``service-2``) in some API version, sorted."""
+        services = set()
+        for base in self.search_paths:
+            if not os.path.isdir(base):
+                continue
+            for name in os.listdir(base):
+                folder = os.path.join(base, name)
+                if os.path.isdir(folder) and any(self._exists(os.path.join(folder, v, type_name))
+                                                 for v in os.listdir(folder)):
+                    services.add(name)
+        return sorted(services)
+
+    def determine_latest_version(self, name: str, type_name: str) -> str:
+        """The latest API version of a service that has a ``type_name`` file."""
+        found = {v for base in self.search_paths if os.path.isdir(os.path.join(base, name))
+                 for v in os.listdir(os.path.join(base, name)) if self._exists(os.path.join(base, name, v, type_name))}
+        if not found:
+            raise LookupError(f"no {type_name} model for {name}")
+        return max(found)
+
+    def load_service_model(self, name: str, type_name: str, version: str):  # pragma: no cover - unusual layouts
+        import botocore.loaders
+
+        return botocore.loaders.create_loader(os.environ.get("AWS_DATA_PATH")).load_service_model(name, type_name,
+                                                                                                   version)
+
+
 class BotocoreModels:
     """Lazy, read-only index of botocore's service models (loaded once per process, about 0.5 s for all)."""
 
@@ -104,11 +151,10 @@ class BotocoreModels:
 
     def _get_loader(self):
         if self._loader is None:
-            import botocore.session
-
-            session = botocore.session.get_session()
-            self._loader = session.get_component("data_loader")
-            self._names = sorted(session.get_available_services())
+            # the files a botocore session's loader would read (AWS_DATA_PATH included), without importing botocore's
+            # session, client or HTTP machinery, which the models do not need
+            self._loader = _ModelFiles()
+            self._names = self._loader.list_available_services("service-2")
         return self._loader
 
     def service_names(self) -> list[str]:

@@ -1,8 +1,9 @@
 """Benchmark `miner review`: the set-based review against the per-principal one, and how it grows with principals.
 
 Usage:
-    python scripts/bench_review.py sample [--rounds 5]
-        # the sample logs (ingested into a temporary store), with the IAM snapshot: set-based vs per-principal
+    python scripts/bench_review.py sample [--rounds 5] [--base /tmp/perf2-base]
+        # the sample logs (ingested into a temporary store), with the IAM snapshot: set-based vs per-principal;
+        # with --base, also the set-based review of another checkout (e.g. `git worktree add /tmp/perf2-base REV`)
     python scripts/bench_review.py stores --store /tmp/miner-bench/store-5M-500p --store /tmp/miner-bench/store-10M-1000p
         [--rounds 3] [--baseline]
         # synthetic stores from `scripts/bench_suggest.py build --events N --principals P --out DIR`
@@ -15,12 +16,17 @@ the (shared) machine affects them alike; the tables give medians.
 principal (one usage query, one mapping pass and one aggregation per principal: how the review gathered usage
 before it became set-based); it is the baseline measured in the same run. Both produce the same review JSON
 (``tests/test_review.py::test_set_based_review_equals_the_per_principal_one``), which this script checks too.
+
+"base" (``--base PATH``) is the set-based review of another tree, run through ``PYTHONPATH=PATH`` and interleaved
+with this tree's in every round: the before/after comparison of a change, measured under the same load. Its
+review JSON must equal this tree's too.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -39,10 +45,19 @@ _PER_PRINCIPAL = (
 )
 
 
+#: Tree of the ``base`` mode (``--base``).
+BASE: Path | None = None
+
+
 def _review(mode: str, args: list[str], out: Path) -> dict:
-    """One review in a fresh process; ``mode`` is ``set-based`` or ``per-principal``."""
-    head = [sys.executable, "-m", "miner.cli"] if mode == "set-based" else [sys.executable, "-c", _PER_PRINCIPAL]
-    got = timed([*head, "review", *args, "--format", "json", "--out", str(out), "--quiet"], pythonpath=str(ROOT))
+    """One review in a fresh process; ``mode`` is ``set-based``, ``per-principal`` or ``base`` (the set-based review
+    of the :data:`BASE` tree)."""
+    # -P: the working directory does not go first on sys.path, so PYTHONPATH alone picks the tree that runs (run from
+    # a checkout, ``-m miner.cli`` would otherwise import that checkout's miner whatever PYTHONPATH says)
+    head = [sys.executable, "-P", "-c", _PER_PRINCIPAL] if mode == "per-principal" \
+        else [sys.executable, "-P", "-m", "miner.cli"]
+    tree = BASE if mode == "base" else ROOT
+    got = timed([*head, "review", *args, "--format", "json", "--out", str(out), "--quiet"], pythonpath=str(tree))
     if got["rc"] != 0:
         raise RuntimeError(f"review ({mode}) failed: {got['err']}")
     doc = json.loads(out.read_text())
@@ -63,33 +78,36 @@ def compare(label: str, args: list[str], rounds: int, modes: tuple[str, ...]) ->
         for r in runs:
             r.pop("doc", None)
     if len({json.dumps(d, sort_keys=True) for d in docs.values()}) != 1:
-        raise RuntimeError(f"{label}: the set-based and per-principal reviews differ")
+        raise RuntimeError(f"{label}: the reviews of {', '.join(modes)} differ")
     base = _median([r["wall"] for r in got[modes[0]]])
+    base_cpu = _median([r["cpu"] for r in got[modes[0]]])
     n = len(docs[modes[0]]["principals"])
     rows = []
     for m in modes:
-        wall = _median([r["wall"] for r in got[m]])
-        rows.append(f"| {label} | {n:,} | {m} | {wall:.2f} | {_median([r['cpu'] for r in got[m]]):.2f} | "
-                    f"{_median([r['rss'] for r in got[m]]):.0f} | {wall / base:.2f} |")
+        wall, cpu = _median([r["wall"] for r in got[m]]), _median([r["cpu"] for r in got[m]])
+        rows.append(f"| {label} | {n:,} | {m} | {wall:.2f} | {cpu:.2f} | "
+                    f"{_median([r['rss'] for r in got[m]]):.0f} | {wall / base:.2f} | {cpu / base_cpu:.2f} |")
     return rows
 
 
-HEADER = ["| store | principals reviewed | review | wall (s) | CPU (s) | peak RSS (MB) | wall / set-based |",
-          "|---|---:|---|---:|---:|---:|---:|"]
+HEADER = ["| store | principals reviewed | review | wall (s) | CPU (s) | peak RSS (MB) | wall / set-based | "
+          "CPU / set-based |",
+          "|---|---:|---|---:|---:|---:|---:|---:|"]
 
 
-def sample(rounds: int) -> str:
+def sample(rounds: int, base: Path | None = None) -> str:
     """The sample logs with their IAM snapshot."""
     from miner import store as store_mod
 
     with tempfile.TemporaryDirectory() as tmp:
         st = Path(tmp) / "store"
-        subprocess.run([sys.executable, "-m", "miner.cli", "ingest", str(ROOT / "sample_logs"), "--store", str(st),
-                        "--quiet"], check=True, env=None)
+        subprocess.run([sys.executable, "-P", "-m", "miner.cli", "ingest", str(ROOT / "sample_logs"), "--store",
+                        str(st), "--quiet"], check=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
         first, last = store_mod.data_days(st)
         args = ["--store", str(st), "--since", first.isoformat(), "--until", last.isoformat(),
                 "--iam-snapshot", str(ROOT / "sample_logs" / "iam")]
-        rows = compare("sample_logs", args, rounds, ("set-based", "per-principal"))
+        modes = ("set-based", "per-principal") + (("base",) if base else ())
+        rows = compare("sample_logs", args, rounds, modes)
     return "\n".join(HEADER + rows)
 
 
@@ -100,7 +118,8 @@ def stores(paths: list[Path], rounds: int, baseline: bool) -> str:
         meta = json.loads((p / "_bench.json").read_text())
         label = f"{p.name} ({meta['events']:,} events)"
         args = ["--store", str(p), "--since", "2026-06-01", "--until", "2026-08-29"]
-        rows += compare(label, args, rounds, ("set-based", "per-principal") if baseline else ("set-based",))
+        modes = ("set-based",) + (("per-principal",) if baseline else ()) + (("base",) if BASE else ())
+        rows += compare(label, args, rounds, modes)
     return "\n".join(HEADER + rows)
 
 
@@ -110,12 +129,20 @@ def main() -> None:
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("sample")
     s.add_argument("--rounds", type=int, default=5)
+    s.add_argument("--base", type=Path, help="another checkout whose set-based review runs interleaved (before/after)")
     st = sub.add_parser("stores")
     st.add_argument("--store", type=Path, action="append", required=True)
     st.add_argument("--rounds", type=int, default=3)
     st.add_argument("--baseline", action="store_true", help="also the per-principal review (slow on big stores)")
+    st.add_argument("--base", type=Path, help="another checkout whose set-based review runs interleaved (before/after)")
     a = p.parse_args()
-    print(sample(a.rounds) if a.cmd == "sample" else stores(a.store, a.rounds, a.baseline))
+    global BASE
+    BASE = getattr(a, "base", None)
+    if BASE is not None:
+        BASE = BASE.resolve()
+        if not (BASE / "miner" / "cli.py").is_file():
+            p.error(f"--base {BASE}: not a miner checkout")
+    print(sample(a.rounds, BASE) if a.cmd == "sample" else stores(a.store, a.rounds, a.baseline))
 
 
 if __name__ == "__main__":
