@@ -264,6 +264,11 @@ def _learn_shape(members: list[list[str]], max_resources: int, budget: int, temp
             _learn_shape(part, max_resources, budget // len(positions[split].values), templates, exact,
                          listed + ((split + 1, value),), own_name_first=own_name_first)
         return
+    if not listed and all(p.kind in ("id", "open") and p.pieces[0] == "*" for p in positions) and \
+            len(members) <= max_resources:
+        # nothing constant would be left (keys "7" and "9" at a bucket's root): that is the free-form case
+        exact.extend("".join(m) for m in members)
+        return
     pieces = ["*" if p.kind == "closed" else p.pieces[0] for p in positions]
     seps = members[0][1::2]
     pattern = "".join(piece + (literal(seps[i]) if i < len(seps) else "") for i, piece in enumerate(pieces))

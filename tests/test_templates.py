@@ -58,6 +58,7 @@ def test_each_variable_segment_kind(names, separators, expected):
     ["a/x", "a/y/z"],                            # different structures, one each
     ["\x00"], ["a\x00b"], ["\x01", "\x01\x01"],      # control characters are names, not mask marks (found by
     ["\ud800"],                                   # hypothesis: a key "\x00" became the template "?")
+    ["", "0"], ["7", "9"], ["1/2", "3/4"],        # ids with nothing constant around them: not the whole bucket
 ])
 def test_names_without_evidence_stay_exact(names):
     templates, exact = learn(names, S3_SEPARATORS, 10)
