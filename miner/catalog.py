@@ -20,6 +20,19 @@ class ResourceType:
     arn_template: str
 
 
+def _top_level(levels: tuple[str, ...]) -> str:
+    """The most privileged of an action's access levels (Permissions management > Tagging > Write > List > Read)."""
+    for lvl in ("Permissions management", "Tagging", "Write", "List", "Read"):
+        if lvl in levels:
+            return lvl
+    return levels[0] if levels else "Unknown"
+
+
+def _levels(entry: dict) -> tuple[str, ...]:
+    """The access levels of a catalogue action entry, normalised and sorted."""
+    return tuple(sorted({p.strip() for p in entry.get("accessLevel", "").split(",") if p.strip()}))
+
+
 @dataclass(frozen=True)
 class ActionInfo:
     """Catalogue facts about one IAM action."""
@@ -31,11 +44,7 @@ class ActionInfo:
     @property
     def access_level(self) -> str:
         """The most privileged access level (Permissions management > Tagging > Write > List > Read)."""
-        order = ["Permissions management", "Tagging", "Write", "List", "Read"]
-        for lvl in order:
-            if lvl in self.access_levels:
-                return lvl
-        return self.access_levels[0] if self.access_levels else "Unknown"
+        return _top_level(self.access_levels)
 
     @property
     def supports_resource_level(self) -> bool:
@@ -61,6 +70,8 @@ class Catalog:
         self._resources: dict[str, dict[str, dict]] = {}
         self._info: dict[str, ActionInfo | None] = {}
         self._service_templates: dict[str, tuple[tuple[str, ArnTemplate], ...]] = {}
+        self._expanded: dict[str, frozenset[str]] = {}  # action pattern -> the actions it expands to
+        self._level: dict[str, str | None] = {}  # lower-cased action -> access level (see access_level)
 
     # -- versions ---------------------------------------------------------------------------
     @cached_property
@@ -105,8 +116,12 @@ class Catalog:
         return sorted(f"{p}:{a['name']}" for a in self._service_actions(p).values())
 
     def all_actions(self) -> list[str]:
-        """Every action in the catalogue (loads every service)."""
-        return [a for p in sorted(self.prefixes) for a in self.actions(p)]
+        """Every action in the catalogue (loads every service; listed once per catalogue)."""
+        return list(self._all_actions)
+
+    @cached_property
+    def _all_actions(self) -> tuple[str, ...]:
+        return tuple(a for p in sorted(self.prefixes) for a in self.actions(p))
 
     def canonical(self, action: str) -> str | None:
         """The catalogue spelling of an action (``S3:getobject`` -> ``s3:GetObject``).
@@ -147,13 +162,32 @@ class Catalog:
             return None
         prefix, name = canon.split(":", 1)
         entry = self._service_actions(prefix)[name.lower()]
-        levels = tuple(sorted({p.strip() for p in entry.get("accessLevel", "").split(",") if p.strip()}))
+        levels = _levels(entry)
         res = self._service_resources(prefix)
         rtypes = tuple(
             ResourceType(rt["name"], bool(rt.get("required")), res.get(rt["name"].lower(), {}).get("arn", ""))
             for rt in entry.get("resourceTypes", [])
         )
         return ActionInfo(canon, levels, rtypes)
+
+    def access_level(self, action: str) -> str | None:
+        """An action's most privileged access level (:attr:`ActionInfo.access_level`), without reading its resource
+        types (:meth:`info` loads the resource types of the action's service too).
+
+        Args:
+            action: ``prefix:Name`` in any case.
+
+        Returns:
+            The level, or ``None`` when the action is unknown.
+        """
+        key = action.lower()
+        if key in self._info:
+            info = self._info[key]
+            return info.access_level if info else None
+        if key not in self._level:
+            entry = self._entry(action)
+            self._level[key] = _top_level(_levels(entry)) if entry else None
+        return self._level[key]
 
     def _entry(self, action: str) -> dict:
         canon = self.canonical(action)
@@ -223,8 +257,14 @@ class Catalog:
             pattern: an action or wildcard pattern as written in a policy.
 
         Returns:
-            The canonical actions it grants (empty when it matches nothing known).
+            The canonical actions it grants (empty when it matches nothing known); a new set each call.
         """
+        found = self._expanded.get(pattern)
+        if found is None:
+            found = self._expanded[pattern] = frozenset(self._expand(pattern))
+        return set(found)
+
+    def _expand(self, pattern: str) -> set[str]:
         pattern = pattern.strip()
         if pattern == "*":
             return set(self.all_actions())

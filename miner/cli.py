@@ -1,45 +1,48 @@
-"""The ``miner`` command line: parses options, calls the library, formats output."""
+"""The ``miner`` command line: parses options, calls one library function per command, formats its result."""
 
 from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
-from datetime import datetime, timezone
+from datetime import timedelta
 from pathlib import Path
 from typing import NoReturn, Optional
 
+import click
 import typer
+import typer.core
 from rich.console import Console
 from rich.text import Text
 
 from miner import __version__, models
 from miner.escape import csv_text, json_safe, json_text, visible
 
-app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
-    help="Mine least-privilege IAM policies from AWS CloudTrail logs.",
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,  # help text is plain: [default: ...] and Operations[] print as written
-)
+#: Exit statuses: a pipeline can trust them (README "Exit codes").
+EXIT_FINDING = 1  # only for a finding a flag asked to fail on (--fail-on-unused)
+EXIT_USER = 2  # a mistake the user can fix, said in one line
+EXIT_SOFTWARE = 70  # an unexpected error (a bug), as sysexits.h's EX_SOFTWARE; the traceback goes to a file
+EXIT_INTERRUPTED = 130
+
+
+class _Console(Console):
+    """A rich console for which a closed stdout (``| head``) is the reader's choice, not an error (rich exits 1)."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        _quiet_broken_pipe()
+        raise typer.Exit(0)
 
 
 def _console(**kwargs) -> Console:
     """A rich console that never reads markup, emoji codes or highlights in what it prints."""
-    return Console(markup=False, emoji=False, highlight=False, **kwargs)
+    return _Console(markup=False, emoji=False, highlight=False, **kwargs)
 
 
 #: Results go to stdout; summaries, progress and errors go to stderr.
 out = _console(soft_wrap=True)
 err = _console(stderr=True, soft_wrap=True)
-
-StoreOpt = typer.Option(None, "--store", help="Parquet store directory [default: $MINER_STORE or ~/.local/share/miner/store].")
-QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress or summary on stderr (for scripts).")
-
-
-class UserError(Exception):
-    """A mistake the user can fix; printed as one clear message, never a traceback."""
 
 
 def plain(text: object, style: str = "") -> Text:
@@ -57,10 +60,171 @@ def _error_text(message: str) -> Text:
     return Text.assemble(("error:", "bold red"), " ", "\n".join(visible(line) for line in str(message).split("\n")))
 
 
-def fail(message: str, code: int = 2) -> NoReturn:
+def fail(message: str, code: int = EXIT_USER) -> NoReturn:
     """Print an error message to stderr (plain text, control characters visible) and exit."""
     err.print(_error_text(message))
     raise typer.Exit(code)
+
+
+# ----------------------------------------------------------------------------- errors, help, --version, --debug
+
+#: Exceptions that carry their own exit status (click's and typer's): never reported as a bug.
+_OWN_STATUS = (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort, typer.Exit,
+               typer.Abort)
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    from miner.jobs import JobError
+    from miner.store import StoreError
+
+    return JobError, StoreError
+
+
+def _save_traceback() -> Optional[Path]:
+    """Write the current exception's traceback (with the version and command line) to a file in the temp dir."""
+    import tempfile
+    import traceback
+
+    try:
+        fd, name = tempfile.mkstemp(prefix="miner-error-", suffix=".txt")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(f"miner {__version__}\ncommand: {sys.argv!r}\n\n{traceback.format_exc()}")
+        return Path(name)
+    except OSError:
+        return None
+
+
+def _report_bug(e: Exception, debug: bool) -> NoReturn:
+    """One line for an unexpected error, where its traceback is, and exit :data:`EXIT_SOFTWARE`."""
+    import traceback
+
+    path = _save_traceback()
+    if debug:
+        for line in traceback.format_exc().rstrip("\n").split("\n"):
+            err.print(plain(line))
+    where = f"the traceback is in {path}" if path else "the traceback could not be saved"
+    fail(f"unexpected error ({where}{'' if debug else '; `miner --debug ...` prints it'}): "
+         f"{type(e).__name__}: {str(e)[:300]}", EXIT_SOFTWARE)
+
+
+def _quiet_broken_pipe() -> None:
+    """The reader of stdout went away (``| head``): stop writing there, and say nothing."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+class _Argument(typer.core.TyperArgument):
+    """An argument whose help shows its metavar only (``SOURCE...``, not ``{SOURCE...}...`` and ``<list[str]>``)."""
+
+    def display_type_rich(self, ctx: click.Context) -> Optional[str]:
+        return None
+
+    def _usage_display_name(self) -> str:
+        return self.display_name_raw
+
+
+class _Command(typer.core.TyperCommand):
+    """A command whose arguments print as :class:`_Argument` does."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for p in self.params:
+            if isinstance(p, typer.core.TyperArgument):
+                p.__class__ = _Argument
+
+
+class _Group(typer.core.TyperGroup):
+    """The ``miner`` group: ``--debug`` anywhere on the line, and every error turned into its exit status.
+
+    A user error is one line and exit 2; an unexpected one is one line, its traceback saved to a file (printed with
+    ``--debug``) and exit 70; Ctrl-C is exit 130; a closed stdout (``| head``) ends quietly.
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        end = args.index("--") if "--" in args else len(args)
+        if "--debug" in args[:end]:
+            args = ["--debug"] + [a for a in args[:end] if a != "--debug"] + args[end:]
+        return super().parse_args(ctx, args)
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except _OWN_STATUS:
+            raise
+        except KeyboardInterrupt:
+            fail("interrupted", EXIT_INTERRUPTED)
+        except BrokenPipeError:
+            _quiet_broken_pipe()
+            raise typer.Exit(0) from None
+        except Exception as e:  # noqa: BLE001 - every error ends in one line and a documented status
+            if isinstance(e, _user_errors()):
+                fail(str(e))
+            _report_bug(e, bool(ctx.params.get("debug")) or os.environ.get("MINER_DEBUG") == "1")
+
+
+app = typer.Typer(
+    cls=_Group,
+    add_completion=False,
+    no_args_is_help=True,
+    help="Mine least-privilege IAM policies from AWS CloudTrail logs.\n\n"
+         "Example: miner ingest sample_logs --store ./miner-store\n\n"
+         "Exit status: 0 success; 1 a finding a flag asked to fail on (--fail-on-unused); 2 a user error, in one "
+         "line; 70 an unexpected error (one line naming the file that holds its traceback; --debug prints it).",
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help text is plain: [default: ...] and Operations[] print as written
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110},
+)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"miner {__version__}\n")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print miner's version and exit."),
+    debug: bool = typer.Option(False, "--debug", help="Print the traceback of an unexpected error (exit 70) as well "
+                                                      "(anywhere on the line; or MINER_DEBUG=1)."),
+) -> None:
+    """Mine least-privilege IAM policies from AWS CloudTrail logs."""
+
+
+def command(name: str, short_help: str):
+    """Register a command with a one-line summary for ``miner --help`` (the docstring is its ``--help``)."""
+    return app.command(name, cls=_Command, short_help=short_help)
+
+
+# ----------------------------------------------------------------------------- shared options and helpers
+
+StoreOpt = typer.Option(None, "--store", metavar="DIR",
+                        help="Parquet store directory [default: $MINER_STORE or ~/.local/share/miner/store].")
+QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress, notes or summary on stderr (for scripts).")
+SinceOpt = typer.Option(None, "--since", metavar="TIME",
+                        help="Window start: a date, a timestamp or an age (90d, 12w, 6h) [default: 90 days before "
+                             "--until]. Ages count from now rounded up to the hour.")
+UntilOpt = typer.Option(None, "--until", metavar="TIME",
+                        help="Window end (a bare date counts whole) [default: now, rounded up to the hour].")
+RoleOpt = typer.Option(None, "--role", metavar="NAME", help="Role name (or role ARN).")
+UserOpt = typer.Option(None, "--user", metavar="NAME", help="IAM user name (or user ARN).")
+PrincipalOpt = typer.Option(None, "--principal", metavar="ARN", help="Principal ARN as stored (role, user, ...).")
+AccountOpt = typer.Option(None, "--account", metavar="ID", help="Account id, when a name exists in several accounts.")
+SnapshotOpt = typer.Option(None, "--iam-snapshot", metavar="PATH",
+                           help="Grants from `aws iam get-account-authorization-details` output: a file, or a folder "
+                                "with one file per account.")
+LiveOpt = typer.Option(False, "--live", help="Grants read live from IAM (boto3's default credentials).")
+ProfileOpt = typer.Option(None, "--profile", metavar="NAME", help="AWS profile for live IAM (implies --live).")
+EndpointOpt = typer.Option(None, "--endpoint-url", metavar="URL",
+                           help="IAM endpoint for live reads, e.g. a local moto server (implies --live).")
+
+
+def _format_opt(choices: str, default: Optional[str], text: str = "The output format."):
+    return typer.Option(default, "--format", "-f", metavar=choices, help=text)
 
 
 def store_path(store: Optional[Path]) -> Path:
@@ -68,22 +232,79 @@ def store_path(store: Optional[Path]) -> Path:
     return store if store is not None else models.default_store_path()
 
 
-def utc_now() -> datetime:
-    """The current time (one place, so commands never default to it at import)."""
-    return datetime.now(timezone.utc)
+def window(since: Optional[str], until: Optional[str], default_days: int = 90, *, quiet: bool = True) -> models.Window:
+    """Parse ``--since``/``--until`` into a window (clock edges rounded up to the hour), or fail with the reason.
 
+    Unless ``quiet``, says on stderr which time the clock-relative edges count from.
+    """
+    from miner.jobs import JobError, parse_window
 
-def window(since: Optional[str], until: Optional[str], default_days: int = 90) -> models.Window:
-    """Parse ``--since``/``--until`` into a window, or fail with the reason."""
     try:
-        return models.make_window(since, until, utc_now(), default_days)
-    except ValueError as e:
+        win, note = parse_window(since, until, default_days=default_days)
+    except JobError as e:
         fail(str(e))
+    if note and not quiet:
+        say(err, f"note: {note}")
+    return win
+
+
+def _notes(notes, quiet: bool) -> None:
+    if not quiet:
+        for n in notes:
+            say(err, f"note: {n}")
 
 
 def print_json(obj) -> None:
     """Write strict JSON to stdout (plain, no colour), for scripts: NaN and infinities as null."""
-    sys.stdout.write(json.dumps(json_safe(obj), indent=2, sort_keys=False, default=str, allow_nan=False) + "\n")
+    sys.stdout.write(_json(obj))
+
+
+def _json(obj) -> str:
+    """Strict, indented JSON text: NaN and infinities as null, exact values otherwise."""
+    return json_text(json_safe(obj), indent=2, default=str, allow_nan=False) + "\n"
+
+
+def _check_format(fmt: str, allowed: tuple[str, ...], option: str = "--format") -> str:
+    fmt = fmt.lower()
+    if fmt not in allowed:
+        fail(f"{option} must be one of {', '.join(allowed)} (got {fmt!r})")
+    return fmt
+
+
+# Output files: the format follows the extension, checked before any work.
+POLICY_EXTENSIONS = {".json": "json", ".tf": "terraform", ".yaml": "cloudformation", ".yml": "cloudformation"}
+REPORT_EXTENSIONS = {".txt": "text", ".json": "json"}
+REVIEW_EXTENSIONS = {".html": "html", ".htm": "html", ".md": "md", ".markdown": "md", ".csv": "csv", ".json": "json"}
+
+
+def output_format(path: Path, extensions: dict[str, str], option: str) -> str:
+    """The format of an output file, from its extension; an unknown extension or an unusable folder fails now.
+
+    A missing parent folder is created when the file is written (:func:`write_output`).
+    """
+    fmt = extensions.get(path.suffix.lower())
+    if fmt is None:
+        what = f"unknown extension {path.suffix!r}" if path.suffix else "no extension"
+        fail(f"{option} {path}: {what}: the format follows the extension, one of {', '.join(extensions)}")
+    if path.is_dir():
+        fail(f"{option} {path} is a folder: name a file")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        fail(f"{option} {path}: cannot create a file under {parent}")
+    return fmt
+
+
+def write_output(path: Path, text: str, quiet: bool) -> None:
+    """Write an output file, creating its parent folder; a failure is one line."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    except OSError as e:
+        fail(f"cannot write {path}: {e.strerror or e}")
+    if not quiet:
+        say(err, f"wrote {path}")
 
 
 def _vanished_file(e: Exception) -> bool:
@@ -115,33 +336,36 @@ def retry_if_store_changes(command):
 # (section owned by the ingest stage)
 
 
-@app.command("ingest")
+@command("ingest", "Read CloudTrail logs (files, folders, S3) into the store.")
 def ingest_cmd(
     sources: list[str] = typer.Argument(..., metavar="SOURCE...",
                                         help="Local files or folders, and/or S3 URIs: s3://bucket or "
                                              "s3://bucket/prefix."),
     store: Optional[Path] = StoreOpt,
     since: Optional[str] = typer.Option(
-        None, "--since", help="Keep records from this time (date, timestamp or age like 30d) "
-                              "[default: everything for local files, the last 7 days for S3]."),
-    until: Optional[str] = typer.Option(None, "--until", help="Keep records before this time (a bare date includes "
-                                                              "that day) [default: now]."),
-    account: list[str] = typer.Option([], "--account", help="Only this account id (repeatable)."),
-    region: list[str] = typer.Option([], "--region", help="Only this region (repeatable)."),
-    workers: int = typer.Option(16, "--workers", min=1, help="Parallel S3 downloads."),
-    processes: Optional[int] = typer.Option(None, "--processes", min=1,
-                                            help="Parser processes [default: the CPUs available]."),
-    profile: Optional[str] = typer.Option(None, "--profile", help="AWS profile for S3 (standard credential chain "
-                                                                  "otherwise)."),
-    endpoint_url: Optional[str] = typer.Option(None, "--endpoint-url",
+        None, "--since", metavar="TIME", help="Keep records from this time (date, timestamp or age like 30d) "
+                                              "[default: everything for local files, the last 7 days for S3]."),
+    until: Optional[str] = typer.Option(None, "--until", metavar="TIME",
+                                        help="Keep records before this time (a bare date includes that day) "
+                                             "[default: now]."),
+    account: list[str] = typer.Option([], "--account", metavar="ID", help="Only this account id (repeatable)."),
+    region: list[str] = typer.Option([], "--region", metavar="REGION", help="Only this region (repeatable)."),
+    workers: int = typer.Option(16, "--workers", metavar="N", help="Parallel S3 downloads (at least 1)."),
+    processes: Optional[int] = typer.Option(None, "--processes", metavar="N",
+                                            help="Parser processes (at least 1) [default: the CPUs available]."),
+    profile: Optional[str] = typer.Option(None, "--profile", metavar="NAME",
+                                          help="AWS profile for S3 (standard credential chain otherwise)."),
+    endpoint_url: Optional[str] = typer.Option(None, "--endpoint-url", metavar="URL",
                                                help="S3 endpoint URL (S3-compatible storage, a local moto server)."),
-    s3_region: Optional[str] = typer.Option(None, "--s3-region", help="Region of the S3 client [default: from the "
-                                                                      "AWS config; S3 redirects to the bucket's]."),
-    max_object_size: str = typer.Option("256MiB", "--max-object-size",
+    s3_region: Optional[str] = typer.Option(None, "--s3-region", metavar="REGION",
+                                            help="Region of the S3 client [default: from the AWS config; S3 "
+                                                 "redirects to the bucket's]."),
+    max_object_size: str = typer.Option("256MiB", "--max-object-size", metavar="SIZE",
                                         help="Skip objects larger than this once decompressed (e.g. 64MiB, 1G); a "
                                              "gzip stops inflating there."),
+    fmt: str = _format_opt("text|json", "text", "json: a machine-readable summary on stdout."),
+    as_json: bool = typer.Option(False, "--json", help="The same as --format json."),
     quiet: bool = QuietOpt,
-    as_json: bool = typer.Option(False, "--json", help="Print a machine-readable summary on stdout."),
 ) -> None:
     """Ingest CloudTrail logs into the Parquet store: only new objects, deduplicated on eventID, crash-safe.
 
@@ -158,6 +382,9 @@ or when no file held CloudTrail records.
     from miner import ingest as ing
     from miner.store import StoreError
 
+    as_json = as_json or _check_format(fmt, ("text", "json")) == "json"
+    if workers < 1 or (processes is not None and processes < 1):
+        fail("--workers and --processes take a number of at least 1")
     win = None
     if since or until:  # only --until: everything before it locally, the S3 default span before it for S3
         s3 = any(s.startswith("s3://") for s in sources)
@@ -194,7 +421,8 @@ or when no file held CloudTrail records.
     except KeyboardInterrupt:
         if bar is not None:
             bar.stop()
-        fail("interrupted: the store holds what was committed; run the same command again to finish", code=130)
+        fail("interrupted: the store holds what was committed; run the same command again to finish",
+             EXIT_INTERRUPTED)
     if bar is not None:
         bar.stop()
     code, verdict = report.outcome()
@@ -234,6 +462,7 @@ def _print_ingest_summary(report, verdict: str) -> None:
     for note in report.notes:
         say(err, f"  note: {note}")
 
+
 # ----------------------------------------------------------------------------- mapping: coverage, catalog
 # (section owned by the mapping stage)
 
@@ -253,14 +482,16 @@ def _map_mapper(service_reference: Optional[Path]):
         fail(f"{e}: give a folder of service reference files (e.g. s3.json, lambda.json)")
 
 
-@app.command("coverage")
+@command("coverage", "How well stored events map to IAM actions and resources.")
 @retry_if_store_changes
 def coverage_cmd(
     store: Optional[Path] = StoreOpt,
-    since: Optional[str] = typer.Option(None, "--since", help="Window start (date, timestamp or age like 90d) [default: all]."),
-    until: Optional[str] = typer.Option(None, "--until", help="Window end (a bare date includes that day) [default: now]."),
+    since: Optional[str] = typer.Option(None, "--since", metavar="TIME",
+                                        help="Window start (date, timestamp or age like 90d) [default: all]."),
+    until: Optional[str] = typer.Option(None, "--until", metavar="TIME",
+                                        help="Window end (a bare date includes that day) [default: now]."),
     unmapped: bool = typer.Option(False, "--unmapped", help="List only the events that map to no action (the gaps)."),
-    fmt: str = typer.Option("table", "--format", "-f", help="table or json."),
+    fmt: str = _format_opt("table|json", "table"),
     service_reference: Optional[Path] = ServiceRefOpt,
     quiet: bool = QuietOpt,
 ) -> None:
@@ -272,20 +503,15 @@ def coverage_cmd(
     events got their resource from the record's ARN, from a template filled from request parameters, or "*"
     (n/a: the action has no resource-level permissions).
     """
-    from miner import mapping, store as st
+    from miner import jobs, mapping
 
-    if fmt not in ("table", "json"):
-        fail(f"unknown --format {fmt!r}: use table or json")
+    fmt = _check_format(fmt, ("table", "json"))
     mapper = _map_mapper(service_reference)
     win_since = win_until = None
     if since or until:
-        w = window(since or "1970-01-01", until, default_days=90)
+        w = window(since or "1970-01-01", until, default_days=90, quiet=quiet)
         win_since, win_until = w.since, w.until
-    try:
-        con = st.connect(store_path(store))
-    except st.StoreError as e:
-        fail(str(e))
-    cov = mapping.coverage(con, win_since, win_until, mapper=mapper)
+    cov = mapping.coverage(jobs.connect(store_path(store)), win_since, win_until, mapper=mapper)
     if fmt == "json":
         print_json(cov.to_dict(unmapped_only=unmapped))
         return
@@ -327,19 +553,17 @@ def coverage_cmd(
         say(err, f"versions: {s['versions']}")
 
 
-@app.command("catalog")
+@command("catalog", "The IAM catalogue and mapping rules in use.")
 def catalog_cmd(
     service_reference: Optional[Path] = ServiceRefOpt,
-    fmt: str = typer.Option("table", "--format", "-f", help="table or json."),
+    fmt: str = _format_opt("table|json", "table"),
+    quiet: bool = QuietOpt,
 ) -> None:
     """Show the IAM catalogue, mapping rules and (optional) service reference in use.
 
     Example: miner catalog --service-reference ./aws-service-reference --format json
     """
-    from miner import mapping
-
-    if fmt not in ("table", "json"):
-        fail(f"unknown --format {fmt!r}: use table or json")
+    fmt = _check_format(fmt, ("table", "json"))
     mapper = _map_mapper(service_reference)
     cat = mapper.catalog
     rules = mapper.rules
@@ -371,49 +595,20 @@ def catalog_cmd(
     else:
         say(out, f"service reference  {ref.directory}: {ref.version}, {len(ref.operations)} operations "
             f"({', '.join(sorted(ref.services)) or '-'})")
-        for p in ref.problems:
-            say(err, f"  skipped {p}")
+        if not quiet:
+            for p in ref.problems:
+                say(err, f"  skipped {p}")
     say(out, f"precedence         {info['precedence']}")
-    _ = mapping
+
 
 # ----------------------------------------------------------------------------- principals, usage, suggest
-# (section owned by the suggest stage)
-
-SinceOpt = typer.Option(None, "--since", help="Window start: a date, a timestamp or an age (90d, 12w) [default: 90 days before --until].")
-UntilOpt = typer.Option(None, "--until", help="Window end (a bare date counts whole) [default: now].")
-RoleOpt = typer.Option(None, "--role", help="Role name (or role ARN).")
-UserOpt = typer.Option(None, "--user", help="IAM user name (or user ARN).")
-PrincipalOpt = typer.Option(None, "--principal", help="Principal ARN as stored (role, user, root, ...).")
-AccountOpt = typer.Option(None, "--account", help="Account id, when a name exists in several accounts.")
+# (section owned by the suggest stage; the work is in miner.jobs)
 
 
-def _open_store(store: Optional[Path]):
-    """A DuckDB connection over the store, or a clear error."""
-    from miner.store import StoreError, connect
+def _grants(iam_snapshot: Optional[Path], live: bool, profile: Optional[str], endpoint_url: Optional[str]):
+    from miner.jobs import Grants
 
-    try:
-        con = connect(store_path(store))
-    except StoreError as e:
-        fail(str(e))
-    con.execute("SET parquet_metadata_cache = true")  # several queries read the same file footers
-    return con
-
-
-def _principal(con, win, role, user, principal, account):
-    """Resolve the principal options, or fail with close names."""
-    from miner.usage import PrincipalError, resolve_principal
-
-    try:
-        return resolve_principal(con, win, role=role, user=user, principal=principal, account=account)
-    except PrincipalError as e:
-        fail(str(e))
-
-
-def _check_format(fmt: str, allowed: tuple[str, ...]) -> str:
-    fmt = fmt.lower()
-    if fmt not in allowed:
-        fail(f"--format must be one of {', '.join(allowed)} (got {fmt!r})")
-    return fmt
+    return Grants(iam_snapshot, live, profile, endpoint_url)
 
 
 def _records(df) -> list[dict]:
@@ -425,8 +620,23 @@ def _is_list(v) -> bool:
     return hasattr(v, "tolist") or isinstance(v, (list, tuple))
 
 
+def _cell(v) -> str:
+    """A table cell: lists joined, times to the minute, integers with separators, missing values blank."""
+    import numbers
+
+    if _is_list(v):
+        return ", ".join(map(str, list(v)))
+    if v is None or (not isinstance(v, str) and v != v):  # None, NaN, NaT
+        return ""
+    if hasattr(v, "strftime"):
+        return v.strftime("%Y-%m-%d %H:%M")
+    if isinstance(v, numbers.Integral) and not isinstance(v, bool):
+        return f"{int(v):,}"
+    return str(v)
+
+
 def _emit_frame(df, fmt: str, title: str, columns: list[str]) -> None:
-    """Print a frame as a rich table, JSON records or CSV."""
+    """Print a frame as a rich table (cells fold, never cut), JSON records or CSV."""
     df = df[columns]
     if fmt == "json":
         print_json(_records(df))
@@ -442,46 +652,43 @@ def _emit_frame(df, fmt: str, title: str, columns: list[str]) -> None:
         if title:
             console.print(plain(title, "bold"))
         for c in columns:
-            table.add_column(c, justify="right" if str(df[c].dtype).startswith(("int", "float")) else "left")
+            numeric = str(df[c].dtype).startswith(("int", "float"))
+            table.add_column(c, justify="right" if numeric else "left", overflow="fold")
         for row in df.itertuples(index=False):
-            cells = []
-            for v in row:
-                if _is_list(v):
-                    v = ", ".join(map(str, list(v)))
-                elif hasattr(v, "strftime"):
-                    v = v.strftime("%Y-%m-%d %H:%M")
-                elif isinstance(v, int):
-                    v = f"{v:,}"
-                cells.append(plain("" if v is None or (isinstance(v, float) and v != v) else v))
-            table.add_row(*cells)
+            table.add_row(*(plain(_cell(v)) for v in row))
         console.print(table)
 
 
-@app.command("principals")
+@command("principals", "Who acted in a window: roles, users, services.")
 @retry_if_store_changes
 def principals_cmd(
     since: Optional[str] = SinceOpt,
     until: Optional[str] = UntilOpt,
-    fmt: str = typer.Option("table", "--format", help="table, json or csv."),
+    fmt: str = _format_opt("table|json|csv", "table", "The output format (json and csv give the ARNs)."),
     store: Optional[Path] = StoreOpt,
+    quiet: bool = QuietOpt,
 ) -> None:
-    """List the principals that acted in the window: type, events, first/last seen, services used.
+    """List the principals that acted in the window: type, events, first/last seen, services used (IAM prefixes).
 
     Example: miner principals --since 2026-08-01 --until 2026-09-14 --format csv
+
+    The table names each principal (role or user name; the ARN for others); json and csv give the ARN.
     """
-    from miner import usage
+    from miner import jobs
 
     fmt = _check_format(fmt, ("table", "json", "csv"))
-    win = window(since, until)
-    con = _open_store(store)
-    df = usage.principals(con, win)
-    if df.empty:
-        fail(f"no events in the window {win}: widen --since/--until")
-    _emit_frame(df, fmt, f"principals, {win}", ["principal_arn", "principal_type", "events", "denied", "first_seen",
-                                                "last_seen", "services"])
+    win = window(since, until, quiet=quiet)
+    listing = jobs.principals(store_path(store), win)
+    _notes(listing.notes, quiet)
+    if fmt == "table":
+        _emit_frame(listing.frame, fmt, f"principals, {win}", ["name", "principal_type", "principal_account", "events",
+                                                                "denied", "first_seen", "last_seen", "services"])
+    else:
+        _emit_frame(listing.frame, fmt, "", ["principal_arn", "principal_type", "events", "denied", "first_seen",
+                                             "last_seen", "services"])
 
 
-@app.command("usage")
+@command("usage", "What one principal did: actions and resources.")
 @retry_if_store_changes
 def usage_cmd(
     role: Optional[str] = RoleOpt,
@@ -490,59 +697,72 @@ def usage_cmd(
     account: Optional[str] = AccountOpt,
     since: Optional[str] = SinceOpt,
     until: Optional[str] = UntilOpt,
-    fmt: str = typer.Option("table", "--format", help="table, json or csv (csv: the action rows)."),
-    top: int = typer.Option(5, "--top", help="How many source IP / user agent pairs to show."),
+    fmt: str = _format_opt("table|json|csv", "table", "The output format (json and csv: every action row)."),
+    every: bool = typer.Option(False, "--all", help="Table: one row per action and resource, not per resource "
+                                                    "template."),
+    top: int = typer.Option(5, "--top", metavar="N", help="How many source IP / user agent pairs to show."),
     store: Optional[Path] = StoreOpt,
+    quiet: bool = QuietOpt,
 ) -> None:
     """What one principal did in the window: actions and resources, counts, first/last seen, regions, and from where.
 
     Example: miner usage --role orders-api-task --since 90d
+
+    The table sums the calls of each action by the resource template `miner suggest` would grant (hundreds of
+    keys under one prefix are one row, with the number of resources); --all lists every resource.
     """
-    from miner import usage
+    from miner import jobs
 
     fmt = _check_format(fmt, ("table", "json", "csv"))
-    win = window(since, until)
-    con = _open_store(store)
-    who = _principal(con, win, role, user, principal, account)
-    used = usage.collect(con, who, win)
-    src = usage.sources(con, who.arn, win, top)
+    win = window(since, until, quiet=quiet)
+    act = jobs.usage(store_path(store), win, role=role, user=user, principal=principal, account=account, top=top)
+    used, who = act.usage, act.principal
+    _notes(act.notes, quiet)
     cols = ["action", "resource", "calls", "first_seen", "last_seen", "regions", "outcomes"]
     if fmt == "json":
         print_json({"principal": who.arn, "window": {"since": win.since.isoformat(), "until": win.until.isoformat()},
                     "events": used.events, "authorised_events": used.authorised_events,
                     "denied_events": used.denied_events, "actions": _records(used.authorised[cols + ["operations"]]),
-                    "denied": _records(used.denied[cols]), "sources": _records(src), "unmapped": _records(used.unmapped),
-                    "no_permission": _records(used.no_permission)})
+                    "denied": _records(used.denied[cols]), "sources": _records(act.sources),
+                    "unmapped": _records(used.unmapped), "no_permission": _records(used.no_permission),
+                    "summary": _records(act.summary())})
         return
     if fmt == "csv":
         _emit_frame(used.actions, "csv", "", ["outcome_class"] + cols + ["operations"])
         return
-    say(err, f"{who.arn} ({who.type}) · {win} · {used.events:,} events, {used.denied_events:,} denied")
-    _emit_frame(used.authorised, "table", "authorised calls", cols)
-    if len(used.denied):
-        _emit_frame(used.denied, "table", "denied calls (not granted)", cols)
-    if len(used.unmapped):
-        _emit_frame(used.unmapped, "table", "calls that map to no IAM action", ["event_source", "event_name", "calls", "note"])
-    _emit_frame(src, "table", "from where (top source IP / user agent)", ["source_ip", "user_agent", "events", "first_seen", "last_seen"])
-
-
-def _write_policy_files(suggestion, fmt: str, text: str, path: Path, quiet: bool) -> None:
-    """Write the policy to ``--out``; a split JSON policy goes to numbered sibling files (one document each)."""
-    from miner.synthesize import to_json
-
-    if fmt == "json" and len(suggestion.policies) > 1:
-        for i, doc in enumerate(suggestion.policies, 1):
-            target = path.with_name(f"{path.stem}-{i}{path.suffix or '.json'}")
-            target.write_text(json_text(doc, indent=2) + "\n", encoding="utf-8")
-            if not quiet:
-                say(err, f"wrote {target}")
-        return
-    path.write_text(text if fmt != "json" else to_json(suggestion), encoding="utf-8")
     if not quiet:
-        say(err, f"wrote {path}")
+        say(err, f"{who.arn} ({who.type}) · {win} · {used.events:,} events, {used.denied_events:,} denied")
+
+    def table(frame, title: str) -> None:
+        if every:
+            _emit_frame(frame, "table", title, cols)
+            return
+        summary = act.summary(frame)
+        more = f" ({len(frame):,} resources in {len(summary):,} rows; --all lists each)" \
+            if len(summary) < len(frame) else ""
+        _emit_frame(summary, "table", f"{title}, by action and resource template{more}", jobs.SUMMARY_COLUMNS)
+
+    table(used.authorised, "authorised calls")
+    if len(used.denied):
+        table(used.denied, "denied calls (not granted)")
+    if len(used.unmapped):
+        _emit_frame(used.unmapped, "table", "calls that map to no IAM action", ["event_source", "event_name", "calls",
+                                                                                "note"])
+    _emit_frame(act.sources, "table", "from where (top source IP / user agent)",
+                ["source_ip", "user_agent", "events", "first_seen", "last_seen"])
 
 
-@app.command("suggest")
+def _policy_files(result, fmt: str, path: Path, quiet: bool) -> None:
+    """Write the policy to ``--out``; a split JSON policy goes to numbered sibling files (one document each)."""
+    docs = result.suggestion.policies
+    if fmt == "json" and len(docs) > 1:
+        for i, doc in enumerate(docs, 1):
+            write_output(path.with_name(f"{path.stem}-{i}{path.suffix}"), json_text(doc, indent=2) + "\n", quiet)
+        return
+    write_output(path, result.policy(fmt), quiet)
+
+
+@command("suggest", "A least-privilege policy for one role or user (--diff).")
 @retry_if_store_changes
 def suggest_cmd(
     role: Optional[str] = RoleOpt,
@@ -551,207 +771,179 @@ def suggest_cmd(
     account: Optional[str] = AccountOpt,
     since: Optional[str] = SinceOpt,
     until: Optional[str] = UntilOpt,
-    fmt: Optional[str] = typer.Option(None, "--format", help="Policy: json (IAM JSON), terraform, cloudformation. "
-                                      "With --diff: text (default) or json (the report). [default: json, or from --out's extension]"),
-    out_file: Optional[Path] = typer.Option(None, "--out", help="Write the policy here (.json, .tf, .yaml) instead of stdout."),
-    max_resources: int = typer.Option(10, "--max-resources", help="Generalise more than N resources of one kind to a common prefix (0: never)."),
+    fmt: Optional[str] = typer.Option(
+        None, "--format", "-f", metavar="FORMAT",
+        help="The format of what stdout carries: the policy (json, terraform, cloudformation) or, with --diff, the "
+             "report (text, json) [default: json; with --diff, text]. Files take theirs from their extension."),
+    out_file: Optional[Path] = typer.Option(None, "--out", "-o", metavar="FILE",
+                                            help="Write the policy here (.json, .tf, .yaml/.yml) instead of stdout."),
+    report_file: Optional[Path] = typer.Option(None, "--report", metavar="FILE",
+                                               help="Write the diff report here (.txt, .json); implies --diff, and "
+                                                    "stdout then carries the policy (unless --out)."),
+    max_resources: int = typer.Option(10, "--max-resources", metavar="N",
+                                      help="Generalise more than N resources of one kind to a common prefix "
+                                           "(0: never)."),
     no_wildcards: bool = typer.Option(False, "--no-wildcards", help="List every action; no action wildcards."),
-    do_diff: bool = typer.Option(False, "--diff", help="Compare with the policies attached now (live IAM, or --iam-snapshot)."),
-    iam_snapshot: Optional[Path] = typer.Option(None, "--iam-snapshot", help="`aws iam get-account-authorization-details` output: a file, or a dir with one file per account."),
-    profile: Optional[str] = typer.Option(None, "--profile", help="AWS profile for live IAM."),
-    endpoint_url: Optional[str] = typer.Option(None, "--endpoint-url", help="IAM endpoint for live reads (e.g. a local moto server)."),
-    fail_on_unused: bool = typer.Option(False, "--fail-on-unused", help="With --diff: exit 1 when unused grants exist (for CI)."),
+    do_diff: bool = typer.Option(False, "--diff", help="Compare with the policies attached now (--iam-snapshot or "
+                                                       "--live); stdout carries the report."),
+    iam_snapshot: Optional[Path] = SnapshotOpt,
+    live: bool = LiveOpt,
+    profile: Optional[str] = ProfileOpt,
+    endpoint_url: Optional[str] = EndpointOpt,
+    fail_on_unused: bool = typer.Option(False, "--fail-on-unused",
+                                        help="With --diff: exit 1 when unused grants exist (for CI)."),
     store: Optional[Path] = StoreOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """A least-privilege policy from the principal's AUTHORISED calls in the window (default: the last 90 days).
 
-    Example: miner suggest --role ci-deploy --since 90d --diff --iam-snapshot iam/ --format terraform
+    Example: miner suggest --role ci-deploy --since 90d --diff --iam-snapshot iam/ --out policy.tf
+
+    Stdout carries one document: the policy, or with --diff the report (then the policy goes to --out, or the
+    report to --report FILE and the policy to stdout). What it was mined from goes to stderr (-q: nothing).
     """
-    from dataclasses import asdict
+    from miner import jobs
 
-    from miner import diff as diffmod
-    from miner import iam, usage
-    from miner import synthesize as syn
-
-    by_ext = {".tf": "terraform", ".yaml": "cloudformation", ".yml": "cloudformation", ".json": "json"}
-    policy_fmt = by_ext.get(out_file.suffix.lower(), "json") if out_file else "json"
-    report_fmt = "text"
-    if fmt:
-        allowed = ("text", "json", "terraform", "cloudformation") if do_diff else ("json", "terraform", "cloudformation")
-        fmt = _check_format(fmt, allowed)
-        if do_diff and fmt in ("text", "json"):
-            report_fmt = fmt
-        else:
-            policy_fmt = fmt
+    policy_fmt = output_format(out_file, POLICY_EXTENSIONS, "--out") if out_file else None
+    report_fmt = output_format(report_file, REPORT_EXTENSIONS, "--report") if report_file else None
+    do_diff = do_diff or report_file is not None
+    grants = _grants(iam_snapshot, live, profile, endpoint_url)
+    if grants.given and not do_diff:
+        fail("--iam-snapshot, --live, --profile and --endpoint-url read the attached policies for the diff: add --diff")
+    if do_diff and not grants.given:
+        fail("--diff compares with the policies attached now: give --iam-snapshot FILE|DIR, or --live (with "
+             "--profile NAME or --endpoint-url URL if needed)")
     if fail_on_unused and not do_diff:
         fail("--fail-on-unused needs --diff")
-    if max_resources < 0:
-        fail("--max-resources must be 0 or more")
-    win = window(since, until)
-    con = _open_store(store)
-    who = _principal(con, win, role, user, principal, account)
-    used = usage.collect(con, who, win)
-    authorised = used.authorised
-    if not used.events:
-        fail(f"{who.arn} has no events in the window {win}: widen --since/--until")
-    if authorised.empty:
-        fail(f"{who.arn} made no authorised calls that map to IAM actions in the window {win} "
-             f"({used.why_no_policy()}): no policy to suggest")
-    suggestion = syn.synthesize(authorised, max_resources=max_resources, wildcards=not no_wildcards)
+    stdout = "report" if do_diff and not report_file else None if out_file else "policy"
+    if stdout == "report":
+        report_fmt = (fmt or "text").lower()
+        if report_fmt not in ("text", "json"):
+            fail(f"--format {fmt}: with --diff, stdout carries the report (text or json); write the policy with "
+                 f"--out FILE ({', '.join(POLICY_EXTENSIONS)})")
+    elif stdout == "policy":
+        policy_fmt = _check_format(fmt or "json", ("json", "terraform", "cloudformation"))
+    elif fmt and fmt.lower() not in (policy_fmt, report_fmt):
+        fail(f"--format {fmt} does not match the files' extensions, and stdout carries nothing: leave out --format")
+    win = window(since, until, quiet=quiet)
+    result = jobs.suggest(store_path(store), win, role=role, user=user, principal=principal, account=account,
+                          max_resources=max_resources, wildcards=not no_wildcards,
+                          grants=grants if do_diff else None)
     if not quiet:
-        for line in syn.summary_lines(suggestion, principal_arn=who.arn, window=win, events=used.events,
-                                      authorised_events=used.authorised_events, denied=used.denied, unmapped=used.unmapped,
-                                      no_permission=used.no_permission):
+        for line in result.summary:
             say(err, line)
-        from miner.mapping import rules_version
-
-        say(err, f"mapping:    {rules_version()} (miner {__version__})")
-    description = f"Least-privilege policy for {who.arn} mined by miner from CloudTrail {win}"
-    if policy_fmt == "terraform":
-        text = syn.to_terraform(suggestion, who.short_name, description)
-    elif policy_fmt == "cloudformation":
-        kind = who.kind
-        text = syn.to_cloudformation(suggestion, who.short_name, description=description,
-                                     roles=[who.short_name] if kind == "role" else None,
-                                     users=[who.short_name] if kind == "user" else None)
-    else:
-        text = syn.to_json(suggestion)
+        _notes(result.notes, quiet)
+        if do_diff and not out_file and stdout == "report":
+            say(err, "policy:     in the report's unified diff; --out FILE writes it (.json, .tf, .yaml)")
     if out_file:
-        _write_policy_files(suggestion, policy_fmt, text, out_file, quiet)
-    if not do_diff:
-        if not out_file:
-            sys.stdout.write(text)
-        return
-    try:
-        attached = iam.from_snapshot(iam_snapshot, who.arn) if iam_snapshot else \
-            iam.from_live(who.arn, profile=profile, endpoint_url=endpoint_url)
-    except iam.IamError as e:
-        fail(str(e))
-    data_sources = usage.data_event_sources(con, win, account=who.account or iam.principal_parts(who.arn)[0])
-    boundary = [attached.boundary.document] if attached.boundary and attached.boundary.document else None
-    report = diffmod.compare(attached.documents, suggestion.policies, authorised, boundary=boundary,
-                             denied=used.denied, data_sources=data_sources, principal_arn=who.arn,
-                             principal_account=who.account, missing=attached.missing, source=attached.source,
-                             policies=attached.refs)
-    labels = [p.label for p in attached.policies] + ([f"boundary {attached.boundary.name}"] if attached.boundary else [])
-    if report_fmt == "json":
-        print_json({**report.to_dict(), "attached": labels,
-                    "window": {"since": win.since.isoformat(), "until": win.until.isoformat()},
-                    "catalog": suggestion.catalog_version, "policies": suggestion.policies,
-                    "generalisations": [asdict(g) for g in suggestion.generalisations],
-                    "fallbacks": [asdict(f) for f in suggestion.fallbacks]})
-    else:
-        sys.stdout.write(diffmod.render_text(report, attached=labels))
-        if policy_fmt != "json" and not out_file:
-            sys.stdout.write("\n" + text)
-    if fail_on_unused and report.count("unused"):
+        _policy_files(result, policy_fmt, out_file, quiet)
+    if report_file:
+        write_output(report_file, _json(result.report_dict()) if report_fmt == "json" else result.report_text(),
+                     quiet)
+    if stdout == "policy":
+        sys.stdout.write(result.policy(policy_fmt))
+    elif stdout == "report":
+        sys.stdout.write(_json(result.report_dict()) if report_fmt == "json" else result.report_text())
+    if fail_on_unused and result.unused:
         if not quiet:
-            say(err, f"{report.count('unused')} unused grants (--fail-on-unused)")
-        raise typer.Exit(1)
+            say(err, f"{result.unused} unused grants (--fail-on-unused)")
+        raise typer.Exit(EXIT_FINDING)
 
 
 # ----------------------------------------------------------------------------- review, backtest
-# (section owned by the review stage)
+# (section owned by the review stage; the work is in miner.jobs)
 
 
-def _rv_iam_source(iam_snapshot: Optional[Path], profile: Optional[str], endpoint_url: Optional[str], live: bool):
-    """The IAM source chosen by the options (a snapshot, live IAM, or none)."""
-    from miner import iam, review
-
-    try:
-        if iam_snapshot:
-            return review.snapshot_source(iam_snapshot)
-        if live or profile or endpoint_url:
-            return review.live_source(profile, endpoint_url)
-    except iam.IamError as e:
-        fail(str(e))
-    return None
+def _default_review_path(win: models.Window) -> Path:
+    """``review-<first day>-<last day>.html`` in the current folder (an ``until`` at midnight is not a day of it)."""
+    last = win.until - timedelta(microseconds=1)
+    return Path(f"review-{win.since:%Y-%m-%d}-{last:%Y-%m-%d}.html")
 
 
-_RvSnapshotOpt = typer.Option(None, "--iam-snapshot", help="`aws iam get-account-authorization-details` output: a file, or a dir with one file per account.")
-_RvProfileOpt = typer.Option(None, "--profile", help="AWS profile: read grants live from IAM.")
-_RvEndpointOpt = typer.Option(None, "--endpoint-url", help="IAM endpoint for live reads (e.g. a local moto server).")
-_RvLiveOpt = typer.Option(False, "--live", help="Read grants live from IAM with the default AWS credentials.")
-
-
-@app.command("review")
+@command("review", "Every role and user ranked by unused privilege (HTML).")
 @retry_if_store_changes
 def review_cmd(
     since: Optional[str] = SinceOpt,
     until: Optional[str] = UntilOpt,
-    out_file: Optional[Path] = typer.Option(None, "--out", help="Write the review here; the format follows the extension (.html, .md, .csv, .json)."),
-    fmt: Optional[str] = typer.Option(None, "--format", help="html, md, csv or json [default: from --out, else html]."),
-    compare: Optional[Path] = typer.Option(None, "--compare", help="A previous `--format json` review: show what changed since."),
-    iam_snapshot: Optional[Path] = _RvSnapshotOpt,
-    profile: Optional[str] = _RvProfileOpt,
-    endpoint_url: Optional[str] = _RvEndpointOpt,
-    live: bool = _RvLiveOpt,
-    account: Optional[str] = typer.Option(None, "--account", help="Only principals of this account."),
-    max_resources: int = typer.Option(10, "--max-resources", help="Suggested policies: generalise more than N resources of one kind."),
+    out_files: list[Path] = typer.Option(
+        [], "--out", "-o", metavar="FILE",
+        help="Write the review here; the format follows the extension (.html, .md, .csv, .json). Repeat for several "
+             "formats of one review [default: review-SINCE-UNTIL.html, or stdout for --format md, csv or json]."),
+    fmt: Optional[str] = _format_opt("html|md|csv|json", None, "Without --out: md, csv and json go to stdout, "
+                                                               "html to the default file."),
+    compare: Optional[Path] = typer.Option(None, "--compare", metavar="FILE",
+                                           help="A previous --format json review: show what changed since."),
+    iam_snapshot: Optional[Path] = SnapshotOpt,
+    live: bool = LiveOpt,
+    profile: Optional[str] = ProfileOpt,
+    endpoint_url: Optional[str] = EndpointOpt,
+    account: Optional[str] = typer.Option(None, "--account", metavar="ID", help="Only principals of this account."),
+    max_resources: int = typer.Option(10, "--max-resources", metavar="N",
+                                      help="Suggested policies: generalise more than N resources of one kind."),
     no_wildcards: bool = typer.Option(False, "--no-wildcards", help="Suggested policies: no action wildcards."),
     store: Optional[Path] = StoreOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """Quarterly right-sizing review: every role and user ranked by unused privilege and its risk.
 
-    Example: miner review --since 90d --iam-snapshot iam/ --out review.html --compare last-quarter.json
+    Example: miner review --since 90d --iam-snapshot iam/ -o review.html -o review.json --compare last-quarter.json
     """
-    from miner import report, review
+    from miner import jobs, report
 
-    try:
-        fmt = report.format_for(str(out_file) if out_file else None, fmt)
-    except ValueError as e:
-        fail(str(e))
-    previous = None
-    if compare:
+    outputs = [(p, output_format(p, REVIEW_EXTENSIONS, "--out")) for p in out_files]
+    if fmt:
         try:
-            previous = review.load_review(compare)
+            fmt = report.format_for(None, fmt)
         except ValueError as e:
-            fail(str(e))
-    win = window(since, until)
-    con = _open_store(store)
-    source = _rv_iam_source(iam_snapshot, profile, endpoint_url, live)
-    rv = review.build_review(con, win, iam_source=source, store=store_path(store), account=account,
-                             max_resources=max_resources, wildcards=not no_wildcards)
-    if not rv["principals"]:
-        fail(f"no roles or users acted in the window {win} and no IAM source lists any: widen --since/--until")
-    changes = review.compare_reviews(previous, rv) if previous else None
-    text = report.render(rv, fmt, changes)
-    if out_file:
-        out_file.write_text(text, encoding="utf-8")
-    else:
-        sys.stdout.write(text)
+            fail(f"--format: {e}")
+        if outputs and any(f != fmt for _, f in outputs):
+            fail(f"--format {fmt} does not match the extension of --out: leave out --format (the extension decides)")
+    if compare is not None and not compare.is_file():
+        fail(f"--compare {compare}: no such file (a previous `miner review --format json` output)")
+    grants = _grants(iam_snapshot, live, profile, endpoint_url)
+    win = window(since, until, quiet=quiet)
+    if not outputs and (fmt or "html") == "html":
+        outputs = [(_default_review_path(win), "html")]
+    result = jobs.review(store_path(store), win, grants=grants, account=account, max_resources=max_resources,
+                         wildcards=not no_wildcards, previous=compare)
+    rendered: dict[str, str] = {}
+    for path, f in outputs:
+        if f not in rendered:
+            rendered[f] = result.render(f)
+        write_output(path, rendered[f], quiet=True)
+    if not outputs:
+        sys.stdout.write(result.render(fmt))
     if not quiet:
-        s = rv["summary"]
-        grants = (f", {s['unused_actions']:,} unused granted actions, {s['high_risk']} high-risk grants "
-                  f"(unused or used far more broadly than granted)"
-                  if rv["grants_known"] else " (grants unknown: no --iam-snapshot or live IAM)")
-        say(err, f"reviewed {s['principals']} principals in {win}: {s['active']} active, {s['never_used']} never used"
-            f"{grants}" + (f"; {changes['summary']['changed_principals']} changed, "
-                           f"{changes['summary']['new_principals']} new, {changes['summary']['gone_principals']} gone "
-                           "since the previous review" if changes else "")
-            + (f" -> {out_file}" if out_file else ""))
+        _notes(result.notes, quiet)
+        files = ", ".join(str(p) for p, _ in outputs)
+        say(err, result.summary_line() + (f" -> {files}" if files else ""))
 
 
-@app.command("backtest")
+@command("backtest", "Score suggested policies on later activity.")
 @retry_if_store_changes
 def backtest_cmd(
     role: Optional[str] = RoleOpt,
     user: Optional[str] = UserOpt,
     principal: Optional[str] = PrincipalOpt,
     account: Optional[str] = AccountOpt,
-    train: str = typer.Option("60d", "--train", help="Training window length (mine here)."),
-    test: str = typer.Option("30d", "--test", help="Test window length (replay here), right after training."),
-    until: Optional[str] = typer.Option(None, "--until", help="End of the test window [default: the midnight after the principal's last event]."),
-    levels: str = typer.Option("1,10,50", "--max-resources", help="Comma-separated --max-resources levels to compare."),
-    fmt: str = typer.Option("table", "--format", help="table or json; with --all also csv (one row per principal and setting)."),
-    every: bool = typer.Option(False, "--all", help="Every IAM role and user with enough history, and each setting summarised over them."),
-    min_days: str = typer.Option("30d", "--min-days", help="With --all: the history a principal needs before the end of its test window."),
-    iam_snapshot: Optional[Path] = _RvSnapshotOpt,
-    profile: Optional[str] = _RvProfileOpt,
-    endpoint_url: Optional[str] = _RvEndpointOpt,
-    live: bool = _RvLiveOpt,
+    train: str = typer.Option("60d", "--train", metavar="DAYS", help="Training window length (mine here)."),
+    test: str = typer.Option("30d", "--test", metavar="DAYS", help="Test window length (replay here), right after "
+                                                                    "training."),
+    until: Optional[str] = typer.Option(None, "--until", metavar="TIME",
+                                        help="End of the test window [default: the midnight after the principal's "
+                                             "last event]."),
+    levels: str = typer.Option("1,10,50", "--max-resources", metavar="N,N,...",
+                               help="Comma-separated --max-resources levels to compare."),
+    fmt: str = _format_opt("table|json|csv", "table", "The output format; csv with --all (one row per principal "
+                                                       "and setting)."),
+    every: bool = typer.Option(False, "--all", help="Every IAM role and user with enough history, and each setting "
+                                                    "summarised over them."),
+    min_days: str = typer.Option("30d", "--min-days", metavar="DAYS",
+                                 help="With --all: the history a principal needs before the end of its test window."),
+    iam_snapshot: Optional[Path] = SnapshotOpt,
+    live: bool = LiveOpt,
+    profile: Optional[str] = ProfileOpt,
+    endpoint_url: Optional[str] = EndpointOpt,
     store: Optional[Path] = StoreOpt,
     quiet: bool = QuietOpt,
 ) -> None:
@@ -760,91 +952,40 @@ def backtest_cmd(
     Mines on the training window, replays the test window right after it, for several settings.
 
     Example: miner backtest --role orders-api-task --train 60d --test 30d --format json
+
     Example: miner backtest --all --train 30d --test 15d --format csv > backtest.csv
     """
-    from miner import backtest, iam, models, usage
+    import time
+
+    from miner import backtest, jobs
 
     formats = ("table", "json", "csv") if every else ("table", "json")
+    fmt = fmt.lower()
     if fmt not in formats:
         fail(f"--format must be {', '.join(formats[:-1])} or {formats[-1]}{'' if every else ' (csv with --all)'} "
              f"(got {fmt!r})")
-    if every and (role or user or principal or account):
-        fail("--all backtests every principal: leave out --role, --user, --principal and --account")
-    try:
-        train_days, test_days = backtest.parse_days(train), backtest.parse_days(test)
-        history = backtest.parse_days(min_days)
-        mr = sorted({int(x) for x in levels.split(",") if x.strip()}, reverse=True)
-    except ValueError as e:
-        fail(str(e) if "duration" in str(e) else f"--max-resources takes integers such as 1,10,50 ({e})")
-    settings = [s for s in backtest.default_settings() if s.service_level or s.max_resources in mr]
-    settings += [backtest.Setting(f"{'wildcards' if wc else 'no-wildcards'}, max-resources {m}", wc, m)
-                 for wc in (False, True) for m in mr if m not in (1, 10, 50)]
-    con = _open_store(store)
-    source = _rv_iam_source(iam_snapshot, profile, endpoint_url, live)
-    if every:
-        _backtest_all(con, source, train_days, test_days, window(None, until).until if until else None, history,
-                      settings, fmt, quiet)
+    anchor = window(None, until, quiet=quiet).until if until else None
+    grants = _grants(iam_snapshot, live, profile, endpoint_url)
+    args = dict(role=role, user=user, principal=principal, account=account, train=train, test=test, until=anchor,
+                max_resources=levels, min_days=min_days, grants=grants)
+    if not every:
+        result = jobs.backtest(store_path(store), **args)
+        if fmt == "json":
+            print_json(result)
+        else:
+            sys.stdout.write(backtest.format_table(result))
         return
-    everything = models.Window(datetime(1970, 1, 1, tzinfo=timezone.utc), datetime(2200, 1, 1, tzinfo=timezone.utc))
-    who = _principal(con, everything, role, user, principal, account)
-    if until:
-        anchor = window(None, until).until
-    else:
-        last = usage.principals(con, everything, principal_arn=who.arn)["last_seen"].max()
-        anchor = backtest.default_anchor(last.to_pydatetime())
-    try:
-        train_w, test_w = backtest.split_windows(anchor, train_days, test_days)
-    except ValueError as e:
-        fail(str(e))
-    current = None
-    if source is not None:
-        try:
-            current = [d for _, d in source.attached(who.arn).documents]
-        except iam.IamError as e:
-            fail(str(e))
-    try:
-        result = backtest.run_backtest(con, who, train_w, test_w, settings=settings, current=current)
-    except ValueError as e:
-        fail(str(e))
-    if fmt == "json":
-        print_json(result)
-    else:
-        sys.stdout.write(backtest.format_table(result))
-
-
-def _backtest_all(con, source, train_days: float, test_days: float, until: Optional[datetime], min_days: float,
-                  settings: list, fmt: str, quiet: bool) -> None:
-    """``miner backtest --all``: run :func:`miner.backtest.run_backtest_all` with a progress bar, print the result."""
-    import time
-
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from miner import backtest, iam
-
-    known = {inv["arn"] for inv in source.inventory} if source is not None else set()
-
-    def current_for(arn: str):
-        if arn not in known:
-            return None
-        try:
-            return [d for _, d in source.attached(arn).documents]
-        except iam.IamError:
-            return None
 
     bar = Progress(TextColumn("backtest"), BarColumn(), MofNCompleteColumn(), TextColumn("principals"),
                    TimeElapsedColumn(), console=err, transient=True, disable=quiet)
     task = bar.add_task("backtest", total=None)
     started = time.perf_counter()
     with bar:
-        try:
-            result = backtest.run_backtest_all(
-                con, train_days=train_days, test_days=test_days, until=until, min_days=min_days, settings=settings,
-                current_for=current_for if source is not None else None,
-                progress=lambda done, total, _arn: bar.update(task, total=total, completed=done))
-        except ValueError as e:
-            fail(str(e))
+        result = jobs.backtest(store_path(store), every=True, **args,
+                               progress=lambda done, total, _arn: bar.update(task, total=total, completed=done))
     if fmt == "json":
-        sys.stdout.write(json_text(result, indent=2, allow_nan=False) + "\n")
+        print_json(result)
     elif fmt == "csv":
         sys.stdout.write(backtest.all_csv(result))
     else:
@@ -856,13 +997,7 @@ def _backtest_all(con, source, train_days: float, test_days: float, until: Optio
 
 def main() -> None:
     """Console-script entry point."""
-    from miner.store import StoreError
-
-    try:
-        app()
-    except (UserError, StoreError) as e:
-        err.print(_error_text(str(e)))
-        sys.exit(2)
+    app()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -779,6 +779,12 @@ def unobservable_reason(action: str, data_sources: set[str]) -> str | None:
     return None
 
 
+@lru_cache(maxsize=1 << 17)
+def _unobservable_reason(action: str, data_sources: frozenset[str]) -> str | None:
+    """:func:`unobservable_reason`, remembered (a review asks it for every granted action of every principal)."""
+    return unobservable_reason(action, data_sources)
+
+
 def classify(grants: dict[str, Grant], used: set[str], data_sources: set[str]) -> pd.DataFrame:
     """Classify each granted action as used, unused or unobservable.
 
@@ -791,17 +797,44 @@ def classify(grants: dict[str, Grant], used: set[str], data_sources: set[str]) -
         Columns action, service, status (``used``/``unused``/``unobservable``), reason, all_resources,
         conditional, sources (comma-joined policy labels); sorted by action.
     """
-    used_low = {u.lower() for u in used}
-    rows = []
-    for a in sorted(grants):
-        g = grants[a]
-        if a.lower() in used_low:
-            status, reason = "used", ""
-        else:
-            why = unobservable_reason(a, data_sources)
-            status, reason = ("unobservable", why) if why else ("unused", "")
-        rows.append((a, a.split(":", 1)[0], status, reason, g.all_resources, g.conditional, ",".join(sorted(g.sources))))
-    return pd.DataFrame(rows, columns=["action", "service", "status", "reason", "all_resources", "conditional", "sources"])
+    return _Classes(grants).of(used, data_sources)[0]
+
+
+_CLASS_COLUMNS = ["action", "service", "status", "reason", "all_resources", "conditional", "sources"]
+
+
+class _Classes:
+    """:func:`classify` for one granted set and many usages: what the grants alone decide (each action unused, or
+    unobservable and why) is worked out once per set of data-event sources; :meth:`of` marks the used actions."""
+
+    def __init__(self, grants: dict[str, Grant]):
+        self._grants = grants
+        self._actions = sorted(grants)
+        self._at: dict[str, list[int]] = {}  # lower-cased action -> its positions
+        for i, a in enumerate(self._actions):
+            self._at.setdefault(a.lower(), []).append(i)
+        self._unused: dict[frozenset, tuple[pd.DataFrame, list[str]]] = {}
+
+    def of(self, used: set[str], data_sources: set[str]) -> tuple[pd.DataFrame, dict[str, str]]:
+        """The classification (as :func:`classify` returns it) and action -> status."""
+        sources = frozenset(data_sources)
+        if sources not in self._unused:
+            rows = []
+            for a in self._actions:
+                g = self._grants[a]
+                why = _unobservable_reason(a, sources)
+                rows.append((a, a.split(":", 1)[0], "unobservable" if why else "unused", why or "", g.all_resources,
+                             g.conditional, ",".join(sorted(g.sources))))
+            self._unused[sources] = (pd.DataFrame(rows, columns=_CLASS_COLUMNS), [r[2] for r in rows])
+        frame, statuses = self._unused[sources]
+        frame = frame.copy()
+        status = dict(zip(self._actions, statuses))
+        at = sorted(i for u in {u.lower() for u in used} for i in self._at.get(u, ()))
+        if at:
+            frame.iloc[at, _CLASS_COLUMNS.index("status")] = "used"
+            frame.iloc[at, _CLASS_COLUMNS.index("reason")] = ""
+            status.update((self._actions[i], "used") for i in at)
+        return frame, status
 
 
 _STATUS_ORDER = {"unused": 0, "used_broadly": 1, "unobservable": 2}
@@ -846,7 +879,7 @@ def _finding(s: Statement, fired: dict[int, list[str]], rules: list[dict], statu
     policy = ref.get("policy") or s.origin
     where = f"statement {s.name} of " + (policy if policy.startswith("arn:") else s.origin or policy)
     stmt_used = [a for a in granted_by if status.get(a) == "used"]
-    stmt_unobs = [a for a in granted_by if status.get(a) == "unobservable"]
+    stmt_unobs = sorted(a for a in granted_by if status.get(a) == "unobservable")  # granted_by is in set order
     seen = sorted({r for lst in used_on.values() for r in lst})
     if st == "unused" and not stmt_used:
         remedy = f"remove {where}: none of its actions was used in the window" + \
@@ -895,9 +928,16 @@ def high_risk(grants: dict[str, Grant], classification: pd.DataFrame, catalog=No
         (those of the status), unused, unobservable, used_on (action -> the first :data:`USED_ON_SHOWN` resources
         it was used on through the statement, where it grants more), used_resources (how many in all), remedy.
     """
-    catalog = _catalog(catalog)
-    status = dict(zip(classification["action"], classification["status"])) if len(classification) else {}
-    observed = {a.lower(): {r for r in res if r != "*"} for a, res in (observed or {}).items()}
+    fired, granted_by = _fired_rules(grants, _catalog(catalog))
+    status = dict(zip(classification["action"].tolist(), classification["status"].tolist())) \
+        if len(classification) else {}
+    return _findings(fired, granted_by, status, observed, policies)
+
+
+def _fired_rules(grants: dict[str, Grant], catalog) -> tuple[dict[Statement, dict[int, list[str]]],
+                                                              dict[Statement, list[str]]]:
+    """Which high-risk rules fire on which granting statement (rule index -> the actions it matched), and the
+    actions each statement grants: all that :func:`high_risk` needs of the grants, whatever the usage."""
     by_service: dict[str, list[str]] = {}
     granted_by: dict[Statement, list[str]] = {}
     for a, g in grants.items():
@@ -930,6 +970,15 @@ def high_risk(grants: dict[str, Grant], classification: pd.DataFrame, catalog=No
             owners = whole or owners
         for s, lst in owners.items():
             fired.setdefault(s, {})[i] = lst
+    return fired, granted_by
+
+
+def _findings(fired: dict[Statement, dict[int, list[str]]], granted_by: dict[Statement, list[str]],
+              status: dict[str, str], observed: dict[str, set[str]] | None,
+              policies: dict[str, dict] | None) -> list[dict]:
+    """The findings of :func:`high_risk` from the rules that fired and each granted action's status."""
+    rules = high_risk_rules()
+    observed = {a.lower(): {r for r in res if r != "*"} for a, res in (observed or {}).items()}
     refs = policies or {}
     out = [f for s, by_rule in fired.items()
            if (f := _finding(s, by_rule, rules, status, observed, granted_by.get(s, []), refs.get(s.origin, {})))]
@@ -1157,10 +1206,39 @@ def _conditions_frame(found: dict) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=CONDITION_COLUMNS)
 
 
+@dataclass
+class _Attached:
+    """What :func:`compare` derives from the attached documents alone."""
+
+    grants: dict[str, Grant]
+    identity: Evaluator  # the identity policies
+    full: Evaluator  # with the boundary
+    fired: dict[Statement, dict[int, list[str]]]  # see _fired_rules
+    granted_by: dict[Statement, list[str]]
+    classes: _Classes
+
+
+def _attached(current: list[tuple[str, dict]], boundary: list[dict] | None, catalog, cache: dict | None) -> _Attached:
+    """The :class:`_Attached` of a set of documents, from ``cache`` when the same documents were seen before (the
+    labels count: findings name the policy by them). Principals share it: nothing changes it but the classes'
+    memory of what the grants alone decide."""
+    key = json.dumps([list(current), boundary, catalog.version], sort_keys=True, default=str) \
+        if cache is not None else None
+    if key is not None and key in cache:
+        return cache[key]
+    grants = granted_set(current, boundary, catalog)
+    found = _Attached(grants, Evaluator(list(current)), Evaluator(list(current), boundary),
+                      *_fired_rules(grants, catalog), _Classes(grants))
+    if key is not None:
+        cache[key] = found
+    return found
+
+
 def compare(current: list[tuple[str, dict]], suggested: list[dict], usage: pd.DataFrame, *,
             boundary: list[dict] | None = None, denied: pd.DataFrame | None = None, data_sources: set[str] = frozenset(),
             principal_arn: str = "", principal_account: str | None = None, missing: list[str] = (),
-            source: str = "", policies: dict[str, dict] | None = None, catalog=None) -> DiffReport:
+            source: str = "", policies: dict[str, dict] | None = None, catalog=None,
+            cache: dict | None = None) -> DiffReport:
     """Compare the attached policies with the suggested ones and the observed usage.
 
     Conditions of the attached policies are evaluated against what the log records for each (action, resource)
@@ -1182,17 +1260,18 @@ def compare(current: list[tuple[str, dict]], suggested: list[dict], usage: pd.Da
         policies: label -> ``{"policy": managed ARN or inline name, "policy_kind": ...}`` for the high-risk
             findings (:attr:`miner.iam.AttachedPolicies.refs`).
         catalog: the IAM catalogue.
+        cache: a dict kept across calls (e.g. one per review): what the documents alone give (granted set, parsed
+            statements, the high-risk rules that fire) is computed once per distinct set of documents and boundary.
 
     Returns:
         The :class:`DiffReport`.
     """
     catalog = _catalog(catalog)
-    grants = granted_set(current, boundary, catalog)
+    attached = _attached(current, boundary, catalog, cache)
+    grants, identity, full = attached.grants, attached.identity, attached.full
     used = set(usage["action"]) if len(usage) else set()
-    cls = classify(grants, used, set(data_sources))
-    risky = high_risk(grants, cls, catalog, observed=_observed(usage), policies=policies)
-    identity = Evaluator(list(current))
-    full = Evaluator(list(current), boundary)
+    cls, status = attached.classes.of(used, data_sources)
+    risky = _findings(attached.fired, attached.granted_by, status, _observed(usage), policies)
     with_conditions = full.conditional
     rows, found = [], {}
     cols = set(usage.columns)

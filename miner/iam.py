@@ -169,7 +169,8 @@ def _default_version(policy: dict) -> dict | None:
     return None
 
 
-def from_snapshot(path: Path, principal_arn: str) -> AttachedPolicies:
+def from_snapshot(path: Path, principal_arn: str, *,
+                  snapshots: list[tuple[str, dict]] | None = None) -> AttachedPolicies:
     """The policies attached to a role or user, from a snapshot file or directory.
 
     Managed policy documents come from the snapshot's ``Policies`` list (default version); AWS managed policies
@@ -179,6 +180,7 @@ def from_snapshot(path: Path, principal_arn: str) -> AttachedPolicies:
     Args:
         path: the snapshot file or directory (see :func:`load_snapshot`).
         principal_arn: the role or user ARN.
+        snapshots: the snapshot as :func:`load_snapshot` read it (to read many principals from one reading).
 
     Returns:
         The :class:`AttachedPolicies`.
@@ -187,9 +189,8 @@ def from_snapshot(path: Path, principal_arn: str) -> AttachedPolicies:
         IamError: when the principal is not in the snapshot.
     """
     account, kind, name = principal_parts(principal_arn)
-    snaps = load_snapshot(path)
     # Prefer the file named after the account, then any file holding the principal.
-    snaps.sort(key=lambda s: (account not in s[0], s[0]))
+    snaps = sorted(load_snapshot(path) if snapshots is None else snapshots, key=lambda s: (account not in s[0], s[0]))
     list_key = "RoleDetailList" if kind == "role" else "UserDetailList"
     name_key = "RoleName" if kind == "role" else "UserName"
     for fname, data in snaps:

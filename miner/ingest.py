@@ -1815,6 +1815,7 @@ def ingest(sources: Sequence[str], store: Path, *, window: Window | None = None,
         report.window = f"{s3_window} (S3 default: last {S3_DEFAULT_DAYS} days)"
     filt = (frozenset(accounts), frozenset(regions)) if accounts or regions else None
     prog = Progress()
+    created = not store.exists()
 
     with _disk_full_is_a_store_error(store), st.write_lock(store) as lock:
         if lock.took_over:
@@ -1870,6 +1871,7 @@ def ingest(sources: Sequence[str], store: Path, *, window: Window | None = None,
                 if not failed:
                     raise  # (after a failure, the first error is the one reported)
             st.clean_tmp(store)
+            st.tidy_after_write(store, created=created)
     report.seconds = round(time.monotonic() - t0, 3)
     return report
 

@@ -1437,6 +1437,23 @@ def get_mapper(service_reference: str | None = None) -> Mapper:
     return _mapper_for(service_reference_dir(service_reference))
 
 
+def service_prefix(event_source: str | None) -> str:
+    """The IAM prefix of an event source, as the mapping resolves it: ``monitoring.amazonaws.com`` -> ``cloudwatch``.
+
+    Args:
+        event_source: an ``eventSource`` host.
+
+    Returns:
+        The best IAM prefix (``sources.csv``, the catalogue, then botocore's models), else the host's service part.
+    """
+    from miner.servicereference import host_key
+
+    key = host_key(event_source)
+    mapper = get_mapper()
+    found = mapper.cheap_prefixes(key) or mapper.prefixes(key)
+    return found[0] if found else key
+
+
 def map_event(event_source: str, event_name: str, request_parameters=None, resources=None,
               account: str = "", region: str = "", partition: str = "", event_type: str | None = None) -> MappingResult:
     """Map one CloudTrail event to the IAM actions and resources that authorised it.
@@ -1468,6 +1485,17 @@ FRAME_INPUTS = ("event_source", "event_name", "request_parameters", "resources",
 #: Columns :func:`map_frame` adds.
 FRAME_OUTPUTS = ("action", "resource", "derivation", "reason", "implicit", "resource_type", "condition_key",
                  "condition_value", "status", "note", "via")
+
+
+def _values_at(column, positions) -> list:
+    """The values of a pandas column at ``positions`` as Python objects (missing ones as ``None`` or NaN); Arrow-backed
+    text is taken in Arrow (``astype(object)`` builds its values one by one)."""
+    import pandas as pd
+    import pyarrow as pa
+
+    if isinstance(column.dtype, pd.StringDtype) and column.dtype.storage == "pyarrow":
+        return pa.array(column.array).take(pa.array(positions)).to_pylist()
+    return column.iloc[positions].astype(object).tolist()
 
 
 def map_frame(df, mapper: Mapper | None = None):
@@ -1505,7 +1533,7 @@ def map_frame(df, mapper: Mapper | None = None):
         code, _ = pd.factorize(code)
         code = code.astype(np.int64)
     uniq_codes, first = np.unique(code, return_index=True)
-    firsts = {c: df[c].iloc[first].astype(object).tolist() for c in cols}  # only the rows that get mapped
+    firsts = {c: _values_at(df[c], first) for c in cols}  # only the rows that get mapped
 
     def get(c, u):
         if c not in firsts:

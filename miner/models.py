@@ -6,46 +6,73 @@ import os
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
+from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pyarrow as pa
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 #: Normalised columns of one stored CloudTrail record, in file order.
 #: Hive partition keys (``account=``, ``region=``, ``date=``) are added by the store on top of these.
-EVENT_FIELDS: list[tuple[str, pa.DataType, str]] = [
-    ("event_id", pa.string(), "eventID; the dedupe key"),
-    ("event_time", pa.timestamp("us", tz="UTC"), "eventTime in UTC (or @timestamp for re-exported records)"),
-    ("event_source", pa.string(), "eventSource host, e.g. s3.amazonaws.com"),
-    ("event_name", pa.string(), "eventName as logged (an API operation, not an IAM action)"),
-    ("aws_region", pa.string(), "awsRegion"),
-    ("account_id", pa.string(), "recipientAccountId (string: leading zeros kept)"),
-    ("principal_arn", pa.string(), "who acted: the IAM role ARN for AssumedRole (sessionIssuer.arn, path kept), the user/root ARN, "
-     "the service host for AWSService, the userId for IdentityCenterUser, 'ANONYMOUS_PRINCIPAL' for anonymous"),
-    ("principal_type", pa.string(), "userIdentity.type (AssumedRole, IAMUser, Root, FederatedUser, AWSService, AWSAccount, ...)"),
-    ("principal_name", pa.string(), "role or user name (sessionIssuer.userName / userName)"),
-    ("principal_account", pa.string(), "userIdentity.accountId"),
-    ("session_name", pa.string(), "session part of an assumed-role or federated ARN"),
-    ("session_arn", pa.string(), "userIdentity.arn as logged"),
-    ("access_key_id", pa.string(), "userIdentity.accessKeyId"),
-    ("source_ip", pa.string(), "sourceIPAddress (may be a service host or 'AWS Internal')"),
-    ("user_agent", pa.string(), "userAgent"),
-    ("error_code", pa.string(), "errorCode (empty string stored as null)"),
-    ("error_message", pa.string(), "errorMessage"),
-    ("outcome", pa.string(), "outcome class: success, denied, not_found, throttled, dry_run, error"),
-    ("read_only", pa.bool_(), "readOnly"),
-    ("event_type", pa.string(), "eventType (AwsApiCall, AwsServiceEvent, AwsConsoleSignIn, ...)"),
-    ("event_category", pa.string(), "eventCategory (Management, Data, NetworkActivity, Insight)"),
-    ("management_event", pa.bool_(), "managementEvent"),
-    ("request_parameters", pa.string(), "requestParameters as JSON text (null when absent)"),
-    ("resources", pa.string(), "resources[] as JSON text (null when absent)"),
-    ("invoked_by", pa.string(), "userIdentity.invokedBy"),
-    ("vpc_endpoint_id", pa.string(), "vpcEndpointId"),
-    ("partition", pa.string(), "AWS partition: aws, aws-us-gov or aws-cn"),
-    ("event_version", pa.string(), "eventVersion"),
-    ("source_object", pa.string(), "the file or s3:// object the record came from"),
-]
+#: ``EVENT_FIELDS`` and ``EVENT_SCHEMA`` are built on first use (importing this module does not load pyarrow, so a
+#: command's start-up, ``miner --help`` included, stays cheap).
 
-EVENT_SCHEMA = pa.schema([pa.field(name, typ) for name, typ, _ in EVENT_FIELDS])
+
+@lru_cache(maxsize=1)
+def _event_fields() -> list[tuple[str, pa.DataType, str]]:
+    import pyarrow as pa
+
+    return [
+        ("event_id", pa.string(), "eventID; the dedupe key"),
+        ("event_time", pa.timestamp("us", tz="UTC"), "eventTime in UTC (or @timestamp for re-exported records)"),
+        ("event_source", pa.string(), "eventSource host, e.g. s3.amazonaws.com"),
+        ("event_name", pa.string(), "eventName as logged (an API operation, not an IAM action)"),
+        ("aws_region", pa.string(), "awsRegion"),
+        ("account_id", pa.string(), "recipientAccountId (string: leading zeros kept)"),
+        ("principal_arn", pa.string(), "who acted: the IAM role ARN for AssumedRole (sessionIssuer.arn, path kept), the user/root ARN, "
+         "the service host for AWSService, the userId for IdentityCenterUser, 'ANONYMOUS_PRINCIPAL' for anonymous"),
+        ("principal_type", pa.string(), "userIdentity.type (AssumedRole, IAMUser, Root, FederatedUser, AWSService, AWSAccount, ...)"),
+        ("principal_name", pa.string(), "role or user name (sessionIssuer.userName / userName)"),
+        ("principal_account", pa.string(), "userIdentity.accountId"),
+        ("session_name", pa.string(), "session part of an assumed-role or federated ARN"),
+        ("session_arn", pa.string(), "userIdentity.arn as logged"),
+        ("access_key_id", pa.string(), "userIdentity.accessKeyId"),
+        ("source_ip", pa.string(), "sourceIPAddress (may be a service host or 'AWS Internal')"),
+        ("user_agent", pa.string(), "userAgent"),
+        ("error_code", pa.string(), "errorCode (empty string stored as null)"),
+        ("error_message", pa.string(), "errorMessage"),
+        ("outcome", pa.string(), "outcome class: success, denied, not_found, throttled, dry_run, error"),
+        ("read_only", pa.bool_(), "readOnly"),
+        ("event_type", pa.string(), "eventType (AwsApiCall, AwsServiceEvent, AwsConsoleSignIn, ...)"),
+        ("event_category", pa.string(), "eventCategory (Management, Data, NetworkActivity, Insight)"),
+        ("management_event", pa.bool_(), "managementEvent"),
+        ("request_parameters", pa.string(), "requestParameters as JSON text (null when absent)"),
+        ("resources", pa.string(), "resources[] as JSON text (null when absent)"),
+        ("invoked_by", pa.string(), "userIdentity.invokedBy"),
+        ("vpc_endpoint_id", pa.string(), "vpcEndpointId"),
+        ("partition", pa.string(), "AWS partition: aws, aws-us-gov or aws-cn"),
+        ("event_version", pa.string(), "eventVersion"),
+        ("source_object", pa.string(), "the file or s3:// object the record came from"),
+    ]
+
+
+@lru_cache(maxsize=1)
+def _event_schema() -> pa.Schema:
+    import pyarrow as pa
+
+    return pa.schema([pa.field(name, typ) for name, typ, _ in _event_fields()])
+
+
+def __getattr__(name: str):
+    """``EVENT_FIELDS`` ((name, Arrow type, description) of every stored column) and ``EVENT_SCHEMA``, lazily."""
+    if name == "EVENT_FIELDS":
+        return _event_fields()
+    if name == "EVENT_SCHEMA":
+        return _event_schema()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 PARTITION_KEYS = ("account", "region", "date")
 
 #: Outcome classes (see DESIGN.md "Outcomes"). Authorised outcomes count towards a policy.

@@ -92,3 +92,25 @@ def run(con: Any, name: str, **params: Any):
     if hasattr(con, "run_sql"):  # another engine (miner.engine.SparkConnection): it translates the same file
         return con.run_sql(name, load(name), values)
     return con.execute(load(name), values).df()
+
+
+def run_arrow(con: Any, name: str, **params: Any):
+    """:func:`run`, returning a :class:`pyarrow.Table`: large results reach pandas without a conversion per value
+    (``Table.to_pandas()`` keeps text columns in Arrow), several times faster than :func:`run` for wide text.
+
+    Args:
+        con: a DuckDB connection on which the store's ``events`` view exists.
+        name: the query's file stem.
+        **params: values for the query's named parameters; extra ones are ignored, missing ones raise.
+
+    Returns:
+        The result as a :class:`pyarrow.Table`.
+    """
+    wanted = parameters(name)
+    missing = [p for p in wanted if p not in params]
+    if missing:
+        raise TypeError(f"query {name!r} needs parameters: {', '.join(missing)}")
+    values = {k: params[k] for k in wanted}
+    if hasattr(con, "run_sql_arrow"):  # another engine (miner.engine.SparkConnection)
+        return con.run_sql_arrow(name, load(name), values)
+    return con.sql(load(name), params=values).to_arrow_table()

@@ -1,11 +1,14 @@
-"""Renders a review (the dict from :mod:`miner.review`) as one self-contained HTML file, Markdown, CSV or JSON."""
+"""Renders a review (the dict from :mod:`miner.review`) as one self-contained HTML file, Markdown, CSV or JSON, and
+as the notebooks' charts and tables."""
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from datetime import date, datetime, timedelta
 from importlib import resources
+from pathlib import Path
 from string import Template
 from typing import Any, Iterable
 
@@ -150,6 +153,24 @@ def compact(n: int | float | None) -> str:
     return f"{n:.0f}"
 
 
+def number(n: int | float | None) -> str:
+    """A count as the reports show it: thousands separators, no decimals (``22,321``); ``None`` as an en dash.
+
+    Args:
+        n: the count.
+
+    Returns:
+        The text.
+    """
+    return "\u2013" if n is None else f"{n:,.0f}"
+
+
+def _fit(n: int, width: float, char_w: float) -> str:
+    """``n`` in full when it fits ``width`` px at ``char_w`` px a character, else :func:`compact` (heatmap cells)."""
+    full = number(n)
+    return full if len(full) * char_w <= width else compact(n)
+
+
 def _day(x: Any) -> date | None:
     if x is None or x == "":
         return None
@@ -158,6 +179,29 @@ def _day(x: Any) -> date | None:
     if isinstance(x, date):
         return x
     return date.fromisoformat(str(x)[:10])
+
+
+def _date(x: Any) -> str:
+    """A date or timestamp as ``YYYY-MM-DD`` (the one date format of the reports); ``""`` when missing."""
+    d = _day(x)
+    return d.isoformat() if d else ""
+
+
+#: Where a long name or ARN may wrap: after a separator, or between the words of a CamelCase name.
+_BREAK = re.compile(r"(?<=[/:_.@,=+])|(?<=[a-z])(?=[A-Z])")
+
+
+def breakable(text: Any) -> str:
+    """A logged name or ARN as HTML text that wraps only between words: escaped, with ``<wbr>`` after each
+    separator (``/ : _ . @ , = +``) and between the words of a CamelCase name, never inside a word.
+
+    Args:
+        text: the value (``str()`` is applied).
+
+    Returns:
+        HTML source.
+    """
+    return "<wbr>".join(escape(part) for part in _BREAK.split(str(text)))
 
 
 def _short(text: str, n: int) -> str:
@@ -173,6 +217,9 @@ def _mix(lo: tuple[int, int, int], hi: tuple[int, int, int], t: float) -> str:
 def _svg(width: int, height: int, body: Iterable[str], label: str) -> str:
     return (f'<svg viewBox="0 0 {width} {height}" width="100%" style="max-width:{width}px" role="img" '
             f'aria-label="{escape(label)}" preserveAspectRatio="xMinYMin meet">' + "".join(body) + "</svg>")
+
+
+_NUM = ' class="num"'  # marks the chart texts that hold numbers (the browser check reads them)
 
 
 def _text(x: float, y: float, s: str, size: int = 11, anchor: str = "start", fill: str = INK, extra: str = "") -> str:
@@ -248,13 +295,12 @@ def svg_activity(rows: list[tuple[str, list[int]]], since: date, width: int = 11
     height = top + row_h * len(rows) + 8
     bw = plot_w / days
     parts: list[str] = []
-    for i in range(days):  # month ticks
-        cur = since + timedelta(days=i)
-        if cur.day == 1 or i == 0:
-            x = label_w + i * bw
-            parts.append(f'<line x1="{x:.1f}" y1="{top - 4}" x2="{x:.1f}" y2="{height - 8}" stroke="{GRID}"/>')
-            parts.append(_text(x + 3, top - 8, cur.strftime("%b %d" if i == 0 and cur.day != 1 else "%b %Y"), 10,
-                               fill=MUTED))
+    ticks = [i for i in range(days) if i == 0 or (since + timedelta(days=i)).day == 1]  # first day, months
+    for k, i in enumerate(ticks):
+        x = label_w + i * bw
+        parts.append(f'<line x1="{x:.1f}" y1="{top - 4}" x2="{x:.1f}" y2="{height - 8}" stroke="{GRID}"/>')
+        if k + 1 == len(ticks) or (ticks[k + 1] - i) * bw >= 62:  # a date label is ~56 px wide
+            parts.append(_text(x + 3, top - 8, (since + timedelta(days=i)).isoformat(), 10, fill=MUTED))
     for r, (label, counts) in enumerate(rows):
         y0 = top + r * row_h
         peak = max(counts) if counts else 0
@@ -271,9 +317,9 @@ def svg_activity(rows: list[tuple[str, list[int]]], since: date, width: int = 11
                     h = max(1.5, (row_h - 8) * c / peak)
                     day = since + timedelta(days=i)
                     parts.append(f'<rect x="{label_w + i * bw:.2f}" y="{base - h:.2f}" width="{max(bw - 0.6, 0.8):.2f}" '
-                                 f'height="{h:.2f}" fill="{USED}"><title>{escape(label)} {day:%Y-%m-%d}: {c} events'
+                                 f'height="{h:.2f}" fill="{USED}"><title>{escape(label)} {day.isoformat()}: {number(c)} events'
                                  f'</title></rect>')
-            parts.append(_text(label_w + plot_w + 6, y0 + row_h / 2 + 4, compact(total), 11, fill=MUTED))
+            parts.append(_text(label_w + plot_w + 6, y0 + row_h / 2 + 4, number(total), 11, fill=MUTED, extra=_NUM))
         else:
             parts.append(_text(label_w + 6, y0 + row_h / 2 + 4, "no activity in the window", 11, fill=UNUSED))
     return _svg(width, height, parts, "activity over time per principal")
@@ -315,10 +361,10 @@ def svg_heatmap(principals: list[str], services: list[str], counts: dict[tuple[s
                 t = math.log1p(c) / lpeak if lpeak else 1
                 fill = _mix(_HEAT_LO, _HEAT_HI, 0.12 + 0.88 * t)
                 parts.append(f'<rect x="{x + 1:.1f}" y="{y + 1:.1f}" width="{cell - 2:.1f}" height="{cell - 2:.1f}" '
-                             f'rx="3" fill="{fill}"><title>{escape(p)} \u00b7 {escape(s)}: {c} calls</title></rect>')
+                             f'rx="3" fill="{fill}"><title>{escape(p)} \u00b7 {escape(s)}: {number(c)} calls</title></rect>')
                 if cell >= 24:
-                    parts.append(_text(x + cell / 2, y + cell / 2 + 3.5, compact(c), 9, "middle",
-                                       "#ffffff" if t > 0.55 else INK))
+                    parts.append(_text(x + cell / 2, y + cell / 2 + 3.5, _fit(c, cell - 4, 5.2), 9, "middle",
+                                       "#ffffff" if t > 0.55 else INK, _NUM))
             else:
                 parts.append(f'<rect x="{x + 1:.1f}" y="{y + 1:.1f}" width="{cell - 2:.1f}" height="{cell - 2:.1f}" '
                              f'rx="3" fill="#f8fafc" stroke="{GRID}" stroke-width="0.6"/>')
@@ -328,7 +374,8 @@ def svg_heatmap(principals: list[str], services: list[str], counts: dict[tuple[s
     for k in range(8):
         parts.append(f'<rect x="{label_w + 62 + k * 14}" y="{ly - 6}" width="14" height="10" '
                      f'fill="{_mix(_HEAT_LO, _HEAT_HI, 0.12 + 0.88 * k / 7)}"/>')
-    parts.append(_text(label_w + 62 + 8 * 14 + 6, ly + 4, f"more (peak {compact(peak)}, log scale)", 10, fill=MUTED))
+    parts.append(_text(label_w + 62 + 8 * 14 + 6, ly + 4, f"more (peak {number(peak)}, log scale)", 10, fill=MUTED,
+                       extra=_NUM))
     return _svg(width, height, parts, "service usage by principal")
 
 
@@ -366,11 +413,11 @@ def svg_granted_vs_used(rows: list[tuple[str, int, int, int]], width: int = 1180
             if n:
                 w = max(1.0, plot_w * n / total)
                 parts.append(f'<rect x="{x:.2f}" y="{y + 4}" width="{w:.2f}" height="{row_h - 8}" fill="{colour}">'
-                             f'<title>{escape(label)}: {n} {what} of {total} granted</title></rect>')
+                             f'<title>{escape(label)}: {number(n)} {what} of {number(total)} granted</title></rect>')
                 x += w
         pct = 100.0 * used / total
         parts.append(_text(label_w + plot_w + 8, y + row_h / 2 + 4,
-                           f"{compact(used)} of {compact(total)} used ({pct:.0f}%)", 11, fill=INK))
+                           f"{number(used)} of {number(total)} used ({pct:.0f}%)", 11, fill=INK, extra=_NUM))
     return _svg(width, height, parts, "granted versus used actions per principal")
 
 
@@ -382,7 +429,11 @@ def _template(name: str) -> str:
 
 
 def _window_days(review: dict) -> tuple[date, date]:
-    w = review.get("window") or {}
+    return _days_of(review.get("window") or {})
+
+
+def _days_of(w: dict) -> tuple[date, date]:
+    """A review window (``since``/``until`` ISO times) as whole days: first day, day after the last."""
     since = _day(w.get("since")) or date.today()
     until_dt = w.get("until")
     until = _day(until_dt) or since + timedelta(days=1)
@@ -391,18 +442,26 @@ def _window_days(review: dict) -> tuple[date, date]:
     return since, max(until, since + timedelta(days=1))
 
 
-def _title_span(review: dict) -> str:
-    """The window as whole days, last day inclusive: ``2026-08-01 \u2192 2026-09-14``."""
-    since, until = _window_days(review)
+def window_span(window: dict | None) -> str:
+    """A review window as whole days, last day inclusive: ``2026-08-01 \u2192 2026-09-14`` (how reports name a review).
+
+    Args:
+        window: a review's ``window`` (``since`` and ``until`` ISO times); ``None`` when unknown.
+
+    Returns:
+        The text (``?`` for an unknown window).
+    """
+    try:
+        since, until = _days_of(window) if (window or {}).get("since") else (None, None)
+    except (TypeError, ValueError):  # a hand-edited previous review
+        since = None
+    if since is None:
+        return "?"
     return f"{since.isoformat()} \u2192 {(until - timedelta(days=1)).isoformat()}"
 
 
 def _label(p: dict) -> str:
     return p.get("display") or p.get("name") or p.get("arn") or "?"
-
-
-def _score(x: Any) -> str:
-    return "&ndash;" if x is None else f"{float(x):,.0f}"
 
 
 def _rule(h: dict) -> str:
@@ -434,9 +493,9 @@ def _actionable(p: dict) -> list[dict]:
 
 def _tags(items: Iterable[str], cls: str = "", limit: int = 12) -> str:
     items = list(items)
-    out = "".join(f'<span class="tag {cls}">{escape(str(i))}</span>' for i in items[:limit])
+    out = "".join(f'<span class="tag {cls}">{breakable(i)}</span>' for i in items[:limit])
     if len(items) > limit:
-        out += f'<span class="tag">+{len(items) - limit} more</span>'
+        out += f'<span class="tag">+{number(len(items) - limit)} more</span>'
     return out
 
 
@@ -479,23 +538,38 @@ def _cards(review: dict) -> str:
             ("warn", s.get("unused_actions", 0), "unused granted actions"),
             ("risk", s.get("high_risk", s.get("high_risk_unused", 0)), "high-risk grants (unused or too broad)"),
         ]
-    cards.append(("risk" if s.get("denied", 0) else "", s.get("denied", 0), "denied attempts"))
-    return '<section class="cards">' + "".join(
-        f'<div class="card {c}"><div class="n">{compact(n) if isinstance(n, (int, float)) and n >= 10000 else n}</div>'
-        f'<div class="l">{escape(l)}</div></div>' for c, n, l in cards) + "</section>"
+    cards.append(("risk", s.get("denied", 0), "denied attempts"))
+    return '<section class="cards">' + "".join(  # a zero is not a warning
+        f'<div class="card {c if n else ""}"><div class="n">{number(n)}</div><div class="l">{escape(l)}</div></div>'
+        for c, n, l in cards) + "</section>"
+
+
+def _unused_services(p: dict, limit: int = 4) -> str:
+    """The unused-services cell: riskiest first (the review's order), those a high-risk rule names in red."""
+    from miner.review import finding_services
+
+    services = list(p.get("unused_services") or [])
+    named = finding_services(_actionable(p) + (p.get("high_risk_unobservable") or []))
+    counts = p.get("unused_by_service") or {}
+    out = "".join(
+        f'<span class="tag{" risk" if s in named else ""}" title="{number(counts.get(s))} unused actions'
+        f'{"; named by a high-risk grant" if s in named else ""}">{breakable(s)}</span>' for s in services[:limit])
+    if len(services) > limit:
+        out += f'<span class="tag">+{number(len(services) - limit)} more</span>'
+    return out
 
 
 def _ranked_table(review: dict, since: date, until: date) -> str:
     known = review.get("grants_known")
-    head = ["#", "Principal", "Score", "Granted", "Used", "Unused", "High-risk", "Unused services",
-            "Last activity", "Denied", "Activity"]
+    head = ["#", "Principal", "Score", "Granted", "Used", "Unused", "High-risk", "Unused services", "Activity",
+            "Denied"]
     if not known:
-        head = ["#", "Principal", "Events", "Used actions", "Services", "First seen", "Last activity", "Denied", "Activity"]
+        head = ["#", "Principal", "Events", "Used actions", "Services", "Activity", "Denied"]
     rows = []
     for p in review.get("principals", []):
         g = p.get("granted") or {}
-        who = (f'<a href="#p-{p.get("rank")}" class="who">{escape(_label(p))}</a>'
-               f'<div class="sub">{escape(p.get("arn") or "")}</div>')
+        who = (f'<a href="#p-{p.get("rank")}" class="who">{breakable(_label(p))}</a>'
+               f'<div class="sub">{breakable(p.get("arn") or "")}</div>')
         flags = []
         if p.get("never_used"):
             flags.append('<span class="tag idle">never used</span>')
@@ -503,27 +577,31 @@ def _ranked_table(review: dict, since: date, until: date) -> str:
             flags.append('<span class="tag gone">not in IAM</span>')
         who += "".join(flags)
         spark = svg_sparkline(daily_counts(p.get("activity"), since, until), width=100)
-        last = escape(p["last_seen"][:10]) if p.get("last_seen") else '<span class="tag idle">never</span>'
+        if not p.get("last_seen"):
+            seen = '<span class="tag idle">never</span>'
+        elif known:
+            seen = f'<div class="sub">last {_date(p["last_seen"])}</div>'
+        else:
+            seen = f'<div class="sub">{_date(p.get("first_seen"))} \u2192 {_date(p["last_seen"])}</div>'
+        activity = f'<td class="activity">{spark}{seen}</td>'
         denied = p.get("denied", 0)
         if known:
             cells = [
-                f'<td class="num">{p.get("rank")}</td>', f"<td>{who}</td>",
-                f'<td class="num">{_score(p.get("score"))}</td>',
-                f'<td class="num">{_blank(g.get("actions")) or "&ndash;"}</td>',
-                f'<td class="num">{len(p.get("used_actions") or [])}</td>',
-                f'<td class="num">{_blank(p.get("unused_count")) or "&ndash;"}</td>',
+                f'<td class="num">{p.get("rank")}</td>', f'<td class="principal">{who}</td>',
+                f'<td class="num">{number(p.get("score"))}</td>',
+                f'<td class="num">{number(g.get("actions"))}</td>',
+                f'<td class="num">{number(len(p.get("used_actions") or []))}</td>',
+                f'<td class="num">{number(p.get("unused_count"))}</td>',
                 f'<td>{_tags([_rule(h) for h in _actionable(p)], "risk", 3)}</td>',
-                f'<td>{_tags(p.get("unused_services") or [], "", 4)}</td>',
-                f'<td class="nowrap">{last}</td>', f'<td class="num">{denied or ""}</td>', f"<td>{spark}</td>",
+                f"<td>{_unused_services(p)}</td>", activity, f'<td class="num">{number(denied) if denied else ""}</td>',
             ]
         else:
             cells = [
-                f'<td class="num">{p.get("rank")}</td>', f"<td>{who}</td>",
-                f'<td class="num">{p.get("events", 0)}</td>',
-                f'<td class="num">{len(p.get("used_actions") or [])}</td>',
-                f'<td>{_tags(p.get("services_used") or [], "", 6)}</td>',
-                f"<td class=\"nowrap\">{escape((p.get('first_seen') or '')[:10])}</td>", f'<td class="nowrap">{last}</td>',
-                f'<td class="num">{denied or ""}</td>', f"<td>{spark}</td>",
+                f'<td class="num">{p.get("rank")}</td>', f'<td class="principal">{who}</td>',
+                f'<td class="num">{number(p.get("events", 0))}</td>',
+                f'<td class="num">{number(len(p.get("used_actions") or []))}</td>',
+                f'<td>{_tags(p.get("services_used") or [], "", 6)}</td>', activity,
+                f'<td class="num">{number(denied) if denied else ""}</td>',
             ]
         cls = ' class="never"' if p.get("never_used") else ""
         rows.append(f"<tr{cls}>" + "".join(cells) + "</tr>")
@@ -533,14 +611,26 @@ def _ranked_table(review: dict, since: date, until: date) -> str:
             + "</tbody></table></div>")
 
 
+def previous_review_label(changes: dict) -> str:
+    """The review a comparison was made with, named by its window: ``the review of 2026-05-01 \u2192 2026-07-30``.
+
+    Args:
+        changes: from :func:`miner.review.compare_reviews`.
+
+    Returns:
+        The text (plain; escape it for where it lands).
+    """
+    return f"the review of {window_span((changes.get('previous') or {}).get('window'))}"
+
+
 def _changes_html(changes: dict) -> str:
     prev = changes.get("previous") or {}
     s = changes.get("summary") or {}
-    out = [f'<p class="lead">Compared with the review generated {escape(str(prev.get("generated_at", "?")))} '
-           f'(window {escape(str((prev.get("window") or {}).get("since", "?")))} \u2192 '
-           f'{escape(str((prev.get("window") or {}).get("until", "?")))}).</p>']
+    out = [f'<p class="lead">Compared with {escape(previous_review_label(changes))} (generated '
+           f'{escape(_when(prev.get("generated_at")))}).</p>']
+    out += [f'<div class="note">{escape(n)}</div>' for n in changes.get("notes") or []]
     out.append('<section class="cards">' + "".join(
-        f'<div class="card"><div class="n">{s.get(k, 0)}</div><div class="l">{escape(l)}</div></div>'
+        f'<div class="card"><div class="n">{number(s.get(k, 0))}</div><div class="l">{escape(l)}</div></div>'
         for k, l in (("new_principals", "new principals"), ("gone_principals", "gone principals"),
                      ("grants_added", "grants added"), ("grants_removed", "grants removed"),
                      ("usage_appeared", "actions newly used"), ("usage_stopped", "actions no longer used"))) +
@@ -554,8 +644,8 @@ def _changes_html(changes: dict) -> str:
         def cell(key: str, cls: str = "") -> str:
             return f"<td>{_tags(c.get(key) or [], cls, 8)}</td>"
         status = c.get("status_change") or ""
-        rows.append(f'<tr><td><span class="who">{escape(c.get("name") or c["arn"])}</span>'
-                    f'<div class="sub">{escape(c["arn"])}</div>{_tags([status], "idle") if status else ""}</td>'
+        rows.append(f'<tr><td><span class="who">{breakable(c.get("name") or c["arn"])}</span>'
+                    f'<div class="sub">{breakable(c["arn"])}</div>{_tags([status], "idle") if status else ""}</td>'
                     + cell("grants_added", "risk") + cell("grants_removed", "new")
                     + cell("usage_appeared", "new") + cell("usage_stopped", "idle") + "</tr>")
     if rows:
@@ -574,10 +664,10 @@ def _json_pre(doc: Any) -> str:
 
 def _principal_details(p: dict, known: bool) -> str:
     g = p.get("granted") or {}
-    head = (f'<summary><b>#{p.get("rank")} {escape(_label(p))}</b><span class="sub">{escape(p.get("arn") or "")}</span>'
-            f'<span class="sub">{p.get("events", 0)} events, {len(p.get("used_actions") or [])} actions used'
-            + (f', {_blank(g.get("actions"))} granted, {_blank(p.get("unused_count"))} unused' if known and g.get("known")
-               else "") + "</span></summary>")
+    head = (f'<summary><b>#{p.get("rank")} {breakable(_label(p))}</b><span class="sub">{breakable(p.get("arn") or "")}'
+            f'</span><span class="sub">{number(p.get("events", 0))} events, {number(len(p.get("used_actions") or []))} '
+            "actions used" + (f', {number(g.get("actions"))} granted, {number(p.get("unused_count"))} unused'
+                              if known and g.get("known") else "") + "</span></summary>")
     cols = []
     if p.get("used_actions"):
         cols.append("<div><h3>Used actions</h3>" + _tags(p["used_actions"], "", 60) + "</div>")
@@ -585,7 +675,7 @@ def _principal_details(p: dict, known: bool) -> str:
         if p.get("unused_by_service"):
             items = sorted(p["unused_by_service"].items(), key=lambda kv: (-kv[1], kv[0]))
             cols.append("<div><h3>Unused grants by service</h3><ul class=\"compact\">" + "".join(
-                f"<li><code>{escape(s)}</code>: {n} action{'s' if n != 1 else ''}</li>" for s, n in items[:25])
+                f"<li><code>{escape(s)}</code>: {number(n)} action{'s' if n != 1 else ''}</li>" for s, n in items[:25])
                 + (f"<li>\u2026 {len(items) - 25} more services</li>" if len(items) > 25 else "") + "</ul></div>")
         for key, title in (("high_risk_unused", "High-risk unused grants"),
                            ("high_risk_used_broadly", "High-risk grants used, but on fewer resources than granted"),
@@ -594,7 +684,7 @@ def _principal_details(p: dict, known: bool) -> str:
             if hs:
                 cols.append(f"<div><h3>{title}</h3><ul class=\"compact\">" + "".join(
                     f"<li><code>{escape(_rule(h))}</code>"
-                    + (f' <span class="sub">{escape(_where(h))}</span>' if _where(h) else "")
+                    + (f' <span class="sub">{breakable(_where(h))}</span>' if _where(h) else "")
                     + f" \u2014 {escape(str(h.get('reason') or ''))}"
                     + (f'<div class="sub">remedy: {escape(h["remedy"])}</div>' if h.get("remedy") else "") + "</li>"
                     for h in hs[:15]) + (f"<li>\u2026 {len(hs) - 15} more</li>" if len(hs) > 15 else "") + "</ul></div>")
@@ -603,7 +693,7 @@ def _principal_details(p: dict, known: bool) -> str:
         if p.get("unobservable_count"):
             n = p["unobservable_count"]
             listed = p.get("unobservable") or []
-            block = (f"<div><h3>Unobservable</h3><p>{n} granted action{'s' if n != 1 else ''} CloudTrail could not "
+            block = (f"<div><h3>Unobservable</h3><p>{number(n)} granted action{'s' if n != 1 else ''} CloudTrail could not "
                      "have logged here (data events not recorded by this trail, or never logged): not counted as "
                      "unused.</p>")
             if listed:
@@ -611,14 +701,14 @@ def _principal_details(p: dict, known: bool) -> str:
                     f'<li><code>{escape(u.get("action", ""))}</code> <span class="sub">{escape(u.get("reason") or "")}'
                     "</span></li>" for u in listed) + "</ul>"
                 if n > len(listed):
-                    block += f'<p class="sub">\u2026 and {n - len(listed)} more</p>'
+                    block += f'<p class="sub">\u2026 and {number(n - len(listed))} more</p>'
             cols.append(block + "</div>")
         if p.get("used_not_granted"):
             cols.append("<div><h3>Used but not granted</h3>" + _tags(p["used_not_granted"], "idle", 30) + "</div>")
     if p.get("denied_attempts"):
         cols.append("<div><h3>Denied attempts</h3><ul class=\"compact\">" + "".join(
-            f"<li><code>{escape(d.get('action') or d.get('event') or '?')}</code> \u00d7{d.get('count', 1)}"
-            f" <span class=\"sub\">{escape(str(d.get('error_code') or ''))} last {escape(str(d.get('last_seen') or '')[:10])}"
+            f"<li><code>{escape(d.get('action') or d.get('event') or '?')}</code> \u00d7{number(d.get('count', 1))}"
+            f" <span class=\"sub\">{escape(str(d.get('error_code') or ''))} last {_date(d.get('last_seen'))}"
             "</span></li>" for d in p["denied_attempts"][:30]) + "</ul></div>")
     body = '<div class="cols">' + "".join(cols) + "</div>" if cols else ""
     pol = p.get("suggested_policy")
@@ -717,7 +807,7 @@ def render_html(review: dict, changes: dict | None = None, max_chart_rows: int =
     known = bool(review.get("grants_known"))
     since, until = _window_days(review)
     principals = review.get("principals", [])
-    meta = "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in _meta_rows(review))
+    meta = "".join(f"<dt>{escape(k)}</dt><dd>{breakable(v)}</dd>" for k, v in _meta_rows(review))
     sections: list[str] = [_cards(review)]
     if not known:
         sections.append('<div class="note"><b>Grants unknown.</b> No IAM snapshot or live IAM was given, so this '
@@ -726,13 +816,8 @@ def render_html(review: dict, changes: dict | None = None, max_chart_rows: int =
     for note in review.get("notes") or []:
         sections.append(f'<div class="note">{escape(note)}</div>')
     if changes:
-        sections.append('<h2 id="changes-since">Changes since the last review</h2>' + _changes_html(changes))
-
-    charts = [c for c in (activity_chart(review, max_chart_rows), heatmap_chart(review, max_chart_rows),
-                          grants_chart(review, max_chart_rows)) if c]
-    if charts:
-        sections.append('<h2 id="charts">At a glance</h2><div class="charts">' + "".join(charts) + "</div>")
-
+        sections.append(f'<h2 id="changes-since">Changes since {escape(previous_review_label(changes))}</h2>'
+                        + _changes_html(changes))
     sections.append(('<h2 id="ranking">Principals ranked by unused privilege and risk</h2>' if known else
                      '<h2 id="ranking">Principals ranked by idleness (grants unknown)</h2>')
                     + ('<p class="lead">Score = unused granted actions weighted by access level (permissions '
@@ -742,23 +827,28 @@ def render_html(review: dict, changes: dict | None = None, max_chart_rows: int =
                        '<p class="lead">Grants unknown: ranked by idleness (never used first, then oldest last '
                        "activity).</p>")
                     + _ranked_table(review, since, until))
+    charts = [c for c in (activity_chart(review, max_chart_rows), heatmap_chart(review, max_chart_rows),
+                          grants_chart(review, max_chart_rows)) if c]
+    if charts:
+        sections.append('<h2 id="charts">At a glance</h2><div class="charts">' + "".join(charts) + "</div>")
 
     never = [p for p in principals if p.get("never_used")]
     if never:
         sections.append('<h2 id="removal">Removal candidates: no activity in the window</h2><table id="never"><thead>'
                         "<tr><th>Principal</th><th>Account</th><th class=\"num\">Granted</th><th>IAM last used</th>"
                         "<th>Created</th></tr></thead><tbody>" + "".join(
-                            f'<tr><td><span class="who">{escape(_label(p))}</span><div class="sub">{escape(p["arn"])}</div>'
-                            f'</td><td>{escape(p.get("account") or "")}</td>'
-                            f'<td class="num">{_blank((p.get("granted") or {}).get("actions")) or "&ndash;"}</td>'
-                            f'<td>{escape(str(p.get("iam_last_used") or "never"))}</td>'
-                            f'<td>{escape(str(p.get("created") or "")[:10])}</td></tr>' for p in never)
+                            f'<tr><td><span class="who">{breakable(_label(p))}</span><div class="sub">'
+                            f'{breakable(p["arn"])}</div></td><td>{escape(p.get("account") or "")}</td>'
+                            f'<td class="num">{number((p.get("granted") or {}).get("actions"))}</td>'
+                            f'<td>{_date(p.get("iam_last_used")) or "never"}</td>'
+                            f'<td>{_date(p.get("created"))}</td></tr>' for p in never)
                         + "</tbody></table>")
     risky = [(p, h) for p in principals for h in _actionable(p)]
     if risky:
-        rows = [f"<tr><td><span class=\"who\">{escape(_label(p))}</span><div class=\"sub\">{escape(p['arn'])}</div></td>"
-                f'<td>{_tags([_rule(h)], "risk")}</td><td>{escape(FINDING_STATUS.get(h.get("status"), h.get("status") or ""))}'
-                f"</td><td><code>{escape(_where(h))}</code></td><td>{escape(str(h.get('remedy') or h.get('reason') or ''))}"
+        rows = [f"<tr><td><span class=\"who\">{breakable(_label(p))}</span><div class=\"sub\">{breakable(p['arn'])}"
+                f'</div></td><td>{_tags([_rule(h)], "risk")}</td>'
+                f'<td>{escape(FINDING_STATUS.get(h.get("status"), h.get("status") or ""))}'
+                f"</td><td><code>{breakable(_where(h))}</code></td><td>{breakable(h.get('remedy') or h.get('reason') or '')}"
                 "</td></tr>" for p, h in risky]
         sections.append('<h2 id="high-risk">High-risk grants</h2><p class="lead">Grants that allow privilege '
                         "escalation, data access or tampering, and that were not used in the window or were used on "
@@ -773,15 +863,16 @@ def render_html(review: dict, changes: dict | None = None, max_chart_rows: int =
                         "never added to a suggested policy.</p><table id=\"denied-table\"><thead><tr><th>Principal</th>"
                         "<th>Action</th><th>Error</th><th class=\"num\">Count</th><th>Last seen</th></tr></thead><tbody>"
                         + "".join(
-                            f"<tr><td>{escape(_label(p))}</td><td><code>{escape(d.get('action') or d.get('event') or '?')}"
-                            f"</code></td><td>{escape(str(d.get('error_code') or ''))}</td>"
-                            f'<td class="num">{d.get("count", 1)}</td><td>{escape(str(d.get("last_seen") or "")[:16])}</td>'
+                            f"<tr><td>{breakable(_label(p))}</td><td><code>"
+                            f"{breakable(d.get('action') or d.get('event') or '?')}</code></td>"
+                            f"<td>{escape(str(d.get('error_code') or ''))}</td>"
+                            f'<td class="num">{number(d.get("count", 1))}</td><td>{_date(d.get("last_seen"))}</td>'
                             "</tr>" for p, d in denied[:200]) + "</tbody></table>")
     sections.append('<h2 id="details">Per principal</h2><p class="lead">Open a principal to see what it used, what it '
                     "is granted but does not use, and the least-privilege policy mined from its authorised calls."
                     "</p>" + "".join(_principal_details(p, known) for p in principals))
 
-    title = f"miner review \u00b7 {_title_span(review)}"
+    title = f"miner review \u00b7 {window_span(review.get('window'))}"
     return Template(_template("review_page.html")).substitute(
         title=escape(title), css=_template("review.css"), heading=escape(title), meta=meta,
         body="\n".join(sections),
@@ -821,15 +912,15 @@ def render_markdown(review: dict, changes: dict | None = None) -> str:
         Markdown text.
     """
     known = bool(review.get("grants_known"))
-    lines = [f"# miner review: {_title_span(review)}", ""]
+    lines = [f"# miner review: {window_span(review.get('window'))}", ""]
     lines += [f"- **{k}:** {_md(v)}" for k, v in _meta_rows(review)] + [""]
     s = review.get("summary") or {}
-    lines.append(f"**{s.get('principals', 0)}** principals, **{s.get('active', 0)}** active, "
-                 f"**{s.get('never_used', 0)}** never used in the window"
-                 + (f", **{s.get('unused_actions', 0)}** unused granted actions, "
-                    f"**{s.get('high_risk', s.get('high_risk_unused', 0))}** high-risk grants (unused or too broad)"
-                    if known else "")
-                 + f", **{s.get('denied', 0)}** denied attempts.")
+    lines.append(f"**{number(s.get('principals', 0))}** principals, **{number(s.get('active', 0))}** active, "
+                 f"**{number(s.get('never_used', 0))}** never used in the window"
+                 + (f", **{number(s.get('unused_actions', 0))}** unused granted actions, "
+                    f"**{number(s.get('high_risk', s.get('high_risk_unused', 0)))}** high-risk grants (unused or too "
+                    "broad)" if known else "")
+                 + f", **{number(s.get('denied', 0))}** denied attempts.")
     lines.append("")
     if not known:
         lines += ["> **Grants unknown:** no IAM snapshot or live IAM was given; this review shows usage only.", ""]
@@ -838,9 +929,9 @@ def render_markdown(review: dict, changes: dict | None = None) -> str:
     if changes:
         cs = changes.get("summary") or {}
         prev = changes.get("previous") or {}
-        lines += ["## Changes since the last review", "",
-                  f"Previous review: {_md(prev.get('generated_at', '?'))}. " + ", ".join(
-                      f"{cs.get(k, 0)} {k.replace('_', ' ')}" for k in (
+        lines += [f"## Changes since {previous_review_label(changes)}", "",
+                  f"Compared with {previous_review_label(changes)} (generated {_md(_when(prev.get('generated_at')))}): "
+                  + ", ".join(f"{number(cs.get(k, 0))} {k.replace('_', ' ')}" for k in (
                           "new_principals", "gone_principals", "grants_added", "grants_removed",
                           "usage_appeared", "usage_stopped")) + ".", ""]
         for key, title in (("new_principals", "New principals"), ("gone_principals", "Gone principals")):
@@ -862,22 +953,22 @@ def render_markdown(review: dict, changes: dict | None = None) -> str:
             g = p.get("granted") or {}
             lines.append(
                 f"| {p.get('rank')} | {_code(_label(p))}{' **(never used)**' if p.get('never_used') else ''} | "
-                f"{_num(p.get('score'))} | {_blank(g.get('actions'))} | {len(p.get('used_actions') or [])} | "
-                f"{_blank(p.get('unused_count'))} | {_codes(_rule(h) for h in _actionable(p)[:5])} | "
-                f"{_codes((p.get('unused_services') or [])[:8])} | {_md((p.get('last_seen') or 'never')[:10])} | "
-                f"{p.get('denied', 0)} |")
+                f"{number(p.get('score'))} | {number(g.get('actions'))} | {number(len(p.get('used_actions') or []))} | "
+                f"{number(p.get('unused_count'))} | {_codes(_rule(h) for h in _actionable(p)[:5])} | "
+                f"{_codes((p.get('unused_services') or [])[:8])} | {_date(p.get('last_seen')) or 'never'} | "
+                f"{number(p.get('denied', 0))} |")
     else:
         lines += ["| # | Principal | Events | Used actions | Services | Last activity | Denied |", "|---:|---|---:|---:|---|---|---:|"]
         for p in review.get("principals", []):
-            lines.append(f"| {p.get('rank')} | {_code(_label(p))} | {p.get('events', 0)} | {len(p.get('used_actions') or [])} | "
-                         f"{_codes(p.get('services_used') or [])} | {_md((p.get('last_seen') or 'never')[:10])} | "
-                         f"{p.get('denied', 0)} |")
+            lines.append(f"| {p.get('rank')} | {_code(_label(p))} | {number(p.get('events', 0))} | "
+                         f"{number(len(p.get('used_actions') or []))} | {_codes(p.get('services_used') or [])} | "
+                         f"{_date(p.get('last_seen')) or 'never'} | {number(p.get('denied', 0))} |")
     lines.append("")
     never = [p for p in review.get("principals", []) if p.get("never_used")]
     if never:
         lines += ["## Removal candidates (no activity in the window)", ""]
         lines += [f"- {_code(p['arn'], in_table=False)}"
-                  + (f" (IAM last used: {_md(p['iam_last_used'])})" if p.get("iam_last_used") else "")
+                  + (f" (IAM last used: {_date(p['iam_last_used'])})" if p.get("iam_last_used") else "")
                   for p in never] + [""]
     risky = [(p, h) for p in review.get("principals", []) for h in _actionable(p)]
     if risky:
@@ -889,7 +980,7 @@ def render_markdown(review: dict, changes: dict | None = None) -> str:
     if denied:
         lines += ["## Denied attempts", "", "| Principal | Action | Error | Count |", "|---|---|---|---:|"]
         lines += [f"| {_code(_label(p))} | {_code(d.get('action') or d.get('event'))} | {_code(d.get('error_code'))} | "
-                  f"{d.get('count', 1)} |" for p, d in denied] + [""]
+                  f"{number(d.get('count', 1))} |" for p, d in denied] + [""]
     lines += ["## Suggested policies", ""]
     for p in review.get("principals", []):
         pol = p.get("suggested_policy")
@@ -901,3 +992,135 @@ def render_markdown(review: dict, changes: dict | None = None) -> str:
             lines += ["```json", json.dumps(d, indent=2), "```", ""]
         lines += ["</details>", ""]
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------- notebook helpers
+
+#: Series colours of the notebook charts: matplotlib's tab10 without its grey, which is kept for "other".
+SERIES_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf")
+OTHER_COLOUR = "#b0b0b0"
+
+
+def daily_by_service(timeline, top: int = len(SERIES_COLOURS)):
+    """Events per day and service with the busiest ``top`` services as columns and the rest summed as ``other``.
+
+    Args:
+        timeline: rows of ``day``, ``service`` and ``events`` (:func:`miner.usage.timeline`).
+        top: at most this many services of their own (at most :data:`SERIES_COLOURS` many).
+
+    Returns:
+        A DataFrame indexed by day (every day from the first to the last, missing ones 0), busiest service first,
+        ``other (N services)`` last when there are more than ``top``.
+    """
+    import pandas as pd
+
+    top = max(1, min(top, len(SERIES_COLOURS)))
+    if timeline is None or not len(timeline):
+        return pd.DataFrame()
+    per_day = timeline.pivot_table(index="day", columns="service", values="events", aggfunc="sum", fill_value=0)
+    per_day.index = pd.to_datetime(per_day.index)
+    per_day = per_day.reindex(pd.date_range(per_day.index.min(), per_day.index.max(), freq="D"), fill_value=0)
+    order = per_day.sum().sort_values(ascending=False, kind="stable").index
+    keep, rest = list(order[:top]), list(order[top:])
+    out = per_day[keep]
+    if rest:
+        out = out.assign(**{f"other ({len(rest)} service{'s' if len(rest) > 1 else ''})": per_day[rest].sum(axis=1)})
+    out.columns.name = "service"
+    return out
+
+
+def plot_daily_by_service(timeline, title: str, top: int = len(SERIES_COLOURS), stacked: bool = True, ax=None):
+    """Chart events per day by service (matplotlib): one distinct colour per service, the rest as grey ``other``,
+    the legend beside the plot (never over the data) in the order of the stack, dates as ``YYYY-MM-DD``.
+
+    Args:
+        timeline: rows of ``day``, ``service`` and ``events`` (:func:`miner.usage.timeline`).
+        title: the chart title.
+        top: at most this many services of their own (see :func:`daily_by_service`).
+        stacked: a stacked area chart (the whole store) or one line per service (one principal).
+        ax: draw into these axes (default: a new 11 x 4 in figure).
+
+    Returns:
+        The matplotlib ``Axes``.
+    """
+    import matplotlib.dates as mdates
+    import matplotlib.pyplot as plt
+
+    frame = daily_by_service(timeline, top)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(11, 4), layout="constrained")
+    colours = [OTHER_COLOUR if str(c).startswith("other (") else SERIES_COLOURS[i % len(SERIES_COLOURS)]
+               for i, c in enumerate(frame.columns)]
+    if stacked and len(frame.columns):
+        ax.stackplot(frame.index, *[frame[c] for c in frame.columns], labels=list(frame.columns), colors=colours,
+                     linewidth=0)
+    else:
+        for c, colour in zip(frame.columns, colours):
+            ax.plot(frame.index, frame[c], label=c, color=colour, linewidth=1.6)
+    handles, labels = ax.get_legend_handles_labels()
+    if stacked:  # the top band first, as the eye reads the stack
+        handles, labels = handles[::-1], labels[::-1]
+    if handles:
+        ax.legend(handles, labels, title="service", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    ax.set_title(title)
+    ax.set_ylabel("events per day")
+    ax.set_ylim(bottom=0)
+    ax.margins(x=0)
+    ax.xaxis.set_major_locator(mdates.AutoDateLocator(maxticks=8))
+    ax.xaxis.set_major_formatter(mdates.DateFormatter("%Y-%m-%d"))
+    ax.yaxis.get_major_locator().set_params(integer=True)
+    ax.yaxis.set_major_formatter(lambda v, _: number(v))
+    ax.grid(axis="y", color=GRID)
+    ax.set_axisbelow(True)
+    return ax
+
+
+def changes_frame(changes: dict):
+    """What changed between two reviews, one row per change (for notebooks).
+
+    Args:
+        changes: from :func:`miner.review.compare_reviews`.
+
+    Returns:
+        A DataFrame with columns name, change (``new principal``, ``gone principal``, ``became idle``/``active``,
+        ``grant added``/``removed``, ``usage appeared``/``stopped``), what (the principal ARN, grant or action)
+        and arn.
+    """
+    import pandas as pd
+
+    rows = [{"name": arn.rsplit("/", 1)[-1], "change": kind, "what": arn, "arn": arn}
+            for key, kind in (("new_principals", "new principal"), ("gone_principals", "gone principal"))
+            for arn in changes.get(key) or []]
+    for c in changes.get("changed") or []:
+        name = c.get("name") or c["arn"]
+        if c.get("status_change"):
+            rows.append({"name": name, "change": c["status_change"], "what": c["arn"], "arn": c["arn"]})
+        rows += [{"name": name, "change": kind, "what": item, "arn": c["arn"]}
+                 for key, kind in (("grants_added", "grant added"), ("grants_removed", "grant removed"),
+                                   ("usage_appeared", "usage appeared"), ("usage_stopped", "usage stopped"))
+                 for item in c.get(key) or []]
+    return pd.DataFrame(rows, columns=["name", "change", "what", "arn"])
+
+
+def write_review(review: dict, folder: str | Path, changes: dict | None = None,
+                 formats: Iterable[str] = ("html", "json")) -> list[Path]:
+    """Write a review as ``review.html``, ``review.json``, ... into a folder (created when missing).
+
+    Args:
+        review: the review dict.
+        folder: the folder.
+        changes: optional quarter-over-quarter changes (shown in HTML and Markdown, kept in JSON).
+        formats: any of :data:`FORMATS`.
+
+    Returns:
+        The paths written, as ``pathlib.Path``.
+    """
+    folder = Path(folder).expanduser()
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for fmt in formats:
+        fmt = format_for(None, fmt)
+        path = folder / f"review.{fmt}"
+        path.write_text(render(review, fmt, changes), encoding="utf-8")
+        paths.append(path)
+    return paths

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -74,7 +75,8 @@ def snapshot_source(path: str | Path) -> IamSource:
         for kind, key, name_key in (("role", "RoleDetailList", "RoleName"), ("user", "UserDetailList", "UserName")):
             inventory += [_inventory_entry(kind, e, name_key) for e in data.get(key) or []]
     accounts = {inv["account"] for inv in inventory}
-    return IamSource(f"snapshot {path}", inventory, accounts - {""}, lambda arn: iam.from_snapshot(path, arn))
+    return IamSource(f"snapshot {path}", inventory, accounts - {""},
+                     lambda arn: iam.from_snapshot(path, arn, snapshots=snaps))
 
 
 def live_source(profile: str | None = None, endpoint_url: str | None = None, client=None) -> IamSource:
@@ -127,9 +129,54 @@ def risk_score(unused_actions: list[str], high_risk_unused: int, catalog) -> flo
     """
     total = 0.0
     for a in unused_actions:
-        info = catalog.info(a)
-        total += LEVEL_WEIGHTS.get(info.access_level if info else "", 1.0)
+        total += LEVEL_WEIGHTS.get(catalog.access_level(a) or "", 1.0)
     return round(total + HIGH_RISK_WEIGHT * high_risk_unused, 1)
+
+
+#: Access levels that make an unused service riskier than its action count says (ordering of unused services).
+_LEVEL_TIER = {"Permissions management": 2, "Write": 1, "Tagging": 1}
+
+
+def finding_services(findings: list[dict]) -> set[str]:
+    """The IAM services that high-risk findings name in their rules (``iam:PassRole on *`` names ``iam``).
+
+    Args:
+        findings: high-risk findings (each with ``rule`` and optionally ``rules``).
+
+    Returns:
+        Lower-case service prefixes (``* on *`` names none).
+    """
+    rules = [r for h in findings for r in (h.get("rules") or [h.get("rule")]) if r]
+    return {m.lower() for r in rules for m in re.findall(r"([A-Za-z0-9-]+):", str(r))}
+
+
+def order_services_by_risk(services: list[str], unused_actions: list[str], findings: list[dict], catalog) -> list[str]:
+    """Unused services, riskiest first.
+
+    Services a high-risk finding names come first, then those with an unused permissions-management action, then
+    those with an unused write or tagging action; within a tier, the unused actions weighted by access level
+    (:data:`LEVEL_WEIGHTS`, as in :func:`risk_score`), then the name.
+
+    Args:
+        services: the services to order (IAM prefixes).
+        unused_actions: the principal's unused granted actions.
+        findings: its high-risk findings.
+        catalog: the IAM catalogue (for access levels).
+
+    Returns:
+        ``services`` in that order.
+    """
+    wanted, named = set(services), finding_services(findings)
+    tier: dict[str, int] = {}
+    weight: dict[str, float] = {}
+    for a in unused_actions:
+        svc = a.split(":", 1)[0]
+        if svc in wanted:
+            info = catalog.info(a)
+            level = info.access_level if info else ""
+            tier[svc] = max(tier.get(svc, 0), _LEVEL_TIER.get(level, 0))
+            weight[svc] = weight.get(svc, 0.0) + LEVEL_WEIGHTS.get(level, 1.0)
+    return sorted(services, key=lambda s: (s not in named, -tier.get(s, 0), -weight.get(s, 0.0), s))
 
 
 def rank(principals: list[dict], grants_known: bool) -> list[dict]:
@@ -220,10 +267,12 @@ def _finding_entry(h: dict) -> dict:
             "used_on": seen[:20], "used_resources": h.get("used_resources", len(seen)), "remedy": h.get("remedy")}
 
 
-def _principal_entry(con, window: Window, arn: str, meta: dict, inv: dict | None, iam_source: IamSource | None,
-                     denied_rows: pd.DataFrame, activity: list, data_sources: Callable[[str], set[str]], *,
-                     max_resources: int, wildcards: bool, catalog) -> dict:
-    from miner import diff, iam, synthesize, usage
+def _principal_entry(arn: str, meta: dict, inv: dict | None, iam_source: IamSource | None, used, activity: list,
+                     data_sources: Callable[[str], set[str]], *, max_resources: int, wildcards: bool, catalog,
+                     grants: dict | None) -> dict:
+    """One principal of the review from its usage (a :class:`miner.usage.Usage`, ``None`` without events in the
+    window); ``grants`` caches the granted sets of :func:`miner.diff.compare`."""
+    from miner import diff, iam, synthesize
 
     account = _arn_account(arn) or meta.get("principal_account") or ""
     name = meta.get("principal_name") or (inv or {}).get("name") or arn.rsplit("/", 1)[-1]
@@ -240,18 +289,21 @@ def _principal_entry(con, window: Window, arn: str, meta: dict, inv: dict | None
     }
     if iam_source is not None and account in iam_source.accounts:
         entry["in_iam"] = inv is not None
-    authorised = _empty_usage()
-    denied = _empty_usage()
     suggestion = None
-    if meta.get("events"):
-        u = usage.collect(con, usage.Principal(arn, meta.get("principal_type"), meta.get("principal_name"),
-                                               meta.get("principal_account")), window)
+    if used is None:
+        authorised = denied = _empty_usage()
+    else:
+        u = used
         authorised, denied = u.authorised, u.denied
         entry["unmapped_events"] = int(u.unmapped["calls"].sum()) if len(u.unmapped) else 0
         if len(authorised):
-            entry["used_actions"] = sorted(set(authorised["action"]))
-            by_service = authorised.assign(service=authorised["action"].str.split(":").str[0]) \
-                .groupby("service")["calls"].sum().sort_values(ascending=False)
+            actions = list(authorised["action"])  # plain lists: a pandas step costs more than the work here
+            entry["used_actions"] = sorted(set(actions))
+            calls: dict[str, int] = {}
+            for action, n in zip(actions, authorised["calls"].tolist()):
+                service = action.split(":")[0]
+                calls[service] = calls.get(service, 0) + n
+            by_service = pd.Series(dict(sorted(calls.items())), dtype="int64").sort_values(ascending=False)
             entry["service_calls"] = {k: int(v) for k, v in by_service.items()}
             entry["services_used"] = sorted(by_service.index)
             try:
@@ -264,12 +316,14 @@ def _principal_entry(con, window: Window, arn: str, meta: dict, inv: dict | None
                 entry["suggest_error"] = str(e)
         else:
             entry["suggest_error"] = f"no authorised calls that map to IAM actions in the window ({u.why_no_policy()})"
-    mine = denied_rows[denied_rows["principal_arn"] == arn] if len(denied_rows) else denied_rows
+    mine = used.denied_calls if used is not None and used.denied_calls is not None else None
+    rows = zip(*(list(mine[c]) for c in ("action", "operations", "resource", "error_code", "calls", "last_seen"))) \
+        if mine is not None and len(mine) else ()
     entry["denied_attempts"] = [
-        {"action": r.action if isinstance(r.action, str) else None, "event": r.operations,
-         "resource": r.resource if isinstance(r.resource, str) else None, "error_code": r.error_code,
-         "count": int(r.calls), "last_seen": _iso(r.last_seen)}
-        for r in mine.itertuples(index=False)]
+        {"action": action if isinstance(action, str) else None, "event": operations,
+         "resource": resource if isinstance(resource, str) else None, "error_code": error_code, "count": int(calls),
+         "last_seen": _iso(last_seen)}
+        for action, operations, resource, error_code, calls, last_seen in rows]
     if entry["in_iam"]:
         try:
             attached = iam_source.attached(arn)
@@ -281,9 +335,9 @@ def _principal_entry(con, window: Window, arn: str, meta: dict, inv: dict | None
                               boundary=boundary, denied=denied if len(denied) else None,
                               data_sources=data_sources(account), principal_arn=arn, principal_account=account,
                               missing=attached.missing, source=attached.source, policies=attached.refs,
-                              catalog=catalog)
+                              catalog=catalog, cache=grants)
         cls = report.classification
-        status = dict(zip(cls["action"], cls["status"])) if len(cls) else {}
+        status = dict(zip(cls["action"].tolist(), cls["status"].tolist())) if len(cls) else {}
         unused = sorted(a for a, st in status.items() if st == "unused")
         by_service: dict[str, dict[str, int]] = {}
         for a, st in status.items():
@@ -299,9 +353,10 @@ def _principal_entry(con, window: Window, arn: str, meta: dict, inv: dict | None
         unobs = cls[cls["status"] == "unobservable"] if len(cls) else cls
         entry["unobservable"] = [{"action": r.action, "reason": r.reason} for r in unobs.head(20).itertuples(index=False)]
         entry["unused_by_service"] = {svc: c["unused"] for svc, c in sorted(by_service.items()) if c.get("unused")}
-        entry["unused_services"] = sorted(svc for svc, c in by_service.items() if c.get("unused") and not c.get("used"))
         entry["unused_sample"] = unused[:50]
         flagged = [_finding_entry(h) for h in report.high_risk]
+        entry["unused_services"] = order_services_by_risk(
+            [svc for svc, c in by_service.items() if c.get("unused") and not c.get("used")], unused, flagged, catalog)
         # "unused" is a claim the logs support; a high-risk grant CloudTrail could not have seen is listed apart
         for status in ("unused", "used_broadly", "unobservable"):
             entry[f"high_risk_{status}"] = [h for h in flagged if h["status"] == status]
@@ -366,7 +421,11 @@ def build_review(con, window: Window, *, iam_source: IamSource | None = None, st
         daily = timeline.groupby(["principal_arn", "day"], sort=True)["events"].sum().reset_index()
         for r in daily.itertuples(index=False):
             act.setdefault(r.principal_arn, []).append([str(r.day)[:10], int(r.events)])
-    denied_rows = usage.denied_calls(con, window)
+    # one pass over the store for every principal's calls, each distinct call shape mapped once
+    usages = usage.collect_all(con, [usage.Principal(arn, m.get("principal_type"), m.get("principal_name"),
+                                                     m.get("principal_account")) for arn, m in metas.items()
+                                     if m.get("events")], window)
+    grants: dict = {}  # granted sets per distinct set of attached documents
     ds_cache: dict[str, set[str]] = {}
 
     def data_sources(acct: str) -> set[str]:
@@ -379,8 +438,8 @@ def build_review(con, window: Window, *, iam_source: IamSource | None = None, st
         if progress:
             progress(arn)
         principals.append(_principal_entry(
-            con, window, arn, metas.get(arn, {}), inventory.get(arn.lower()), iam_source, denied_rows,
-            act.get(arn, []), data_sources, max_resources=max_resources, wildcards=wildcards, catalog=catalog))
+            arn, metas.get(arn, {}), inventory.get(arn.lower()), iam_source, usages.get(arn), act.get(arn, []),
+            data_sources, max_resources=max_resources, wildcards=wildcards, catalog=catalog, grants=grants))
     known = iam_source is not None
     principals = rank(principals, known)
     notes = list(iam_source.notes) if iam_source else []
@@ -546,8 +605,14 @@ def notebook_iam_source(env: str = "MINER_IAM_SNAPSHOT") -> IamSource | None:
     return None
 
 
+#: Temporary folders of this process, removed when it exits (a notebook's kernel shutting down): held here so that
+#: they live as long as the kernel does.
+_SCRATCH: list[tempfile.TemporaryDirectory] = []
+
+
 def notebook_store(env: str = "MINER_STORE") -> Path:
-    """The store a notebook should open: ``$MINER_STORE``, else the sample logs ingested into a temp store.
+    """The store a notebook should open: ``$MINER_STORE``, else the sample logs ingested into a temporary store that
+    is removed when the kernel shuts down (a killed kernel leaves it in the system's temp folder).
 
     Args:
         env: the environment variable naming the store.
@@ -566,32 +631,41 @@ def notebook_store(env: str = "MINER_STORE") -> Path:
                                 "that has sample_logs/")
     from miner import ingest
 
-    target = Path(tempfile.mkdtemp(prefix="miner-notebook-")) / "store"
+    _SCRATCH.append(tempfile.TemporaryDirectory(prefix="miner-notebook-", ignore_cleanup_errors=True))
+    target = Path(_SCRATCH[-1].name) / "store"
     ingest.ingest([str(logs)], target)
     return target
 
 
-def notebook_previous_review(con, window: Window, *, iam_source: IamSource | None = None,
-                             store: str | Path | None = None, env: str = "MINER_PREVIOUS_REVIEW") -> dict:
-    """The review a notebook compares with: ``$MINER_PREVIOUS_REVIEW``, else a review of the window's first half.
+def notebook_quarters(con, window: Window, current: dict, *, iam_source: IamSource | None = None,
+                      store: str | Path | None = None, env: str = "MINER_PREVIOUS_REVIEW") -> tuple[dict, dict]:
+    """Last quarter's review and this quarter's, for a notebook's quarter-over-quarter step.
+
+    With ``$MINER_PREVIOUS_REVIEW``: that file and ``current``. Without: the window split at the midnight nearest its
+    middle, a review of its first half standing for last quarter and of its second half for this quarter. (The
+    first half against ``current``, which covers both halves, could only show usage that appeared.)
 
     Args:
         con: a DuckDB connection from :func:`miner.store.connect`.
-        window: the current review's window (its first half stands in for last quarter).
+        window: the window of ``current``.
+        current: the review of ``window``.
         iam_source: where grants come from (as for :func:`build_review`).
         store: the store path (shown in the header).
         env: the environment variable naming a previous ``--format json`` review.
 
     Returns:
-        The previous review dict.
+        ``(previous, current)`` review dicts, for :func:`compare_reviews`.
 
     Raises:
         ValueError: when the named file is not a miner review.
     """
     if os.environ.get(env):
-        return load_review(Path(os.environ[env]).expanduser())
-    first_half = Window(window.since, window.since + (window.until - window.since) / 2)
-    return build_review(con, first_half, iam_source=iam_source, store=store)
+        return load_review(Path(os.environ[env]).expanduser()), current
+    half = (window.until - window.since) / 2
+    mid = pd.Timestamp(window.since + half).round("D").to_pydatetime()
+    mid = mid if window.since < mid < window.until else window.since + half
+    return (build_review(con, Window(window.since, mid), iam_source=iam_source, store=store),
+            build_review(con, Window(mid, window.until), iam_source=iam_source, store=store))
 
 
 # ----------------------------------------------------------------------------------------- quarter over quarter

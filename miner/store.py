@@ -11,15 +11,14 @@ import shutil
 import socket
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 if TYPE_CHECKING:
     import duckdb
+    import pyarrow as pa
 
 #: Layout under the store root.
 EVENTS_DIR = "events"  # events/account=<id>/region=<r>/date=<YYYY-MM-DD>/part-<run>-<n>.parquet
@@ -80,6 +79,26 @@ def connect(store: Path, *, threads: int | None = None) -> duckdb.DuckDBPyConnec
     return con
 
 
+def data_days(store: Path) -> tuple[date, date] | None:
+    """The first and last UTC day the store holds events for, from its ``date=`` partition folders (no file is read).
+
+    Args:
+        store: the store root.
+
+    Returns:
+        ``(first, last)`` days, or ``None`` when the store holds no events.
+    """
+    days = set()
+    for folder in (Path(store) / EVENTS_DIR).glob("account=*/region=*/date=*"):
+        try:
+            day = date.fromisoformat(folder.name.split("=", 1)[1])
+        except ValueError:
+            continue
+        if any(folder.glob("*.parquet")):
+            days.add(day)
+    return (min(days), max(days)) if days else None
+
+
 # ----------------------------------------------------------------------------- writing (used by miner.ingest)
 
 #: Rows per Parquet row group: small enough that DuckDB skips most groups of a file via principal_arn zone maps.
@@ -96,17 +115,28 @@ DICT_COLUMNS = [
 STATS_COLUMNS = ["event_id", "event_time", "event_source", "event_name", "aws_region", "account_id", "principal_arn",
                  "principal_type", "principal_name", "outcome", "event_type", "event_category"]
 
-#: Schema of the manifest of ingested objects (``manifest/*.parquet``).
-MANIFEST_SCHEMA = pa.schema([
-    pa.field("source", pa.string()),          # absolute local path or s3://bucket/key
-    pa.field("size", pa.int64()),             # bytes
-    pa.field("version", pa.string()),         # S3 ETag, or the local mtime in nanoseconds
-    pa.field("records", pa.int64()),          # records stored from it by the run that read it (after dedupe)
-    pa.field("status", pa.string()),          # "ok" or "skipped"
-    pa.field("reason", pa.string()),          # why it was skipped (null when ok)
-    pa.field("run_id", pa.string()),
-    pa.field("ingested_at", pa.timestamp("us", tz="UTC")),
-])
+@lru_cache(maxsize=1)
+def _manifest_schema() -> pa.Schema:
+    import pyarrow as pa
+
+    return pa.schema([
+        pa.field("source", pa.string()),          # absolute local path or s3://bucket/key
+        pa.field("size", pa.int64()),             # bytes
+        pa.field("version", pa.string()),         # S3 ETag, or the local mtime in nanoseconds
+        pa.field("records", pa.int64()),          # records stored from it by the run that read it (after dedupe)
+        pa.field("status", pa.string()),          # "ok" or "skipped"
+        pa.field("reason", pa.string()),          # why it was skipped (null when ok)
+        pa.field("run_id", pa.string()),
+        pa.field("ingested_at", pa.timestamp("us", tz="UTC")),
+    ])
+
+
+def __getattr__(name: str):
+    """``MANIFEST_SCHEMA``, the schema of the manifest of ingested objects (``manifest/*.parquet``), built on first
+    use: importing this module (``miner --help`` does, for :class:`StoreError`) does not load pyarrow."""
+    if name == "MANIFEST_SCHEMA":
+        return _manifest_schema()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]")
 LOCK_FILE = ".ingest.lock"
@@ -190,6 +220,31 @@ def clean_tmp(store: Path) -> int:
             except FileNotFoundError:
                 pass
     return n
+
+
+def tidy_after_write(store: Path, *, created: bool) -> None:
+    """Remove what a writer leaves behind for nothing (call while holding :func:`write_lock`, after :func:`clean_tmp`).
+
+    The empty ``_tmp/`` goes; in a store that holds nothing (no events, no manifest: an ingest of an empty folder)
+    the lock file goes too, and the store folder when this run created it.
+
+    Args:
+        store: the store root.
+        created: whether the run created the store folder.
+    """
+    store = Path(store)
+    try:
+        (store / TMP_DIR).rmdir()
+    except OSError:
+        pass  # absent, or not empty
+    if (store / EVENTS_DIR).exists() or (store / MANIFEST_DIR).exists():
+        return
+    try:
+        (store / LOCK_FILE).unlink()  # still locked through the open descriptor until the writer lets go
+        if created:
+            store.rmdir()
+    except OSError:
+        pass
 
 
 @dataclass
@@ -410,6 +465,8 @@ def write_parquet(table: pa.Table, path: Path, *, sync: bool = True) -> None:
         path: the file to write (normally under ``_tmp/``; publish it with :func:`publish`).
         sync: fsync the file, so a later rename never exposes unwritten data after a power loss.
     """
+    import pyarrow.parquet as pq
+
     events = "event_id" in table.column_names
     # store_schema=False: string columns handed over as Arrow dictionaries read back as plain strings
     pq.write_table(
@@ -444,6 +501,8 @@ def file_event_ids(path: Path) -> pa.Array:
     Returns:
         A string array.
     """
+    import pyarrow.parquet as pq
+
     return pq.ParquetFile(str(path)).read(columns=["event_id"]).column(0).combine_chunks()
 
 
@@ -461,6 +520,8 @@ def rewrite_filtered(path: Path, keep: pa.Array, dest: Path) -> pa.Array:
     Returns:
         The ``event_id`` values kept.
     """
+    import pyarrow.parquet as pq
+
     table = pq.ParquetFile(str(path)).read().filter(keep)
     write_parquet(table, dest)
     path.unlink(missing_ok=True)
@@ -489,10 +550,13 @@ def read_manifest(store: Path) -> pa.Table:
     Returns:
         A pyarrow Table (empty when nothing was ingested yet); ``.to_pandas()`` for a DataFrame.
     """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     files = manifest_files(store)
     if not files:
-        return MANIFEST_SCHEMA.empty_table()
-    return pa.concat_tables([pq.ParquetFile(str(f)).read().cast(MANIFEST_SCHEMA) for f in files])
+        return _manifest_schema().empty_table()
+    return pa.concat_tables([pq.ParquetFile(str(f)).read().cast(_manifest_schema()) for f in files])
 
 
 def manifest_index(store: Path) -> dict[str, tuple[int, str]]:
@@ -523,7 +587,9 @@ def append_manifest(store: Path, rows: list[dict], run_id: str, seq: int) -> Pat
     """
     if not rows:
         return None
-    table = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
+    import pyarrow as pa
+
+    table = pa.Table.from_pylist(rows, schema=_manifest_schema())
     tmp = tmp_dir(store) / f"manifest-{run_id}-{seq:05d}.parquet"
     write_parquet(table, tmp)
     final = Path(store) / MANIFEST_DIR / f"manifest-{run_id}-{seq:05d}.parquet"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections import namedtuple
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -119,7 +120,7 @@ def policy_size(doc: dict) -> int:
         The character count.
     """
     text = json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
-    return len(text) - sum(1 for ch in text if ch in " \t\r\n")
+    return len(text) - text.count(" ") - text.count("\t") - text.count("\r") - text.count("\n")
 
 
 def _split_arn(arn: str) -> list[str] | None:
@@ -221,6 +222,19 @@ def _generalise(resources: Iterable[str], max_resources: int,
             for r, _ in sub:
                 mapping[r] = pattern
     return mapping, notes
+
+
+def generalise(resources: Iterable[str], max_resources: int = DEFAULT_MAX_RESOURCES) -> dict[str, str]:
+    """The pattern each resource is granted under, as :func:`synthesize` generalises them (templates, then prefixes).
+
+    Args:
+        resources: observed resource ARNs (patterns of logged names, as in the usage rows).
+        max_resources: the generalisation threshold per resource group (0 = never generalise).
+
+    Returns:
+        resource -> pattern, for the resources that are generalised (the others stay as they are).
+    """
+    return _generalise(resources, max_resources)[0]
 
 
 def _drop_covered(resources: set[str]) -> set[str]:
@@ -476,6 +490,16 @@ def _by_condition(action: str, resources: set[str], general: dict[str, str], exa
     return list(groups.values())
 
 
+_Row = namedtuple("_Row", "action resource conditions outcomes calls reason implicit event_sources")
+
+
+def _rows(usage: pd.DataFrame, columns: tuple[str, ...]) -> Iterable[_Row]:
+    """The rows of ``usage`` as :data:`_Row` tuples (``None`` for an absent column). Cheaper than ``itertuples``,
+    which builds a tuple class per call and reads every column, not only these."""
+    n = len(usage)
+    return map(_Row._make, zip(*(list(usage[c]) if c in usage.columns else [None] * n for c in columns)))
+
+
 def synthesize(usage: pd.DataFrame, *, max_resources: int = DEFAULT_MAX_RESOURCES, wildcards: bool = True,
                passrole_condition: bool = True, size_limit: int = MANAGED_POLICY_LIMIT, catalog=None,
                templates: bool = True) -> Suggestion:
@@ -522,7 +546,8 @@ def synthesize(usage: pd.DataFrame, *, max_resources: int = DEFAULT_MAX_RESOURCE
     unproven: dict[str, dict[str, int]] = {}  # resources (-> calls) seen only in calls that did not succeed
     passed_to: dict[str, set[str]] = {}  # iam:PassRole resource -> service principals it was passed to ("?" unknown)
     conds: dict[tuple[str, str], frozenset | None] = {}  # (action, resource) -> (key, value) pairs; None: unconditional
-    for row in usage.itertuples(index=False):
+    for row in _rows(usage, ("action", "resource", "conditions", "outcomes", "calls", "reason", "implicit",
+                             "event_sources")):
         action = catalog.canonical(row.action) or row.action
         resource = row.resource if isinstance(row.resource, str) and row.resource else "*"
         pairs = _condition_pairs(row.conditions) if "conditions" in cols else None
@@ -648,38 +673,103 @@ def _hcl_list(values: list[str], indent: str) -> str:
     return f"[\n{inner},\n{indent}]"
 
 
-def to_terraform(suggestion: Suggestion, name: str = "policy", comment: str | None = None) -> str:
-    """Terraform: one ``data "aws_iam_policy_document"`` block per document.
+def _hcl_body(items: list[tuple[str, str] | list[str]], indent: str) -> list[str]:
+    """Lines of an HCL block body as ``terraform fmt`` writes them.
+
+    Args:
+        items: ``(name, value)`` attributes and nested blocks (a list of lines, already indented).
+        indent: the body's indentation.
+
+    Returns:
+        The lines: the ``=`` of consecutive one-line attributes aligned; a multi-line attribute or a block ends a run.
+    """
+    lines: list[str] = []
+    run: list[tuple[str, str]] = []
+
+    def flush() -> None:
+        width = max((len(k) for k, _ in run), default=0)
+        lines.extend(f"{indent}{k.ljust(width)} = {v}" for k, v in run)
+        run.clear()
+
+    for item in items:
+        if isinstance(item, tuple) and "\n" not in item[1]:
+            run.append(item)
+            continue
+        flush()
+        lines.extend([f"{indent}{item[0]} = {item[1]}"] if isinstance(item, tuple) else item)
+    flush()
+    return lines
+
+
+def _hcl_statement(stmt: dict) -> list[str]:
+    """One ``statement`` block of an ``aws_iam_policy_document``."""
+    items: list = [("sid", _hcl_str(stmt["Sid"])), ("effect", _hcl_str(stmt["Effect"])),
+                   ("actions", _hcl_list(sorted(_as_list(stmt["Action"]), key=str.lower), "    ")),
+                   ("resources", _hcl_list(sorted(_as_list(stmt["Resource"])), "    "))]
+    for test, kv in sorted((stmt.get("Condition") or {}).items()):
+        for variable, values in sorted(kv.items()):
+            items.append(["    condition {"] + _hcl_body([("test", _hcl_str(test)), ("variable", _hcl_str(variable)),
+                                                         ("values", _hcl_list(_as_list(values), "      "))], "      ")
+                         + ["    }"])
+    return ["  statement {", *_hcl_body(items, "    "), "  }"]
+
+
+#: Characters IAM allows in a policy name (``[\w+=,.@-]``, at most 128).
+_POLICY_NAME = re.compile(r"[^A-Za-z0-9_+=,.@-]+")
+
+
+def policy_name(principal: str, index: int | None = None) -> str:
+    """The name of a suggested managed policy: ``<principal>-least-privilege`` (``-2`` for the second document).
+
+    Args:
+        principal: the role or user name.
+        index: the document's number when the policy is split.
+
+    Returns:
+        A valid IAM policy name (other characters become ``-``; at most 128 characters).
+    """
+    suffix = "-least-privilege" + (f"-{index}" if index else "")
+    return _POLICY_NAME.sub("-", principal)[: 128 - len(suffix)] + suffix
+
+
+def to_terraform(suggestion: Suggestion, name: str = "policy", comment: str | None = None, *,
+                 role: str | None = None, user: str | None = None, description: str | None = None) -> str:
+    """Terraform: one ``data "aws_iam_policy_document"`` block per document, and for a role or user the
+    ``aws_iam_policy`` holding it and its ``aws_iam_role_policy_attachment`` / ``aws_iam_user_policy_attachment``.
+
+    The text is as ``terraform fmt`` writes it; every string is an HCL literal (:func:`miner.escape.hcl_string`).
 
     Args:
         suggestion: the suggestion.
         name: the principal's name (block labels are derived from it).
         comment: a line placed at the top as a ``#`` comment.
+        role: the role name to attach the policies to.
+        user: the user name to attach the policies to.
+        description: the managed policies' description (at most 1,000 characters are kept).
 
     Returns:
         The HCL text.
     """
     base = _ident(name)
     out = [f"# {visible(comment)}"] if comment else []
+    many = len(suggestion.policies) > 1
     for i, doc in enumerate(suggestion.policies, 1):
-        label = base if len(suggestion.policies) == 1 else f"{base}_{i}"
-        out.append(f'data "aws_iam_policy_document" "{label}" {{')
+        label = f"{base}_{i}" if many else base
+        out += [f'data "aws_iam_policy_document" "{label}" {{']
         for stmt in doc["Statement"]:
-            out.append("  statement {")
-            out.append(f"    sid       = {_hcl_str(stmt['Sid'])}")
-            out.append(f"    effect    = {_hcl_str(stmt['Effect'])}")
-            out.append(f"    actions   = {_hcl_list(sorted(_as_list(stmt['Action']), key=str.lower), '    ')}")
-            out.append(f"    resources = {_hcl_list(sorted(_as_list(stmt['Resource'])), '    ')}")
-            for test, kv in sorted((stmt.get("Condition") or {}).items()):
-                for variable, values in sorted(kv.items()):
-                    out.append("    condition {")
-                    out.append(f"      test     = {_hcl_str(test)}")
-                    out.append(f"      variable = {_hcl_str(variable)}")
-                    out.append(f"      values   = {_hcl_list(_as_list(values), '      ')}")
-                    out.append("    }")
-            out.append("  }")
-        out.append("}")
-        out.append("")
+            out += _hcl_statement(stmt)
+        out += ["}", ""]
+        if not (role or user):
+            continue
+        attrs = [("name", _hcl_str(policy_name(role or user, i if many else None)))]
+        if description:
+            attrs.append(("description", _hcl_str(description[:1000])))
+        attrs.append(("policy", f"data.aws_iam_policy_document.{label}.json"))
+        kind, principal = ("role", role) if role else ("user", user)
+        out += [f'resource "aws_iam_policy" "{label}" {{', *_hcl_body(attrs, "  "), "}", "",
+                f'resource "aws_iam_{kind}_policy_attachment" "{label}" {{',
+                *_hcl_body([(kind, _hcl_str(principal)), ("policy_arn", f"aws_iam_policy.{label}.arn")], "  "),
+                "}", ""]
     return "\n".join(out)
 
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from miner import queries
@@ -71,16 +72,27 @@ class Usage:
     events: int = 0  # every event of the principal in the window
     authorised_events: int = 0
     denied_events: int = 0
+    #: DENIED_COLUMNS: the denied calls per (action, resource, error code), those that map to no action included
+    #: (``action`` null); most frequent first
+    denied_calls: pd.DataFrame | None = None
+    #: outcome class -> its rows of ``actions`` (index reset), when the maker cut them already (:func:`collect_all`
+    #: does, for every principal at once); else :attr:`authorised` and :attr:`denied` filter ``actions``
+    by_class: dict[str, pd.DataFrame] | None = field(default=None, repr=False, compare=False)
 
     @property
     def authorised(self) -> pd.DataFrame:
         """The (action, resource) rows of authorised calls: the input of a suggested policy."""
-        return self.actions[self.actions["outcome_class"] == "authorised"].reset_index(drop=True)
+        return self._of_class("authorised")
 
     @property
     def denied(self) -> pd.DataFrame:
         """The (action, resource) rows of denied calls: reported, never added to a policy."""
-        return self.actions[self.actions["outcome_class"] == "denied"].reset_index(drop=True)
+        return self._of_class("denied")
+
+    def _of_class(self, outcome_class: str) -> pd.DataFrame:
+        if self.by_class is not None and outcome_class in self.by_class:
+            return self.by_class[outcome_class]
+        return self.actions[self.actions["outcome_class"] == outcome_class].reset_index(drop=True)
 
     def why_no_policy(self) -> str:
         """What the calls were, when none is an authorised call that maps to an IAM action (no policy to suggest).
@@ -224,19 +236,19 @@ def _not_found_message(con, window: Window, text: str, kind: str | None, account
     return f"unknown {what} {text!r}{where}: no such principal in the store{hint}{listing}"
 
 
-def call_shapes(con, principal_arn: str, window: Window) -> pd.DataFrame:
-    """A principal's distinct call shapes in a window (``queries/usage_by_principal.sql``).
+def call_shapes(con, principal_arn: str | None, window: Window) -> pd.DataFrame:
+    """Distinct call shapes in a window, of one principal or of every principal (``queries/usage_by_principal.sql``).
 
     Args:
         con: a DuckDB connection from :func:`miner.store.connect`.
-        principal_arn: the principal.
+        principal_arn: the principal, or ``None`` for every principal (one pass over the store).
         window: the time window.
 
     Returns:
-        One row per distinct (SHAPE_KEY, outcome, event_category) with events, first_seen, last_seen, invoked_by
-        and :data:`CONTEXT_COLUMNS`.
+        One row per distinct (principal_arn, SHAPE_KEY, outcome, event_category) with events, first_seen,
+        last_seen, invoked_by and :data:`CONTEXT_COLUMNS`; ordered by principal, then shape.
     """
-    return queries.run(con, "usage_by_principal", **_params(window, principal_arn=principal_arn))
+    return queries.run_arrow(con, "usage_by_principal", **_params(window, principal_arn=principal_arn)).to_pandas()
 
 
 def _mapper():
@@ -339,15 +351,14 @@ def resolve_caller(mapped: pd.DataFrame, principal_arn: str | pd.Series) -> pd.D
     return out
 
 
-def _join_unique(values: pd.Series) -> str:
-    return ",".join(sorted({v for v in values if isinstance(v, str) and v}))
-
-
-def aggregate(mapped: pd.DataFrame) -> pd.DataFrame:
+def aggregate(mapped: pd.DataFrame, *, by_principal: bool = False) -> pd.DataFrame:
     """Re-aggregate mapped call shapes by (action, resource, outcome class) (``queries/usage_actions.sql``).
 
     Args:
-        mapped: the output of :func:`map_shapes` over ``usage_by_principal`` rows.
+        mapped: the output of :func:`map_shapes` over ``usage_by_principal`` rows (rows without a ``principal_arn``
+            column are taken as one principal's).
+        by_principal: keep the principals apart (a leading ``principal_arn`` column); else ``mapped`` is taken to
+            hold one principal's shapes.
 
     Returns:
         USAGE_COLUMNS: ``calls`` (events), first/last seen, and comma-joined sorted ``regions``, ``accounts``,
@@ -357,23 +368,26 @@ def aggregate(mapped: pd.DataFrame) -> pd.DataFrame:
         ``conditions`` (``key=value`` pairs the grant may carry, e.g. ``ec2:CreateAction=RunInstances``; null when
         some call needs the grant without one); :data:`CONTEXT_COLUMNS` (arrays of distinct values, a ``None``
         element for calls without one).
-        Sorted by outcome class, action and resource.
+        Sorted by (principal,) outcome class, action and resource.
     """
     import duckdb
 
+    columns = ["principal_arn", *USAGE_COLUMNS] if by_principal else USAGE_COLUMNS
     if mapped.empty:
-        return pd.DataFrame(columns=USAGE_COLUMNS)
-    needed = ["action", "resource", "events", "first_seen", "last_seen", "aws_region", "account_id", "event_source",
-              "event_name", "outcome", "event_category", "derivation", "reason", "implicit", "invoked_by", "status",
-              "condition_key", "condition_value", *CONTEXT_COLUMNS]
+        return pd.DataFrame(columns=columns)
+    needed = ["principal_arn", "action", "resource", "events", "first_seen", "last_seen", "aws_region", "account_id",
+              "event_source", "event_name", "outcome", "event_category", "derivation", "reason", "implicit",
+              "invoked_by", "status", "condition_key", "condition_value", *CONTEXT_COLUMNS]
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
         for c in ("condition_key", "condition_value"):
             if c not in mapped.columns:
                 mapped = mapped.assign(**{c: None})
+        if "principal_arn" not in mapped.columns:
+            mapped = mapped.assign(principal_arn="")
         con.register("mapped", _with_context(mapped[[c for c in needed if c in mapped.columns]]))
-        return queries.run(con, "usage_actions")[USAGE_COLUMNS]
+        return queries.run(con, "usage_actions")[columns]
     finally:
         con.close()
 
@@ -405,24 +419,144 @@ def collect(con, principal: Principal, window: Window) -> Usage:
     Returns:
         The :class:`Usage` (authorised and denied (action, resource) rows, unmapped and permission-free calls).
     """
-    shapes = call_shapes(con, principal.arn, window)
-    mapped = resolve_caller(map_shapes(shapes), principal.arn)
-    actions = aggregate(mapped)
+    return _usages(call_shapes(con, principal.arn, window), [principal], window)[principal.arn]
 
-    def by_operation(statuses: tuple[str, ...]) -> pd.DataFrame:
-        rows = mapped[mapped["status"].isin(statuses)] if len(mapped) else mapped  # one row per such shape
-        if rows.empty:
-            return pd.DataFrame(columns=["event_source", "event_name", "status", "calls", "note"])
-        return (rows.groupby(["event_source", "event_name", "status"], sort=True, dropna=False)
-                .agg(calls=("events", "sum"), note=("note", "first")).reset_index()
-                .sort_values(["calls", "event_source", "event_name"], ascending=[False, True, True], kind="stable")
-                .reset_index(drop=True))
 
-    total = int(shapes["events"].sum()) if len(shapes) else 0
-    denied = int(shapes.loc[shapes["outcome"] == "denied", "events"].sum()) if len(shapes) else 0
-    return Usage(principal, window, actions, by_operation(("unmapped", "invalid")),
-                 by_operation(("no_permission", "service_event", "not_api_call")),
-                 events=total, authorised_events=total - denied, denied_events=denied)
+def collect_all(con, principals: list[Principal], window: Window) -> dict[str, Usage]:
+    """Everything each of several principals did in a window, as :func:`collect` gives it for one, set-based.
+
+    One query reads every principal's call shapes in one pass over the store; each distinct shape is mapped once
+    for all the principals that made it, and one aggregation keeps the principals apart.
+
+    Args:
+        con: a DuckDB connection from :func:`miner.store.connect`.
+        principals: the principals.
+        window: the time window.
+
+    Returns:
+        Principal ARN -> its :class:`Usage` (one per principal given; empty for a principal with no calls).
+    """
+    shapes = call_shapes(con, None, window)
+    wanted = {p.arn for p in principals}
+    if len(shapes) and not shapes["principal_arn"].isin(wanted).all():
+        shapes = shapes[shapes["principal_arn"].isin(wanted)]
+    return _usages(shapes, principals, window)
+
+
+_OPERATION_COLUMNS = ["event_source", "event_name", "status", "calls", "note"]
+#: Columns of :attr:`Usage.denied_calls`.
+DENIED_COLUMNS = ["action", "resource", "error_code", "calls", "first_seen", "last_seen", "operations"]
+
+
+def _by_operation(mapped: pd.DataFrame, statuses: tuple[str, ...]) -> pd.DataFrame:
+    """Calls with one of ``statuses`` per (principal, event source, event name, status): calls, the first note."""
+    rows = mapped[mapped["status"].isin(statuses)] if len(mapped) else mapped  # one row per such shape
+    if rows.empty:
+        return pd.DataFrame(columns=["principal_arn", *_OPERATION_COLUMNS])
+    return (rows.groupby(["principal_arn", "event_source", "event_name", "status"], sort=True, dropna=False)
+            .agg(calls=("events", "sum"), note=("note", "first")).reset_index()
+            .sort_values(["principal_arn", "calls", "event_source", "event_name"], ascending=[True, False, True, True],
+                         kind="stable")
+            .reset_index(drop=True))
+
+
+def _runs(*keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Start and end positions of the runs of equal values in ``keys`` (arrays of one length, compared together)."""
+    n = len(keys[0])
+    change = np.zeros(max(n - 1, 0), dtype=bool)
+    for k in keys:
+        change |= k[1:] != k[:-1]
+    starts = np.flatnonzero(np.concatenate([[True], change])) if n else np.zeros(0, dtype=int)
+    return starts, np.append(starts[1:], n).astype(int)
+
+
+def _split(frame: pd.DataFrame, columns: list[str]) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
+    """``frame``, sorted by ``principal_arn``, cut into one frame per principal (``columns`` kept, index reset), and
+    the empty frame for a principal with no rows. Slices, not copies: each principal's rows are contiguous."""
+    if frame.empty:
+        return {}, pd.DataFrame(columns=columns)
+    arns = frame["principal_arn"].to_numpy(dtype=object)
+    starts, ends = _runs(arns)
+    if len(set(arns[starts])) != len(starts):
+        raise ValueError("rows are not sorted by principal_arn")
+    body = frame[columns]
+    return {arns[a]: body.iloc[a:b].reset_index(drop=True) for a, b in zip(starts, ends)}, body.iloc[:0]
+
+
+def _by_class(frame: pd.DataFrame) -> dict[str, dict[str, pd.DataFrame]]:
+    """Per principal, outcome class -> its rows of :func:`aggregate`'s ``by_principal`` output (sorted by principal
+    and outcome class, so each is a slice)."""
+    out: dict[str, dict[str, pd.DataFrame]] = {}
+    if frame.empty:
+        return out
+    arns = frame["principal_arn"].to_numpy(dtype=object)
+    classes = frame["outcome_class"].to_numpy(dtype=object)
+    body = frame[USAGE_COLUMNS]
+    empty = body.iloc[:0]
+    for a, b in zip(*_runs(arns, classes)):
+        out.setdefault(arns[a], {"authorised": empty, "denied": empty})[classes[a]] = \
+            body.iloc[a:b].reset_index(drop=True)
+    return out
+
+
+def _joined(group: np.ndarray, values: pd.Series, groups: int) -> list[str]:
+    """Per group id (0 .. groups-1), the distinct non-empty string values joined sorted with ``,``."""
+    keep = values.map(lambda v: isinstance(v, str) and bool(v)).to_numpy(dtype=bool)
+    pairs = pd.DataFrame({"g": group[keep], "v": values.to_numpy(dtype=object)[keep]}).drop_duplicates()
+    pairs = pairs.sort_values(["g", "v"], kind="stable")
+    out = [""] * groups
+    several = pairs["g"].duplicated(keep=False).to_numpy()
+    for g, v in zip(pairs["g"].to_numpy()[~several], pairs["v"].to_numpy()[~several]):
+        out[g] = v  # most groups hold one value: no join
+    for g, vs in pairs[several].groupby("g", sort=False)["v"]:
+        out[g] = ",".join(vs)
+    return out
+
+
+def _denied_by_action(m: pd.DataFrame) -> pd.DataFrame:
+    """Mapped denied call shapes per (principal_arn, action, resource, error_code): calls, first_seen, last_seen,
+    operations (``source-prefix:eventName``, sorted, comma-joined), and ``error_message`` (the first) when the
+    shapes carry it; sorted by principal, most calls first, then action."""
+    operations = m["event_source"].str.split(".").str[0] + ":" + m["event_name"]
+    key = ["principal_arn", "action", "resource", "error_code"]
+    g = m.groupby(key, dropna=False, sort=True)
+    aggs = {"calls": ("events", "sum"), "first_seen": ("first_seen", "min"), "last_seen": ("last_seen", "max")}
+    if "error_message" in m.columns:
+        aggs["error_message"] = ("error_message", "first")
+    out = g.agg(**aggs).reset_index()
+    out["operations"] = _joined(g.ngroup().to_numpy(), operations, len(out))
+    out["calls"] = out["calls"].astype("int64")
+    return out.sort_values(["principal_arn", "calls", "action"], ascending=[True, False, True], kind="stable") \
+        .reset_index(drop=True)
+
+
+def _usages(shapes: pd.DataFrame, principals: list[Principal], window: Window) -> dict[str, Usage]:
+    """The :class:`Usage` of each principal from the call shapes of all of them (``call_shapes`` rows)."""
+    mapped = map_shapes(shapes)
+    if len(mapped):
+        mapped = resolve_caller(mapped, mapped["principal_arn"])
+    aggregated = aggregate(mapped, by_principal=True)
+    actions, no_actions = _split(aggregated, USAGE_COLUMNS)
+    classes = _by_class(aggregated)
+    unmapped, no_unmapped = _split(_by_operation(mapped, ("unmapped", "invalid")), _OPERATION_COLUMNS)
+    free, no_free = _split(_by_operation(mapped, ("no_permission", "service_event", "not_api_call")),
+                           _OPERATION_COLUMNS)
+    refusals = mapped[mapped["outcome"] == "denied"] if len(mapped) else mapped
+    denied_calls, no_denied_calls = _split(_denied_by_action(refusals) if len(refusals) else refusals.iloc[:0],
+                                           DENIED_COLUMNS)
+    totals: dict[str, int] = {}
+    denied: dict[str, int] = {}
+    if len(shapes):
+        totals = shapes.groupby("principal_arn")["events"].sum().to_dict()
+        denied = shapes[shapes["outcome"] == "denied"].groupby("principal_arn")["events"].sum().to_dict()
+    out = {}
+    for p in principals:
+        total, refused = int(totals.get(p.arn, 0)), int(denied.get(p.arn, 0))
+        out[p.arn] = Usage(p, window, actions.get(p.arn, no_actions), unmapped.get(p.arn, no_unmapped),
+                           free.get(p.arn, no_free), events=total, authorised_events=total - refused,
+                           denied_events=refused, denied_calls=denied_calls.get(p.arn, no_denied_calls),
+                           by_class=classes.get(p.arn, {"authorised": no_actions, "denied": no_actions}))
+    return out
 
 
 def denied_calls(con, window: Window, principal_arn: str | None = None) -> pd.DataFrame:
@@ -443,15 +577,7 @@ def denied_calls(con, window: Window, principal_arn: str | None = None) -> pd.Da
     if rows.empty:
         return pd.DataFrame(columns=cols)
     m = map_shapes(rows)
-    m = resolve_caller(m, m["principal_arn"])
-    m["operations"] = m["event_source"].str.split(".").str[0] + ":" + m["event_name"]
-    key = ["principal_arn", "action", "resource", "error_code"]
-    g = m.groupby(key, dropna=False, sort=True)
-    out = g.agg(calls=("events", "sum"), first_seen=("first_seen", "min"), last_seen=("last_seen", "max"),
-                operations=("operations", _join_unique), error_message=("error_message", "first")).reset_index()
-    out["calls"] = out["calls"].astype("int64")
-    return out.sort_values(["principal_arn", "calls", "action"], ascending=[True, False, True], kind="stable")[cols] \
-        .reset_index(drop=True)
+    return _denied_by_action(resolve_caller(m, m["principal_arn"]))[cols]
 
 
 def timeline(con, window: Window, principal_arn: str | None = None) -> pd.DataFrame:

@@ -1,16 +1,19 @@
 """Benchmark `miner suggest` on large synthetic stores (build the store with pyarrow, time the CLI in a subprocess).
 
 Usage:
-    python scripts/bench_suggest.py build --events 10000000 --out /tmp/miner-bench/store-10M
+    python scripts/bench_suggest.py build --events 10000000 --out /tmp/miner-bench/store-10M [--principals 1000]
     python scripts/bench_suggest.py run --store /tmp/miner-bench/store-10M [--store ...]
     python scripts/bench_suggest.py phases --store /tmp/miner-bench/store-10M   # time per step, fresh process
     python scripts/bench_suggest.py scan --store /tmp/miner-bench/store-10M     # what the usage query reads
+    python scripts/bench_suggest.py latency --store /tmp/miner-bench/store-10M [--base /tmp/base] [--rounds 7]
+        # suggest beside its own usage query, each in a fresh process, interleaved; medians, wall and CPU
     python scripts/bench_suggest.py all          # builds 5M and 10M stores (cached) and prints the table
 
 The store has the layout of ``miner ingest`` (``events/account=/region=/date=/part-0.parquet``), each file sorted by
 principal_arn (then event_time) with row groups of 64k rows. Two benchmark roles have a FIXED number of events in
-every store size (``bench-heavy``: ~200k events, ``bench-light``: ~2k events); the other 998 principals share the
-rest, so a bigger store means more events of other principals, not more of the measured roles.
+every store size (``bench-heavy``: ~200k events, ``bench-light``: ~2k events); the other principals (998 by default,
+``--principals``) share the rest, so a bigger store means more events of other principals, not more of the measured
+roles.
 """
 
 from __future__ import annotations
@@ -71,12 +74,13 @@ def _ops(acct: str, region: str, i: int, n_keys: int) -> list[tuple[str, str, st
     return ops
 
 
-def _principals():
-    """(arn, type, name, account, weight) of the 1,000 principals; indexes 0 and 1 are the benchmark roles."""
+def _principals(n: int = N_PRINCIPALS):
+    """(arn, type, name, account) of ``n`` principals, and their activity weights; indexes 0 and 1 are the benchmark
+    roles (weight 0: their events are fixed)."""
     import numpy as np
 
     out = []
-    for i in range(N_PRINCIPALS):
+    for i in range(n):
         acct = ACCOUNTS[i % len(ACCOUNTS)]
         if i == 0:
             arn, typ, name = f"arn:aws:iam::{acct}:role/service-role/bench-heavy", "AssumedRole", "bench-heavy"
@@ -87,12 +91,12 @@ def _principals():
         else:
             arn, typ, name = f"arn:aws:iam::{acct}:role/app/svc-{i:04d}", "AssumedRole", f"svc-{i:04d}"
         out.append((arn, typ, name, acct))
-    weights = 1.0 / np.arange(1, N_PRINCIPALS + 1) ** 0.8  # Zipf-like activity
+    weights = 1.0 / np.arange(1, n + 1) ** 0.8  # Zipf-like activity
     weights[:2] = 0
     return out, weights / weights.sum()
 
 
-def build(events: int, out: Path, seed: int = 7, row_group: int = ROW_GROUP) -> Path:
+def build(events: int, out: Path, seed: int = 7, row_group: int = ROW_GROUP, principals: int = N_PRINCIPALS) -> Path:
     """Write a synthetic store of about ``events`` records.
 
     Args:
@@ -100,6 +104,7 @@ def build(events: int, out: Path, seed: int = 7, row_group: int = ROW_GROUP) -> 
         out: the store root (created; reused when its marker says the same size was built).
         seed: RNG seed.
         row_group: rows per Parquet row group (the ingest stage writes 64k).
+        principals: how many principals act (the two benchmark roles included).
 
     Returns:
         The store root.
@@ -112,19 +117,21 @@ def build(events: int, out: Path, seed: int = 7, row_group: int = ROW_GROUP) -> 
 
     marker = out / "_bench.json"
     if marker.exists() and json.loads(marker.read_text()).get("events") == events and \
-            json.loads(marker.read_text()).get("row_group", ROW_GROUP) == row_group:
+            json.loads(marker.read_text()).get("row_group", ROW_GROUP) == row_group and \
+            json.loads(marker.read_text()).get("principals", N_PRINCIPALS) == principals:
         return out
     t0 = time.time()
     rng = np.random.default_rng(seed)
-    principals, weights = _principals()
+    n_principals = principals
+    principals, weights = _principals(n_principals)
     others = events - HEAVY_EVENTS - LIGHT_EVENTS
     per_principal = rng.multinomial(others, weights)
     per_principal[0], per_principal[1] = HEAVY_EVENTS, LIGHT_EVENTS
     fields = ("event_source", "event_name", "request_parameters", "resources", "event_category", "read_only")
     # One flat pool of operations; each (principal, region) owns a slice [offset, offset + length).
     flat: list[tuple] = []
-    offset = np.zeros((N_PRINCIPALS, len(REGIONS)), dtype=np.int64)
-    length = np.zeros((N_PRINCIPALS, len(REGIONS)), dtype=np.int64)
+    offset = np.zeros((n_principals, len(REGIONS)), dtype=np.int64)
+    length = np.zeros((n_principals, len(REGIONS)), dtype=np.int64)
     for i, (arn, typ, name, acct) in enumerate(principals):
         n_keys = 5000 if i == 0 else 50 if i == 1 else max(5, min(2000, int(per_principal[i] // 200)))
         for r, region in enumerate(REGIONS):
@@ -136,7 +143,7 @@ def build(events: int, out: Path, seed: int = 7, row_group: int = ROW_GROUP) -> 
     per = {  # per-principal constant columns
         "principal_arn": [p[0] for p in principals], "principal_type": [p[1] for p in principals],
         "principal_name": [p[2] for p in principals], "principal_account": [p[3] for p in principals],
-        "source_ip": [f"10.0.{i % 250}.{i % 7}" for i in range(N_PRINCIPALS)],
+        "source_ip": [f"10.0.{i % 250}.{i % 7}" for i in range(n_principals)],
         "session_name": [f"{p[2]}-session" for p in principals],
         "session_arn": [f"arn:aws:sts::{p[3]}:assumed-role/{p[2]}/{p[2]}-session" for p in principals],
     }
@@ -194,27 +201,42 @@ def build(events: int, out: Path, seed: int = 7, row_group: int = ROW_GROUP) -> 
         shutil.rmtree(out)
     tmp.rename(out)
     (out / "_bench.json").write_text(json.dumps({"events": events, "written": written, "row_group": row_group,
-                                                 "seconds": round(time.time() - t0, 1)}))
+                                                 "principals": n_principals, "seconds": round(time.time() - t0, 1)}))
     print(f"built {written:,} events in {time.time() - t0:.0f} s -> {out}", file=sys.stderr)
     return out
+
+
+_TIMED = ("import json, resource, subprocess, sys, time; t = time.perf_counter(); "
+          "r = subprocess.run(sys.argv[1:], stdout=subprocess.PIPE, stderr=subprocess.PIPE); "
+          "w = time.perf_counter() - t; u = resource.getrusage(resource.RUSAGE_CHILDREN); "
+          "print(json.dumps({'wall': w, 'cpu': u.ru_utime + u.ru_stime, 'rss': u.ru_maxrss / 1024, "
+          "'rc': r.returncode, 'out': r.stdout.decode()[-4000:], 'err': r.stderr.decode()[-2000:]}))")
+
+
+def timed(cmd: list[str], pythonpath: str | None = None) -> dict:
+    """Run ``cmd`` once in a fresh process, through a wrapper that measures it alone.
+
+    Args:
+        cmd: the command.
+        pythonpath: ``PYTHONPATH`` for the command (the tree to run), else the inherited one.
+
+    Returns:
+        ``wall`` and ``cpu`` (user + system) seconds, peak ``rss`` (MB), ``rc``, and the tails of ``out``/``err``.
+    """
+    env = dict(os.environ, **({"PYTHONPATH": pythonpath} if pythonpath else {}))
+    res = subprocess.run([sys.executable, "-c", _TIMED, *cmd], capture_output=True, text=True, check=True, env=env)
+    return json.loads(res.stdout)
 
 
 def measure(args: list[str], repeat: int = 3) -> tuple[float, float]:
     """Run ``miner ARGS`` in a subprocess ``repeat`` times; the best wall time (s) and the peak RSS (MB) of that run."""
     best = (float("inf"), 0.0)
-    code = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
-            "r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE); "
-            "w = time.perf_counter() - t; "
-            "print(w, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, r.returncode); "
-            "sys.stderr.write(r.stderr.decode()[-2000:] if r.returncode else '')")
-    miner = [sys.executable, "-m", "miner.cli"]
     for _ in range(repeat):
-        res = subprocess.run([sys.executable, "-c", code, *miner, *args], capture_output=True, text=True, check=True)
-        wall, rss, rc = res.stdout.split()
-        if rc != "0":
-            raise RuntimeError(f"miner {' '.join(args)} failed: {res.stderr}")
-        if float(wall) < best[0]:
-            best = (float(wall), float(rss))
+        got = timed([sys.executable, "-m", "miner.cli", *args])
+        if got["rc"] != 0:
+            raise RuntimeError(f"miner {' '.join(args)} failed: {got['err']}")
+        if got["wall"] < best[0]:
+            best = (got["wall"], got["rss"])
     return best
 
 
@@ -309,6 +331,77 @@ def scan(store: Path, role: str) -> str:
             f"{read.group(1) if read else '?'} |")
 
 
+_QUERY_CHILD = r"""
+import json, sys, time
+from datetime import datetime
+t0 = time.perf_counter()
+import duckdb
+store, sql_file, arn, since, until = sys.argv[1:6]
+con = duckdb.connect()
+con.execute("CREATE VIEW events AS SELECT * FROM read_parquet('" + store.replace("'", "''") +
+            "/events/account=*/region=*/date=*/*.parquet', hive_partitioning = true, "
+            "hive_types = {'account': 'VARCHAR', 'region': 'VARCHAR', 'date': 'DATE'}, union_by_name = true)")
+t1 = time.perf_counter()
+params = {"since": datetime.fromisoformat(since), "until": datetime.fromisoformat(until), "principal_arn": arn}
+sql = open(sql_file, encoding="utf-8").read()
+rows = con.sql(sql, params={k: v for k, v in params.items() if "$" + k in sql}).to_arrow_table().num_rows
+t2 = time.perf_counter()
+print(json.dumps({"setup": t1 - t0, "query": t2 - t1, "rows": rows}))
+"""
+
+
+def _median(xs: list[float]) -> float:
+    xs = sorted(xs)
+    return xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
+
+
+def latency(stores: list[Path], rounds: int = 7, base: Path | None = None) -> str:
+    """``miner suggest`` beside the DuckDB query of its usage, each in a fresh process, interleaved; a Markdown table.
+
+    Per round and (store, role): the usage query (``queries/usage_by_principal.sql`` of this tree, run by a process
+    that imports only duckdb and opens the store's view as ``miner.store.connect`` does), then ``miner suggest
+    --role ROLE --quiet`` of this tree, then of ``base`` (another checkout, through ``PYTHONPATH``) when given.
+    Medians over the rounds: wall and CPU time, peak RSS, and suggest's wall over the query process's wall.
+    """
+    from miner import models
+
+    here = str(Path(__file__).resolve().parent.parent)
+    win = models.make_window("2026-06-01", "2026-08-29", datetime(2026, 9, 1, tzinfo=timezone.utc))
+    sql = Path(here) / "queries" / "usage_by_principal.sql"
+    principals, _ = _principals()
+    trees = [("this tree", here)] + ([("base", str(base))] if base else [])
+    got: dict[tuple, list[dict]] = {}
+    for _ in range(rounds):
+        for store in stores:
+            for idx, role in ((0, "bench-heavy"), (1, "bench-light")):
+                q = timed([sys.executable, "-c", _QUERY_CHILD, str(store), str(sql), principals[idx][0],
+                           win.since.isoformat(), win.until.isoformat()])
+                q.update(json.loads(q["out"]))
+                got.setdefault((store.name, role, "query"), []).append(q)
+                for label, tree in trees:
+                    r = timed([sys.executable, "-m", "miner.cli", "suggest", "--role", role, "--store", str(store),
+                               "--since", "2026-06-01", "--until", "2026-08-29", "--quiet"], pythonpath=tree)
+                    if r["rc"] != 0:
+                        raise RuntimeError(f"suggest failed ({label}): {r['err']}")
+                    got.setdefault((store.name, role, label), []).append(r)
+    rows = ["| store | role | run | wall (s) | CPU (s) | peak RSS (MB) | query alone in it (s) | wall / query process |",
+            "|---|---|---|---:|---:|---:|---:|---:|"]
+    for store in stores:
+        for role in ("bench-heavy", "bench-light"):
+            q = got[(store.name, role, "query")]
+            q_wall = _median([x["wall"] for x in q])
+            rows.append(f"| {store.name} | {role} | usage query ({q[0]['rows']:,} shapes) | {q_wall:.2f} | "
+                        f"{_median([x['cpu'] for x in q]):.2f} | {_median([x['rss'] for x in q]):.0f} | "
+                        f"{_median([x['query'] for x in q]):.2f} | 1.00 |")
+            for label, _tree in trees:
+                r = got[(store.name, role, label)]
+                wall = _median([x["wall"] for x in r])
+                rows.append(f"| {store.name} | {role} | suggest, {label} | {wall:.2f} | "
+                            f"{_median([x['cpu'] for x in r]):.2f} | {_median([x['rss'] for x in r]):.0f} | | "
+                            f"{wall / q_wall:.2f} |")
+    return "\n".join(rows)
+
+
 def main() -> None:
     """Command-line entry point."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -317,17 +410,24 @@ def main() -> None:
     b.add_argument("--events", type=int, default=10_000_000)
     b.add_argument("--out", type=Path, required=True)
     b.add_argument("--row-group", type=int, default=ROW_GROUP, help="rows per row group (ingest writes 64k)")
+    b.add_argument("--principals", type=int, default=N_PRINCIPALS, help="principals that act (2 benchmark roles + the rest)")
     r = sub.add_parser("run")
     r.add_argument("--store", type=Path, action="append", required=True)
     ph = sub.add_parser("phases")
     ph.add_argument("--store", type=Path, action="append", required=True)
     sc = sub.add_parser("scan")
     sc.add_argument("--store", type=Path, action="append", required=True)
+    lt = sub.add_parser("latency")
+    lt.add_argument("--store", type=Path, action="append", required=True)
+    lt.add_argument("--rounds", type=int, default=7)
+    lt.add_argument("--base", type=Path, help="another checkout to run beside this tree (e.g. git archive e0a2d04)")
     a = sub.add_parser("all")
     a.add_argument("--dir", type=Path, default=Path(os.environ.get("MINER_BENCH_DIR", "/tmp/miner-bench")))
     args = p.parse_args()
     if args.cmd == "build":
-        build(args.events, args.out, row_group=args.row_group)
+        build(args.events, args.out, row_group=args.row_group, principals=args.principals)
+    elif args.cmd == "latency":
+        print(latency(args.store, args.rounds, args.base))
     elif args.cmd == "run":
         print(run(args.store))
     elif args.cmd == "scan":

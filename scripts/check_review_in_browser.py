@@ -24,6 +24,52 @@ CHROMIUM_FLAGS = [
 _EXTERNAL_ATTR = re.compile(r"""\b(?:src|href|srcset|poster|data|action|xlink:href)\s*=\s*["']?\s*(?!data:|#|["'])([^"'\s>]+)""", re.I)
 _CSS_URL = re.compile(r"url\(\s*['\"]?(?!data:|#)([^)'\"]+)", re.I)
 
+#: Widths the review must read well at: a small laptop and a desktop window.
+WIDTHS = (1024, 1400)
+
+#: Measures the rendered page from inside it. Added to a temporary copy only (the review itself has no script);
+#: it writes its findings as JSON into <pre id="miner-layout"> for --dump-dom.
+LAYOUT_SCRIPT = r"""<script>(function () {
+  var doc = document.documentElement, out = {innerWidth: innerWidth, clientWidth: doc.clientWidth,
+    scrollWidth: doc.scrollWidth, ranked: null, midword: [], numbers: [], dates: []};
+  var t = document.getElementById("ranked");
+  if (t) {
+    var r = t.getBoundingClientRect(), wrap = t.parentElement;
+    out.ranked = {left: r.left, right: r.right, scrollWidth: wrap.scrollWidth, clientWidth: wrap.clientWidth};
+  }
+  var SEP = /[\/:_.@,=+\-\s]/;
+  document.querySelectorAll(".who, .sub, .tag, dl.meta dd, code, summary b").forEach(function (el) {
+    var walk = document.createTreeWalker(el, NodeFilter.SHOW_TEXT), last = "", lastTop = null, n;
+    while ((n = walk.nextNode())) {
+      for (var i = 0; i < n.data.length; i++) {
+        var ch = n.data[i], range = document.createRange();
+        range.setStart(n, i); range.setEnd(n, i + 1);
+        var rects = range.getClientRects();
+        if (rects.length && !/\s/.test(ch)) {
+          var top = rects[0].top;
+          if (lastTop !== null && top > lastTop + rects[0].height / 2 && !SEP.test(last) &&
+              !(/[a-z]/.test(last) && /[A-Z]/.test(ch)) && out.midword.length < 50) {
+            out.midword.push(el.textContent.trim().slice(0, 160) + "  [broken between " + last + " and " + ch + "]");
+          }
+          lastTop = top;
+        }
+        last = ch;
+      }
+    }
+  });
+  document.querySelectorAll("td.num, .card .n, svg text.num").forEach(function (el) {
+    if (/(^|[^\d,.])\d{4,}/.test(el.textContent)) out.numbers.push(el.textContent.trim());
+  });
+  var visible = document.body.innerText;
+  var other = visible.match(/\d{4}-\d\d-\d\dT\d|\b(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)[a-z]* \d{1,4}\b|\b\d{1,2}\/\d{1,2}\/\d{2,4}\b/g);
+  out.dates = other ? other.slice(0, 20) : [];
+  var pre = document.createElement("pre");
+  pre.id = "miner-layout";
+  pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+})();</script>"""
+_LAYOUT_OUT = re.compile(r'<pre id="miner-layout">(.*?)</pre>', re.S)
+
 
 def find_chromium() -> str | None:
     """The Chromium binary (Debian's ``/usr/bin/chromium`` first).
@@ -240,20 +286,35 @@ def page_requests(netlog: Path) -> list[str]:
     return sorted(urls)
 
 
+def _layout(dom: str) -> dict:
+    """The measurements :data:`LAYOUT_SCRIPT` wrote into the dumped DOM."""
+    import html as _html
+
+    m = _LAYOUT_OUT.search(dom)
+    if not m:
+        raise RuntimeError("the layout script wrote nothing (did the page load?)")
+    return json.loads(_html.unescape(m.group(1)))
+
+
 def check(html_path: Path, screenshot: Path | None = None, chromium: str | None = None,
-          window: str = "1400,2200", timeout: int = 90) -> dict:
-    """Render ``html_path`` in headless Chromium and report what a person would see.
+          widths: tuple[int, ...] = WIDTHS, height: int = 2200, timeout: int = 90) -> dict:
+    """Render ``html_path`` in headless Chromium and report what a person would see, at each window width.
 
     Args:
         html_path: the review HTML file.
-        screenshot: where to write a PNG screenshot (a temp file when ``None``).
+        screenshot: where to write the PNG screenshots, one per width: ``review.png`` gives ``review-1024.png``
+            and ``review-1400.png`` (temp files when ``None``).
         chromium: the browser binary (found automatically when ``None``).
-        window: window size for the screenshot, ``W,H``.
+        widths: window widths in px.
+        height: window height in px.
         timeout: seconds per Chromium run.
 
     Returns:
-        A dict: ``static_problems``, the :func:`summarise_dom` fields, ``external_requests``, ``screenshot``,
-        ``screenshot_ink``.
+        A dict: ``static_problems``, the :func:`summarise_dom` fields, ``external_requests``, ``layout`` (per width:
+        ``innerWidth``, ``clientWidth`` and ``scrollWidth`` of the page, the ranked table's ``ranked`` box and its
+        wrapper's scroll and client widths, ``midword`` names broken inside a word, ``numbers`` without thousands
+        separators, ``dates`` in another format than ``YYYY-MM-DD``), ``screenshots`` (per width, when written)
+        and ``screenshot_ink`` (the least inked screenshot).
 
     Raises:
         FileNotFoundError: when no Chromium is installed.
@@ -265,24 +326,36 @@ def check(html_path: Path, screenshot: Path | None = None, chromium: str | None 
     result: dict = {"static_problems": static_problems(html_path.read_text(encoding="utf-8"))}
     with tempfile.TemporaryDirectory(prefix="miner-chromium-") as tmp:
         tmp = Path(tmp)
-        netlog = tmp / "netlog.json"
+        probe = tmp / html_path.name  # the page plus LAYOUT_SCRIPT; the screenshots and net-logs are of the page itself
+        probe.write_text(html_path.read_text(encoding="utf-8").replace("</body>", LAYOUT_SCRIPT + "</body>", 1),
+                         encoding="utf-8")
 
-        def run(extra: list[str], profile: str) -> subprocess.CompletedProcess:
-            cmd = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp / profile}", *extra, html_path.as_uri()]
+        def run(page: Path, extra: list[str], profile: str) -> subprocess.CompletedProcess:
+            cmd = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp / profile}", *extra, page.as_uri()]
             return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
-        dump = run(["--dump-dom", f"--log-net-log={netlog}"], "p1")
-        if dump.returncode != 0 or not dump.stdout.strip():
-            raise RuntimeError(f"chromium --dump-dom failed ({dump.returncode}): {dump.stderr[-2000:]}")
-        result.update(summarise_dom(dump.stdout))
-        result["external_requests"] = page_requests(netlog) if netlog.exists() else []
-        shot = Path(screenshot) if screenshot else tmp / "shot.png"
-        shot.parent.mkdir(parents=True, exist_ok=True)
-        snap = run([f"--screenshot={shot.resolve()}", f"--window-size={window}"], "p2")
-        if not shot.exists():
-            raise RuntimeError(f"chromium --screenshot wrote nothing ({snap.returncode}): {snap.stderr[-2000:]}")
-        result["screenshot"] = str(shot) if screenshot else None
-        result["screenshot_ink"] = round(png_ink(shot), 4)
+        result["layout"], result["screenshots"], requests, inks = {}, {}, set(), []
+        for width in widths:
+            size = f"--window-size={width},{height}"
+            dump = run(probe, ["--dump-dom", size], f"d{width}")
+            if dump.returncode != 0 or not dump.stdout.strip():
+                raise RuntimeError(f"chromium --dump-dom failed ({dump.returncode}): {dump.stderr[-2000:]}")
+            if "title" not in result:
+                result.update(summarise_dom(dump.stdout))
+            result["layout"][str(width)] = _layout(dump.stdout)
+            shot = (Path(screenshot).with_name(f"{Path(screenshot).stem}-{width}.png") if screenshot
+                    else tmp / f"shot-{width}.png")
+            shot.parent.mkdir(parents=True, exist_ok=True)
+            netlog = tmp / f"netlog-{width}.json"
+            snap = run(html_path, [f"--screenshot={shot.resolve()}", size, f"--log-net-log={netlog}"], f"s{width}")
+            if not shot.exists():
+                raise RuntimeError(f"chromium --screenshot wrote nothing ({snap.returncode}): {snap.stderr[-2000:]}")
+            if screenshot:
+                result["screenshots"][str(width)] = str(shot)
+            inks.append(png_ink(shot))
+            requests.update(page_requests(netlog) if netlog.exists() else [])
+        result["external_requests"] = sorted(requests)
+        result["screenshot_ink"] = round(min(inks), 4)
     return result
 
 
@@ -315,6 +388,19 @@ def verdict(result: dict, min_rows: int = 1, min_charts: int = 2, expect: list[s
     for name in expect or []:
         if not any(name in n for n in result.get("ranked_names", [])):
             fails.append(f"{name!r} is not in the ranked table")
+    for width, lay in (result.get("layout") or {}).items():
+        if lay["scrollWidth"] > lay["clientWidth"]:
+            fails.append(f"at {width} px the page scrolls sideways ({lay['scrollWidth']} px wide)")
+        ranked = lay.get("ranked")
+        if ranked and (ranked["right"] > lay["clientWidth"] or ranked["scrollWidth"] > ranked["clientWidth"]):
+            fails.append(f"at {width} px the ranked table does not fit: it ends at {ranked['right']:.0f} px and needs "
+                         f"{ranked['scrollWidth']} px in a {ranked['clientWidth']} px frame")
+        for text in lay.get("midword") or []:
+            fails.append(f"at {width} px a name breaks inside a word: {text}")
+        for text in lay.get("numbers") or []:
+            fails.append(f"at {width} px a number has no thousands separator: {text!r}")
+        for text in lay.get("dates") or []:
+            fails.append(f"at {width} px a date is not YYYY-MM-DD: {text!r}")
     return fails
 
 
@@ -329,9 +415,10 @@ def main(argv: list[str] | None = None) -> int:
     """
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("html", type=Path, help="the review HTML file")
-    ap.add_argument("--screenshot", type=Path, help="write the screenshot here (PNG)")
+    ap.add_argument("--screenshot", type=Path, help="write the screenshots here (PNG; -WIDTH is added to the name)")
     ap.add_argument("--chromium", help="browser binary [default: /usr/bin/chromium]")
-    ap.add_argument("--window-size", default="1400,2200")
+    ap.add_argument("--width", type=int, action="append", help="window width in px, repeatable [default: 1024 and 1400]")
+    ap.add_argument("--height", type=int, default=2200, help="window height in px [default: 2200]")
     ap.add_argument("--min-rows", type=int, default=1)
     ap.add_argument("--min-charts", type=int, default=2)
     ap.add_argument("--expect", action="append", default=[], help="a principal name that must be listed")
@@ -340,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no such file: {args.html}", file=sys.stderr)
         return 2
     try:
-        result = check(args.html, args.screenshot, args.chromium, args.window_size)
+        result = check(args.html, args.screenshot, args.chromium, tuple(args.width or WIDTHS), args.height)
     except FileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

