@@ -23,7 +23,7 @@ def connect(store: Path | str, engine: str = "duckdb", *, master: str | None = N
     """A connection to the store's ``events`` on one engine, for :func:`miner.queries.run`.
 
     Args:
-        store: the store root (a local path).
+        store: the store root: a local path, or (Spark only, read through Hadoop's S3A) an ``s3://`` URL.
         engine: ``duckdb`` (default) or ``spark``.
         master: the Spark master URL (``local[*]`` by default, ``$SPARK_MASTER`` when set; ``$SPARK_REMOTE`` or
             ``sc://host:15002`` for Spark Connect).
@@ -33,7 +33,7 @@ def connect(store: Path | str, engine: str = "duckdb", *, master: str | None = N
         A DuckDB connection, or a :class:`SparkConnection`.
 
     Raises:
-        EngineError: an unknown engine, or Spark is not installed.
+        EngineError: an unknown engine, or Spark is not installed or cannot start.
         miner.store.StoreError: the store is missing or empty.
     """
     from miner import store as store_mod
@@ -42,9 +42,29 @@ def connect(store: Path | str, engine: str = "duckdb", *, master: str | None = N
         return store_mod.connect(Path(store))
     if engine != "spark":
         raise EngineError(f"unknown engine {engine!r}: use one of {', '.join(ENGINES)}")
-    if not store_mod.event_files(Path(store)):
+    if not is_remote_path(store) and not store_mod.event_files(Path(store)):
         store_mod.connect(Path(store))  # raises the StoreError that says what to do
-    return SparkConnection(Path(store), spark=spark or spark_session(master))
+    return SparkConnection(store, spark=spark or spark_session(master))
+
+
+def is_remote_path(store: Path | str) -> bool:
+    """Whether ``store`` is an object-store URL (``s3://``, ``s3a://``, ...) rather than a local path."""
+    return isinstance(store, str) and "://" in store
+
+
+def spark_path(store: Path | str) -> str:
+    """The store root as Spark reads it: a local path as is, ``s3://bucket/prefix`` as ``s3a://bucket/prefix``.
+
+    Args:
+        store: a local path or an object-store URL.
+
+    Returns:
+        The path text.
+    """
+    text = str(store)
+    if text.startswith("s3://"):
+        return "s3a://" + text[len("s3://"):]
+    return text.rstrip("/") if is_remote_path(store) else str(Path(text).resolve())
 
 
 # ----------------------------------------------------------------------------- SQL translation
@@ -148,16 +168,76 @@ def spark_schema():
     return T.StructType(fields)
 
 
+def _arrow_type(spark_type):
+    """The Arrow type Spark exchanges for a Spark SQL type (``mapInArrow`` input and output)."""
+    from pyspark.sql.pandas.types import to_arrow_type
+
+    return to_arrow_type(spark_type)
+
+
+def _map_batches(batches, schema):
+    """``mapInArrow`` body, run on the executors: map call shapes to IAM actions with miner's own mapper.
+
+    Args:
+        batches: Arrow record batches of ``usage_by_principal`` rows.
+        schema: the Arrow schema of the output (the input columns plus :data:`miner.usage._MAP_COLUMNS`).
+
+    Yields:
+        Record batches of :func:`miner.usage.map_and_resolve` rows.
+    """
+    import pyarrow as pa
+
+    from miner import usage
+
+    for batch in batches:
+        if not batch.num_rows:
+            continue
+        mapped = usage.map_and_resolve(batch.to_pandas())
+        if not len(mapped):
+            continue
+        table = usage._with_context(mapped[[f.name for f in schema]])
+        table = pa.Table.from_arrays([table.column(f.name).cast(f.type) for f in schema], schema=schema)
+        yield from table.to_batches()
+
+
 class SparkConnection:
     """The store's ``events`` as a Spark view, and miner's queries run on it (see :func:`miner.queries.run`)."""
 
-    def __init__(self, store: Path, *, spark):
-        self.store = Path(store)
+    def __init__(self, store: Path | str, *, spark):
+        self.store = store
         self.spark = spark
-        events = str(self.store / "events")
+        events = spark_path(store) + "/events"
         (spark.read.schema(spark_schema()).option("basePath", events)
-         .parquet(os.path.join(events, "account=*", "region=*", "date=*"))
+         .parquet(events + "/account=*/region=*/date=*")
          .createOrReplaceTempView("events"))
+
+    def dataframe(self, name: str, params: dict[str, Any], relations: dict[str, Any] | None = None):
+        """One query file as a Spark DataFrame, not run yet (the rest of the work stays on the executors).
+
+        Args:
+            name: the query's file stem.
+            params: the named parameters (as :func:`miner.queries.run` takes them; extra ones are ignored).
+            relations: extra views to register first (name -> Spark DataFrame, Arrow table or pandas DataFrame).
+
+        Returns:
+            A ``pyspark.sql.DataFrame``.
+        """
+        from miner import queries
+
+        self._register(relations)
+        wanted = queries.parameters(name)
+        return self.spark.sql(to_spark_sql(queries.load(name)), args={k: params[k] for k in wanted})
+
+    def _register(self, relations: dict[str, Any] | None) -> None:
+        """Register each relation as a temporary view (an Arrow table keeps its types, all-null columns too)."""
+        for rel, frame in (relations or {}).items():
+            if hasattr(frame, "schema") and hasattr(frame, "to_pandas"):  # a pyarrow.Table
+                from pyspark.sql.pandas.types import from_arrow_schema
+
+                frame = self.spark.createDataFrame(frame.to_pandas(), schema=from_arrow_schema(frame.schema))
+            elif not hasattr(frame, "createOrReplaceTempView"):
+                frame = self.spark.createDataFrame(frame)
+            frame.createOrReplaceTempView(rel)
 
     def run_sql(self, name: str, sql: str, params: dict[str, Any], relations: dict[str, Any] | None = None):
         """Run one query file's SQL with its parameters; returns a pandas DataFrame typed as DuckDB's would be.
@@ -166,21 +246,104 @@ class SparkConnection:
             name: the query's name (for errors).
             sql: the DuckDB SQL text of the file.
             params: the named parameters.
-            relations: extra views to register first (name -> pandas DataFrame).
+            relations: extra views to register first (name -> Spark DataFrame, Arrow table or pandas DataFrame).
 
         Returns:
             The result; timestamps are UTC-aware, as DuckDB returns TIMESTAMPTZ.
         """
-        import pandas as pd
+        self._register(relations)
+        return _localised(self.spark.sql(to_spark_sql(sql), args=params).toPandas())
 
-        for rel, frame in (relations or {}).items():
-            self.spark.createDataFrame(frame).createOrReplaceTempView(rel)
-        out = self.spark.sql(to_spark_sql(sql), args=params).toPandas()
-        for col in out.columns:
-            if pd.api.types.is_datetime64_any_dtype(out[col]) and getattr(out[col].dt, "tz", None) is None:
-                out[col] = out[col].dt.tz_localize("UTC")
-        return out
+    def run_sql_arrow(self, name: str, sql: str, params: dict[str, Any]):
+        """:meth:`run_sql`, returning a :class:`pyarrow.Table` (as :func:`miner.queries.run_arrow` does on DuckDB).
+
+        Args:
+            name: the query's name (for errors).
+            sql: the DuckDB SQL text of the file.
+            params: the named parameters.
+
+        Returns:
+            The result; timestamps are UTC-aware.
+        """
+        import pyarrow as pa
+
+        return pa.Table.from_pandas(self.run_sql(name, sql, params), preserve_index=False)
+
+    def usage_parts(self, window, *, principal_arn: str | None = None, principals: set[str] | None = None):
+        """The mapped, aggregated usage of one principal or of several (:class:`miner.usage.UsageParts`).
+
+        The call shapes (``usage_by_principal.sql``) are mapped to IAM actions on the executors
+        (``mapInArrow`` with miner's own mapper) and aggregated there (``usage_actions.sql``); only the aggregate,
+        the mapped rows of calls that map to no action, need no permission or were denied, and the event counts
+        per principal reach the driver.
+
+        Args:
+            window: the time window.
+            principal_arn: one principal, or ``None`` for every principal.
+            principals: with ``principal_arn`` ``None``, only these principals.
+
+        Returns:
+            The :class:`miner.usage.UsageParts`, equal to what :func:`miner.usage.usage_parts` makes on DuckDB.
+        """
+        import pandas as pd
+        import pyarrow as pa
+        from pyspark.sql import functions as F
+        from pyspark.sql import types as T
+
+        from miner import usage
+
+        shapes = self.dataframe("usage_by_principal", {"since": window.since, "until": window.until,
+                                                       "principal_arn": principal_arn})
+        if principal_arn is None and principals is not None:
+            shapes = shapes.filter(F.col("principal_arn").isin(sorted(principals)))
+        shapes = shapes.persist()
+        try:
+            fields = list(shapes.schema.fields)
+            extra = [T.StructField(c, T.BooleanType() if c == "implicit" else T.StringType(), True)
+                     for c in usage._MAP_COLUMNS]
+            out_schema = T.StructType(fields + extra)
+            arrow = pa.schema([pa.field(f.name, _arrow_type(f.dataType)) for f in out_schema.fields])
+            mapped = shapes.mapInArrow(lambda batches: _map_batches(batches, arrow), out_schema).persist()
+            try:
+                aggregated = _localised(self.dataframe("usage_actions", {}, relations={"mapped": mapped}).toPandas())
+                side = _localised(mapped.filter(F.col("status").isin(list(usage.SIDE_STATUSES))
+                                                | (F.col("outcome") == "denied")).toPandas())
+                counts = (shapes.groupBy("principal_arn")
+                          .agg(F.sum("events").alias("events"),
+                               F.sum(F.when(F.col("outcome") == "denied", F.col("events")).otherwise(0))
+                               .alias("denied"))
+                          .toPandas())
+            finally:
+                mapped.unpersist()
+        finally:
+            shapes.unpersist()
+        order = [c for c in ORDER_OF_SHAPES if c in side.columns]
+        side = side.sort_values(order, na_position="last", kind="stable").reset_index(drop=True)
+        for c in ("implicit",):
+            if c in side.columns:
+                side[c] = side[c].fillna(False).astype(bool)
+        totals = {a: int(n) for a, n in zip(counts["principal_arn"], counts["events"])}
+        denied = {a: int(n) for a, n in zip(counts["principal_arn"], counts["denied"]) if n}
+        if aggregated.empty:
+            aggregated = pd.DataFrame(columns=["principal_arn", *usage.USAGE_COLUMNS])
+        return usage.UsageParts(aggregated, side, totals, denied)
 
     def close(self) -> None:
-        """Drop the view (the shared session stays up for the next connection)."""
-        self.spark.catalog.dropTempView("events")
+        """Drop the views (the shared session stays up for the next connection)."""
+        for view in ("events", "mapped"):
+            self.spark.catalog.dropTempView(view)
+
+
+#: The order of ``usage_by_principal.sql`` rows (its ORDER BY), in which the DuckDB engine meets the mapped rows.
+ORDER_OF_SHAPES = ["principal_arn", "event_source", "event_name", "request_parameters", "resources", "account_id",
+                   "aws_region", "outcome", "error_code", "partition", "event_type", "event_category"]
+
+
+def _localised(frame):
+    """``frame`` with its naive timestamp columns marked UTC (Spark returns session-time values without a zone)."""
+    import pandas as pd
+
+    for col in frame.columns:
+        if pd.api.types.is_datetime64_any_dtype(frame[col]) and getattr(frame[col].dt, "tz", None) is None:
+            frame[col] = frame[col].dt.tz_localize("UTC")
+    return frame

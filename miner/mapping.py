@@ -1640,7 +1640,7 @@ def coverage(con_or_df, since: datetime | None = None, until: datetime | None = 
 
     Args:
         con_or_df: a DuckDB connection with the store's ``events`` view (aggregated by ``queries/event_shapes.sql``),
-            or a pandas DataFrame of events (columns as in the store; an ``events`` count column marks shapes).
+            a :class:`miner.engine.SparkConnection`, or a pandas DataFrame of events (columns as in the store; an ``events`` count column marks shapes).
         since: window start (UTC, inclusive); default: the beginning of time.
         until: window end (UTC, exclusive); default: far future.
         mapper: the mapper (default :func:`get_mapper`).
@@ -1653,7 +1653,7 @@ def coverage(con_or_df, since: datetime | None = None, until: datetime | None = 
     """
     import pandas as pd
 
-    if hasattr(con_or_df, "execute"):
+    if hasattr(con_or_df, "execute") or hasattr(con_or_df, "run_sql"):  # DuckDB, or miner.engine.SparkConnection
         from miner import queries
 
         since = since or datetime(1970, 1, 1, tzinfo=timezone.utc)

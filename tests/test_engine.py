@@ -72,17 +72,25 @@ def _rows(frame: pd.DataFrame) -> list[tuple]:
 
 @pytest.fixture(scope="module")
 def mapped(sample_store):
-    """The `mapped` relation usage_actions.sql reads: orders-api-task's shapes joined with the mapping."""
+    """The `mapped` relation usage_actions.sql reads: every principal's shapes joined with the mapping."""
     from miner import store, usage
 
     con = store.connect(sample_store)
-    shapes = queries.run(con, "usage_by_principal", **CASES["usage_by_principal"][0])
-    return usage.map_shapes(shapes)
+    shapes = queries.run(con, "usage_by_principal", **dict(WINDOW, principal_arn=None))
+    return usage.map_and_resolve(shapes)
+
+
+@pytest.fixture(scope="module")
+def spark_con(sample_store, spark):
+    """One Spark view over the sample store for the module."""
+    con = engine.connect(sample_store, "spark", spark=spark)
+    yield con
+    con.close()
 
 
 @pytest.mark.spark
 @pytest.mark.parametrize("name, case", [(n, i) for n in sorted(CASES) for i in range(len(CASES[n]))])
-def test_every_query_returns_the_same_rows_on_duckdb_and_spark(name, case, sample_store, spark, mapped):
+def test_every_query_returns_the_same_rows_on_duckdb_and_spark(name, case, sample_store, spark_con, mapped):
     """The same file, the same parameters, the same rows in the same order (each query has a total ORDER BY)."""
     from miner import store, usage
 
@@ -92,16 +100,104 @@ def test_every_query_returns_the_same_rows_on_duckdb_and_spark(name, case, sampl
 
         local = duckdb.connect()
         local.execute("SET TimeZone = 'UTC'")
-        needed = ["action", "resource", "events", "first_seen", "last_seen", "aws_region", "account_id",
-                  "event_source", "event_name", "outcome", "event_category", "derivation", "reason", "implicit",
-                  "invoked_by", "status", "condition_key", "condition_value", *usage.CONTEXT_COLUMNS]
-        frame = usage._with_context(mapped[[c for c in needed if c in mapped.columns]]).to_pandas()
-        local.register("mapped", frame)
+        needed = ["principal_arn", "action", "resource", "events", "first_seen", "last_seen", "aws_region",
+                  "account_id", "event_source", "event_name", "outcome", "event_category", "derivation", "reason",
+                  "implicit", "invoked_by", "status", "condition_key", "condition_value", *usage.CONTEXT_COLUMNS]
+        table = usage._with_context(mapped[[c for c in needed if c in mapped.columns]])
+        local.register("mapped", table)
         want = queries.run(local, name)
-        got = engine.connect(sample_store, "spark", spark=spark).run_sql(name, queries.load(name), {},
-                                                                           relations={"mapped": frame})
+        got = spark_con.run_sql(name, queries.load(name), {}, relations={"mapped": table})
+        assert len(want) > 10
     else:
         want = queries.run(store.connect(sample_store), name, **params)
-        got = queries.run(engine.connect(sample_store, "spark", spark=spark), name, **params)
+        got = queries.run(spark_con, name, **params)
     assert list(got.columns) == list(want.columns)
     assert _rows(got) == _rows(want)
+
+
+def _review_json(sample_store, sample_logs, engine_name: str) -> dict:
+    import json
+
+    from miner import jobs
+
+    rv = jobs.review(sample_store, jobs.Window(**WINDOW), grants=jobs.Grants(snapshot=sample_logs / "iam"),
+                     engine=engine_name)
+    out = json.loads(rv.render("json"))
+    out.pop("generated_at", None)
+    return out
+
+
+@pytest.mark.spark
+def test_review_json_is_the_same_on_duckdb_and_spark(sample_store, sample_logs, spark):
+    """`miner review --format json`: every principal, usage mapped on the executors, the same document."""
+    want = _review_json(sample_store, sample_logs, "duckdb")
+    got = _review_json(sample_store, sample_logs, "spark")
+    assert want["principals"], "the sample review lists principals"
+    assert got == want
+
+
+@pytest.mark.spark
+@pytest.mark.parametrize("who", ["orders-api-task", "alice"])
+def test_suggest_is_the_same_on_duckdb_and_spark(who, sample_store, sample_logs, spark):
+    """`miner suggest` (policy, summary and the diff report against the snapshot) on both engines."""
+    from miner import jobs
+
+    def run(engine_name):
+        r = jobs.suggest(sample_store, jobs.Window(**WINDOW), role=who if who != "alice" else None,
+                         user="alice" if who == "alice" else None, grants=jobs.Grants(snapshot=sample_logs / "iam"),
+                         engine=engine_name)
+        return r.policy("json"), r.summary, r.report_text(), r.report_dict()
+
+    assert run("spark") == run("duckdb")
+
+
+@pytest.mark.spark
+def test_principals_and_coverage_are_the_same_on_duckdb_and_spark(sample_store, spark):
+    from miner import jobs
+
+    win = jobs.Window(**WINDOW)
+    want, got = (jobs.principals(sample_store, win, engine=e).frame for e in ("duckdb", "spark"))
+    assert list(got.columns) == list(want.columns) and _rows(got) == _rows(want)
+    want, got = (jobs.coverage(sample_store, win.since, win.until, engine=e) for e in ("duckdb", "spark"))
+    assert got.to_dict() == want.to_dict()
+
+
+def test_an_unknown_engine_is_a_user_error(sample_store):
+    with pytest.raises(engine.EngineError, match="unknown engine"):
+        engine.connect(sample_store, "presto")
+
+
+def test_spark_without_pyspark_says_how_to_install_it(monkeypatch):
+    """No pyspark: one line naming the extra (the CLI prints it and exits 2)."""
+    import builtins
+
+    real = builtins.__import__
+
+    def no_pyspark(name, *args, **kwargs):
+        if name == "pyspark" or name.startswith("pyspark."):
+            raise ImportError(name)
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_pyspark)
+    with pytest.raises(engine.EngineError, match=r"pip install 'miner\[spark\]'"):
+        engine.spark_session()
+
+
+def test_the_cli_exits_2_when_the_spark_extra_is_missing(sample_store, monkeypatch):
+    from typer.testing import CliRunner
+
+    from miner import cli
+
+    def missing(master=None):
+        raise engine.EngineError("the spark engine needs the spark extra: pip install 'miner[spark]'")
+
+    monkeypatch.setattr(engine, "spark_session", missing)
+    result = CliRunner().invoke(cli.app, ["principals", "--store", str(sample_store), "--engine", "spark",
+                                          "--since", "2026-08-01", "--until", "2026-09-15"])
+    assert result.exit_code == 2
+    assert "pip install 'miner[spark]'" in result.output
+
+
+def test_s3_store_urls_become_s3a_for_spark():
+    assert engine.spark_path("s3://bucket/miner") == "s3a://bucket/miner"
+    assert engine.spark_path("s3a://bucket/miner/") == "s3a://bucket/miner"
