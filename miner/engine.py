@@ -73,7 +73,7 @@ _PARAM = re.compile(r"(?<![:$\w])\$([A-Za-z_][A-Za-z0-9_]*)")
 
 
 @lru_cache(maxsize=None)
-def to_spark_sql(sql: str) -> str:
+def to_spark_sql(sql: str, ordered: bool = True) -> str:
     """Translate one of miner's queries (DuckDB SQL, ``$name`` parameters) to Spark SQL (``:name`` parameters).
 
     The translation is sqlglot's (pinned in the ``spark`` extra); the files are written in the subset it maps
@@ -81,14 +81,18 @@ def to_spark_sql(sql: str) -> str:
 
     Args:
         sql: the query text, comments included.
+        ordered: keep the final ORDER BY; without it (a result that stays on the executors for more work) Spark
+            skips a sort and the sampling job that range-partitions it. A query with a LIMIT keeps its order.
 
     Returns:
         Spark SQL text for ``spark.sql(text, args=params)``.
     """
     import sqlglot
 
-    (out,) = sqlglot.transpile(sql, read="duckdb", write="spark", comments=False)
-    return out
+    tree = sqlglot.parse_one(sql, read="duckdb")
+    if not ordered and tree.args.get("order") is not None and tree.args.get("limit") is None:
+        tree.set("order", None)
+    return tree.sql(dialect="spark", comments=False)
 
 
 # ----------------------------------------------------------------------------- Spark
@@ -129,10 +133,15 @@ def spark_session(master: str | None = None):
     if remote and not master:
         builder = builder.remote(remote)
     else:
-        builder = builder.master(master or os.environ.get("SPARK_MASTER") or "local[*]")
-        builder = (builder.config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
-                   .config("spark.sql.shuffle.partitions", os.environ.get("MINER_SPARK_PARTITIONS", "8"))
-                   .config("spark.driver.memory", os.environ.get("MINER_SPARK_DRIVER_MEMORY", "2g")))
+        master = master or os.environ.get("SPARK_MASTER") or "local[*]"
+        builder = builder.master(master).config("spark.ui.showConsoleProgress", "false")
+        cores = _local_cores(master)
+        if cores:  # this process is the whole cluster: no web UI, a driver heap for it
+            builder = (builder.config("spark.ui.enabled", "false")
+                       .config("spark.driver.memory", os.environ.get("MINER_SPARK_DRIVER_MEMORY", "2g")))
+        partitions = os.environ.get("MINER_SPARK_PARTITIONS") or cores
+        if partitions:  # local: one shuffle partition per core, not Spark's 200; a cluster keeps its own setting
+            builder = builder.config("spark.sql.shuffle.partitions", str(partitions))
     builder = (builder.config("spark.sql.session.timeZone", "UTC")
                .config("spark.sql.execution.arrow.pyspark.enabled", "true")
                .config("spark.sql.sources.partitionColumnTypeInference.enabled", "false"))
@@ -144,6 +153,16 @@ def spark_session(master: str | None = None):
     if not remote:
         spark.sparkContext.setLogLevel("ERROR")
     return spark
+
+
+def _local_cores(master: str) -> int | None:
+    """The worker threads of a ``local``/``local[N]``/``local[*]`` master; ``None`` for a cluster master."""
+    m = re.fullmatch(r"local(?:\[(\d+|\*)(?:,\d+)?\])?", master.strip())
+    if not m:
+        return None
+    if m.group(1) == "*":
+        return os.cpu_count() or 1
+    return int(m.group(1) or 1)
 
 
 def spark_schema():
@@ -211,13 +230,15 @@ class SparkConnection:
          .parquet(events + "/account=*/region=*/date=*")
          .createOrReplaceTempView("events"))
 
-    def dataframe(self, name: str, params: dict[str, Any], relations: dict[str, Any] | None = None):
+    def dataframe(self, name: str, params: dict[str, Any], relations: dict[str, Any] | None = None, *,
+                  ordered: bool = True):
         """One query file as a Spark DataFrame, not run yet (the rest of the work stays on the executors).
 
         Args:
             name: the query's file stem.
             params: the named parameters (as :func:`miner.queries.run` takes them; extra ones are ignored).
             relations: extra views to register first (name -> Spark DataFrame, Arrow table or pandas DataFrame).
+            ordered: keep the query's ORDER BY (see :func:`to_spark_sql`).
 
         Returns:
             A ``pyspark.sql.DataFrame``.
@@ -226,7 +247,7 @@ class SparkConnection:
 
         self._register(relations)
         wanted = queries.parameters(name)
-        return self.spark.sql(to_spark_sql(queries.load(name)), args={k: params[k] for k in wanted})
+        return self.spark.sql(to_spark_sql(queries.load(name), ordered), args={k: params[k] for k in wanted})
 
     def _register(self, relations: dict[str, Any] | None) -> None:
         """Register each relation as a temporary view (an Arrow table keeps its types, all-null columns too)."""
@@ -293,7 +314,7 @@ class SparkConnection:
         from miner import usage
 
         shapes = self.dataframe("usage_by_principal", {"since": window.since, "until": window.until,
-                                                       "principal_arn": principal_arn})
+                                                       "principal_arn": principal_arn}, ordered=False)
         if principal_arn is None and principals is not None:
             shapes = shapes.filter(F.col("principal_arn").isin(sorted(principals)))
         shapes = shapes.persist()
@@ -327,6 +348,15 @@ class SparkConnection:
         if aggregated.empty:
             aggregated = pd.DataFrame(columns=["principal_arn", *usage.USAGE_COLUMNS])
         return usage.UsageParts(aggregated, side, totals, denied)
+
+    def cache(self) -> "SparkConnection":
+        """Keep the store's events in the executors' memory (many small queries over a small store: tests, notebooks).
+
+        Returns:
+            This connection.
+        """
+        self.spark.table("events").cache()
+        return self
 
     def close(self) -> None:
         """Drop the views (the shared session stays up for the next connection)."""

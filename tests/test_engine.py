@@ -82,8 +82,8 @@ def mapped(sample_store):
 
 @pytest.fixture(scope="module")
 def spark_con(sample_store, spark):
-    """One Spark view over the sample store for the module."""
-    con = engine.connect(sample_store, "spark", spark=spark)
+    """One Spark view over the sample store for the module, cached (the parity queries read it 17 times)."""
+    con = engine.connect(sample_store, "spark", spark=spark).cache()
     yield con
     con.close()
 
