@@ -99,7 +99,8 @@ def run_arrow(con: Any, name: str, **params: Any):
     (``Table.to_pandas()`` keeps text columns in Arrow), several times faster than :func:`run` for wide text.
 
     Args:
-        con: a DuckDB connection on which the store's ``events`` view exists.
+        con: a DuckDB connection on which the store's ``events`` view exists, or a
+            :class:`miner.engine.SparkConnection`.
         name: the query's file stem.
         **params: values for the query's named parameters; extra ones are ignored, missing ones raise.
 
