@@ -87,8 +87,10 @@ def to_spark_sql(sql: str, ordered: bool = True) -> str:
     Returns:
         Spark SQL text for ``spark.sql(text, args=params)``.
     """
-    import sqlglot
-
+    try:
+        import sqlglot
+    except ImportError:
+        raise EngineError("the spark engine needs the spark extra: pip install 'miner[spark]'") from None
     tree = sqlglot.parse_one(sql, read="duckdb")
     if not ordered and tree.args.get("order") is not None and tree.args.get("limit") is None:
         tree.set("order", None)
@@ -217,6 +219,32 @@ def _map_batches(batches, schema):
         table = usage._with_context(mapped[[f.name for f in schema]])
         table = pa.Table.from_arrays([table.column(f.name).cast(f.type) for f in schema], schema=schema)
         yield from table.to_batches()
+
+
+def _classify_batches(batches, schema, mapper=None):
+    """``mapInArrow`` body, run on the executors: :func:`miner.mapping.classify_shapes` on event shapes.
+
+    Args:
+        batches: Arrow record batches of ``event_shapes.sql`` rows.
+        schema: the Arrow schema of the output (the input columns plus ``klass``, ``status``, ``note``, ``actions``,
+            ``denied``).
+        mapper: the mapper (default: the executor's :func:`miner.mapping.get_mapper`).
+
+    Yields:
+        Record batches of classified shapes.
+    """
+    import pyarrow as pa
+
+    from miner import mapping
+
+    for batch in batches:
+        if not batch.num_rows:
+            continue
+        shapes = mapping.classify_shapes(batch.to_pandas(), mapper)
+        shapes["actions"] = [list(a) for a in shapes["actions"]]
+        arrays = [pa.array(list(shapes[f.name]), type=f.type, from_pandas=True) if f.name == "actions"
+                  else pa.Array.from_pandas(shapes[f.name]).cast(f.type) for f in schema]
+        yield from pa.Table.from_arrays(arrays, schema=schema).to_batches()
 
 
 class SparkConnection:
@@ -348,6 +376,35 @@ class SparkConnection:
         if aggregated.empty:
             aggregated = pd.DataFrame(columns=["principal_arn", *usage.USAGE_COLUMNS])
         return usage.UsageParts(aggregated, side, totals, denied)
+
+    def classified_shapes(self, since, until, *, mapper=None):
+        """The event shapes of a window (``event_shapes.sql``), each mapped and classified on the executors
+        (:func:`miner.mapping.classify_shapes`), for :func:`miner.mapping.coverage`.
+
+        Args:
+            since: window start.
+            until: window end.
+            mapper: a mapper to ship to the executors (default: each executor's built-in one).
+
+        Returns:
+            A pandas DataFrame, one row per shape, in the order ``event_shapes.sql`` gives them on DuckDB.
+        """
+        import pyarrow as pa
+        from pyspark.sql import types as T
+
+        shapes = self.dataframe("event_shapes", {"since": since, "until": until}, ordered=False)
+        extra = [T.StructField("klass", T.StringType()), T.StructField("status", T.StringType()),
+                 T.StructField("note", T.StringType()), T.StructField("actions", T.ArrayType(T.StringType())),
+                 T.StructField("denied", T.BooleanType())]
+        out_schema = T.StructType(list(shapes.schema.fields) + extra)
+        arrow = pa.schema([pa.field(f.name, _arrow_type(f.dataType)) for f in out_schema.fields])
+        frame = _localised(shapes.mapInArrow(lambda b: _classify_batches(b, arrow, mapper), out_schema).toPandas())
+        frame["actions"] = [tuple(a) if a is not None else () for a in frame["actions"]]
+        frame["denied"] = frame["denied"].fillna(False).astype(bool)
+        keys = ["event_source", "event_name", "events", "event_type", "request_parameters", "resources", "account_id",
+                "aws_region", "partition", "outcome", "principal_type"]  # event_shapes.sql's ORDER BY
+        asc = [k != "events" for k in keys]
+        return frame.sort_values(keys, ascending=asc, na_position="last", kind="stable").reset_index(drop=True)
 
     def cache(self) -> "SparkConnection":
         """Keep the store's events in the executors' memory (many small queries over a small store: tests, notebooks).
