@@ -61,16 +61,13 @@ def spark_path(store: Path | str) -> str:
     Returns:
         The path text.
     """
-    text = str(store)
-    if text.startswith("s3://"):
-        return "s3a://" + text[len("s3://"):]
-    return text.rstrip("/") if is_remote_path(store) else str(Path(text).resolve())
+    if not is_remote_path(store):
+        return str(Path(store).resolve())
+    text = str(store).rstrip("/")
+    return "s3a://" + text[len("s3://"):] if text.startswith("s3://") else text
 
 
 # ----------------------------------------------------------------------------- SQL translation
-
-_PARAM = re.compile(r"(?<![:$\w])\$([A-Za-z_][A-Za-z0-9_]*)")
-
 
 @lru_cache(maxsize=None)
 def to_spark_sql(sql: str, ordered: bool = True) -> str:

@@ -199,5 +199,18 @@ def test_the_cli_exits_2_when_the_spark_extra_is_missing(sample_store, monkeypat
 
 
 def test_s3_store_urls_become_s3a_for_spark():
-    assert engine.spark_path("s3://bucket/miner") == "s3a://bucket/miner"
+    assert engine.spark_path("s3://bucket/miner") == engine.spark_path("s3://bucket/miner/") == "s3a://bucket/miner"
     assert engine.spark_path("s3a://bucket/miner/") == "s3a://bucket/miner"
+
+
+def test_a_result_left_on_the_executors_drops_its_order_unless_limited():
+    pytest.importorskip("sqlglot")
+    assert "ORDER BY" in engine.to_spark_sql(queries.load("usage_by_principal"))
+    assert "ORDER BY" not in engine.to_spark_sql(queries.load("usage_by_principal"), ordered=False)
+    assert "ORDER BY" in engine.to_spark_sql(queries.load("usage_sources"), ordered=False)  # LIMIT: order kept
+
+
+def test_local_masters_get_one_shuffle_partition_per_core():
+    assert engine._local_cores("local[2]") == 2 and engine._local_cores("local") == 1
+    assert engine._local_cores("local[*]") >= 1
+    assert engine._local_cores("yarn") is None and engine._local_cores("spark://host:7077") is None
