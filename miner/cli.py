@@ -222,7 +222,7 @@ LiveOpt = typer.Option(False, "--live", help="Grants read live from IAM (boto3's
 ProfileOpt = typer.Option(None, "--profile", metavar="NAME", help="AWS profile for live IAM (implies --live).")
 EngineOpt = typer.Option("duckdb", "--engine", metavar="duckdb|spark",
                          help="Query engine: duckdb (one process) or spark (Apache Spark, pip install 'miner[spark]'; "
-                              "a cluster with --spark-master or $SPARK_REMOTE) [default: duckdb].")
+                              "a cluster with --spark-master or $SPARK_REMOTE).")
 SparkMasterOpt = typer.Option(None, "--spark-master", metavar="URL",
                               help="With --engine spark: the master URL, e.g. yarn or spark://host:7077 [default: "
                                    "$SPARK_REMOTE (Spark Connect) when set, else $SPARK_MASTER, else local[*]].")

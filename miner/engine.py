@@ -135,9 +135,12 @@ def spark_session(master: str | None = None):
         master = master or os.environ.get("SPARK_MASTER") or "local[*]"
         builder = builder.master(master).config("spark.ui.showConsoleProgress", "false")
         cores = _local_cores(master)
-        if cores:  # this process is the whole cluster: no web UI, a driver heap for it
+        if cores:  # this process is the whole cluster: no web UI, a driver heap for it, errors only on stderr
+            log_config = Path(__file__).resolve().parent / "data" / "spark-log4j2.properties"
+            os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # no warning about the host name's address
             builder = (builder.config("spark.ui.enabled", "false")
-                       .config("spark.driver.memory", os.environ.get("MINER_SPARK_DRIVER_MEMORY", "2g")))
+                       .config("spark.driver.memory", os.environ.get("MINER_SPARK_DRIVER_MEMORY", "2g"))
+                       .config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile=file:{log_config}"))
         partitions = os.environ.get("MINER_SPARK_PARTITIONS") or cores
         if partitions:  # local: one shuffle partition per core, not Spark's 200; a cluster keeps its own setting
             builder = builder.config("spark.sql.shuffle.partitions", str(partitions))
