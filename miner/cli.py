@@ -74,10 +74,11 @@ _OWN_STATUS = (click.exceptions.ClickException, click.exceptions.Exit, click.exc
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
+    from miner.engine import EngineError
     from miner.jobs import JobError
     from miner.store import StoreError
 
-    return JobError, StoreError
+    return JobError, StoreError, EngineError
 
 
 def _save_traceback() -> Optional[Path]:
@@ -223,6 +224,12 @@ SnapshotOpt = typer.Option(None, "--iam-snapshot", metavar="PATH",
                                 "with one file per account.")
 LiveOpt = typer.Option(False, "--live", help="Grants read live from IAM (boto3's default credentials).")
 ProfileOpt = typer.Option(None, "--profile", metavar="NAME", help="AWS profile for live IAM (implies --live).")
+EngineOpt = typer.Option("duckdb", "--engine", metavar="duckdb|spark",
+                         help="Query engine: duckdb (one process) or spark (Apache Spark, pip install 'miner[spark]'; "
+                              "a cluster with --spark-master or $SPARK_REMOTE).")
+SparkMasterOpt = typer.Option(None, "--spark-master", metavar="URL",
+                              help="With --engine spark: the master URL, e.g. yarn or spark://host:7077 [default: "
+                                   "$SPARK_REMOTE (Spark Connect) when set, else $SPARK_MASTER, else local[*]].")
 EndpointOpt = typer.Option(None, "--endpoint-url", metavar="URL",
                            help="IAM endpoint for live reads, e.g. a local moto server (implies --live).")
 
@@ -257,6 +264,13 @@ def window(since: Optional[str], until: Optional[str], default_days: int = 90, *
     if note and not quiet:
         say(err, f"note: {note}")
     return win
+
+
+def _engine(engine: str, spark_master: Optional[str]) -> dict:
+    """The ``engine`` and ``spark_master`` keyword arguments of a job, ``--engine`` checked."""
+    from miner.engine import ENGINES
+
+    return {"engine": _check_format(engine, ENGINES, "--engine"), "spark_master": spark_master}
 
 
 def _notes(notes, quiet: bool) -> None:
@@ -499,6 +513,8 @@ def _map_mapper(service_reference: Optional[Path]):
 def coverage_cmd(
     store: Optional[str] = StoreOpt,
     store_endpoint: Optional[str] = StoreEndpointOpt,
+    engine: str = EngineOpt,
+    spark_master: Optional[str] = SparkMasterOpt,
     since: Optional[str] = typer.Option(None, "--since", metavar="TIME",
                                         help="Window start (date, timestamp or age like 90d) [default: all]."),
     until: Optional[str] = typer.Option(None, "--until", metavar="TIME",
@@ -524,7 +540,7 @@ def coverage_cmd(
     if since or until:
         w = window(since or "1970-01-01", until, default_days=90, quiet=quiet)
         win_since, win_until = w.since, w.until
-    cov = mapping.coverage(jobs.connect(store_path(store, store_endpoint)), win_since, win_until, mapper=mapper)
+    cov = jobs.coverage(store_path(store, store_endpoint), win_since, win_until, mapper=mapper, **_engine(engine, spark_master))
     if fmt == "json":
         print_json(cov.to_dict(unmapped_only=unmapped))
         return
@@ -680,6 +696,8 @@ def principals_cmd(
     fmt: str = _format_opt("table|json|csv", "table", "The output format (json and csv give the ARNs)."),
     store: Optional[str] = StoreOpt,
     store_endpoint: Optional[str] = StoreEndpointOpt,
+    engine: str = EngineOpt,
+    spark_master: Optional[str] = SparkMasterOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """List the principals that acted in the window: type, events, first/last seen, services used (IAM prefixes).
@@ -692,7 +710,7 @@ def principals_cmd(
 
     fmt = _check_format(fmt, ("table", "json", "csv"))
     win = window(since, until, quiet=quiet)
-    listing = jobs.principals(store_path(store, store_endpoint), win)
+    listing = jobs.principals(store_path(store, store_endpoint), win, **_engine(engine, spark_master))
     _notes(listing.notes, quiet)
     if fmt == "table":
         _emit_frame(listing.frame, fmt, f"principals, {win}", ["name", "principal_type", "principal_account", "events",
@@ -717,6 +735,8 @@ def usage_cmd(
     top: int = typer.Option(5, "--top", metavar="N", help="How many source IP / user agent pairs to show."),
     store: Optional[str] = StoreOpt,
     store_endpoint: Optional[str] = StoreEndpointOpt,
+    engine: str = EngineOpt,
+    spark_master: Optional[str] = SparkMasterOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """What one principal did in the window: actions and resources, counts, first/last seen, regions, and from where.
@@ -730,8 +750,8 @@ def usage_cmd(
 
     fmt = _check_format(fmt, ("table", "json", "csv"))
     win = window(since, until, quiet=quiet)
-    act = jobs.usage(store_path(store, store_endpoint), win, role=role, user=user, principal=principal,
-                     account=account, top=top)
+    act = jobs.usage(store_path(store, store_endpoint), win, role=role, user=user, principal=principal, account=account, top=top,
+                     **_engine(engine, spark_master))
     used, who = act.usage, act.principal
     _notes(act.notes, quiet)
     cols = ["action", "resource", "calls", "first_seen", "last_seen", "regions", "outcomes"]
@@ -810,6 +830,8 @@ def suggest_cmd(
                                         help="With --diff: exit 1 when unused grants exist (for CI)."),
     store: Optional[str] = StoreOpt,
     store_endpoint: Optional[str] = StoreEndpointOpt,
+    engine: str = EngineOpt,
+    spark_master: Optional[str] = SparkMasterOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """A least-privilege policy from the principal's AUTHORISED calls in the window (default: the last 90 days).
@@ -846,7 +868,7 @@ def suggest_cmd(
     result = jobs.suggest(store_path(store, store_endpoint), win, role=role, user=user, principal=principal,
                           account=account,
                           max_resources=max_resources, wildcards=not no_wildcards,
-                          grants=grants if do_diff else None)
+                          grants=grants if do_diff else None, **_engine(engine, spark_master))
     if not quiet:
         for line in result.summary:
             say(err, line)
@@ -901,6 +923,8 @@ def review_cmd(
     no_wildcards: bool = typer.Option(False, "--no-wildcards", help="Suggested policies: no action wildcards."),
     store: Optional[str] = StoreOpt,
     store_endpoint: Optional[str] = StoreEndpointOpt,
+    engine: str = EngineOpt,
+    spark_master: Optional[str] = SparkMasterOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """Quarterly right-sizing review: every role and user ranked by unused privilege and its risk.
@@ -923,9 +947,8 @@ def review_cmd(
     win = window(since, until, quiet=quiet)
     if not outputs and (fmt or "html") == "html":
         outputs = [(_default_review_path(win), "html")]
-    result = jobs.review(store_path(store, store_endpoint), win, grants=grants, account=account,
-                         max_resources=max_resources,
-                         wildcards=not no_wildcards, previous=compare)
+    result = jobs.review(store_path(store, store_endpoint), win, grants=grants, account=account, max_resources=max_resources,
+                         wildcards=not no_wildcards, previous=compare, **_engine(engine, spark_master))
     rendered: dict[str, str] = {}
     for path, f in outputs:
         if f not in rendered:
@@ -966,6 +989,8 @@ def backtest_cmd(
     endpoint_url: Optional[str] = EndpointOpt,
     store: Optional[str] = StoreOpt,
     store_endpoint: Optional[str] = StoreEndpointOpt,
+    engine: str = EngineOpt,
+    spark_master: Optional[str] = SparkMasterOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """Score suggested policies on later activity: under-privilege (denied test calls) vs over-privilege (unused grants).
@@ -988,7 +1013,7 @@ def backtest_cmd(
     anchor = window(None, until, quiet=quiet).until if until else None
     grants = _grants(iam_snapshot, live, profile, endpoint_url)
     args = dict(role=role, user=user, principal=principal, account=account, train=train, test=test, until=anchor,
-                max_resources=levels, min_days=min_days, grants=grants)
+                max_resources=levels, min_days=min_days, grants=grants, **_engine(engine, spark_master))
     if not every:
         result = jobs.backtest(store_path(store, store_endpoint), **args)
         if fmt == "json":

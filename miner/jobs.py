@@ -108,22 +108,30 @@ def window_coverage(store: str | Path, window: Window) -> str | None:
 # ----------------------------------------------------------------------------------------- store and principals
 
 
-def connect(store: str | Path):
-    """A DuckDB connection over the store (file footers cached: a job reads the same ones several times).
+def connect(store: str | Path, engine: str = "duckdb", master: str | None = None):
+    """A connection over the store on one engine: DuckDB (file footers cached: a job reads the same ones several
+    times) or Apache Spark (:mod:`miner.engine`).
 
     Args:
         store: the store root.
+        engine: ``duckdb`` (default) or ``spark``.
+        master: with ``spark``, the master URL (default ``local[*]``; ``$SPARK_REMOTE`` selects Spark Connect).
 
     Returns:
-        The connection.
+        The connection, for :func:`miner.queries.run` and the :mod:`miner.usage` functions.
 
     Raises:
         JobError: when there is no store, or it holds no events.
+        miner.engine.EngineError: an unknown engine, or Spark is not installed or cannot start.
     """
     from miner.store import StoreError
     from miner.store import connect as open_store
 
     try:
+        if engine != "duckdb":
+            from miner import engine as engines
+
+            return engines.connect(store, engine, master=master)
         con = open_store(store)
     except StoreError as e:
         raise JobError(str(e)) from None
@@ -292,13 +300,39 @@ def _name(arn: str, stored: Any) -> str:
     return stored if isinstance(stored, str) and stored else arn.rsplit("/", 1)[-1]
 
 
-def principals(store: str | Path, window: Window) -> Listing:
+def coverage(store: str | Path, since: datetime | None = None, until: datetime | None = None, *, mapper=None,
+             engine: str = "duckdb", spark_master: str | None = None):
+    """How well the stored events of a window map to IAM actions and resources (:func:`miner.mapping.coverage`).
+
+    Args:
+        store: the store root.
+        since: window start (default: the beginning of time).
+        until: window end (default: far future).
+        mapper: the mapper (default: the built-in rules, or ``$MINER_SERVICE_REFERENCE``'s).
+        engine: the query engine, ``duckdb`` (default) or ``spark`` (:mod:`miner.engine`).
+        spark_master: with ``spark``, the master URL (default ``local[*]``; ``$SPARK_REMOTE``: Spark Connect).
+
+    Returns:
+        The :class:`miner.mapping.Coverage`.
+
+    Raises:
+        JobError: no store, or it holds no events.
+    """
+    from miner import mapping
+
+    return mapping.coverage(connect(store, engine, spark_master), since, until, mapper=mapper)
+
+
+def principals(store: str | Path, window: Window, *, engine: str = "duckdb",
+               spark_master: str | None = None) -> Listing:
     """The principals that acted in a window, with the services they used named by IAM prefix.
 
     Args:
         store: the store root.
         window: the window.
 
+        engine: the query engine, ``duckdb`` (default) or ``spark`` (:mod:`miner.engine`).
+        spark_master: with ``spark``, the master URL (default ``local[*]``; ``$SPARK_REMOTE``: Spark Connect).
     Returns:
         The :class:`Listing`.
 
@@ -307,7 +341,7 @@ def principals(store: str | Path, window: Window) -> Listing:
     """
     from miner import mapping, usage
 
-    con = connect(store)
+    con = connect(store, engine, spark_master)
     df = usage.principals(con, window)
     coverage = window_coverage(store, window)
     if df.empty:
@@ -386,7 +420,8 @@ def summarise(frame: pd.DataFrame, max_resources: int | None = None) -> pd.DataF
 
 
 def usage(store: str | Path, window: Window, *, role: str | None = None, user: str | None = None,
-          principal: str | None = None, account: str | None = None, top: int = 5) -> Activity:
+          principal: str | None = None, account: str | None = None, top: int = 5, engine: str = "duckdb",
+          spark_master: str | None = None) -> Activity:
     """What one principal did in a window: its calls mapped to IAM actions, and where they came from.
 
     Args:
@@ -398,6 +433,8 @@ def usage(store: str | Path, window: Window, *, role: str | None = None, user: s
         account: the account, when a name exists in several.
         top: how many (source IP, user agent) pairs to keep.
 
+        engine: the query engine, ``duckdb`` (default) or ``spark`` (:mod:`miner.engine`).
+        spark_master: with ``spark``, the master URL (default ``local[*]``; ``$SPARK_REMOTE``: Spark Connect).
     Returns:
         The :class:`Activity`.
 
@@ -406,7 +443,7 @@ def usage(store: str | Path, window: Window, *, role: str | None = None, user: s
     """
     from miner import usage as mod
 
-    con = connect(store)
+    con = connect(store, engine, spark_master)
     who = resolve(con, window, role=role, user=user, principal=principal, account=account)
     used = mod.collect(con, who, window)
     return Activity(who, window, used, mod.sources(con, who.arn, window, top),
@@ -499,7 +536,8 @@ class Suggested:
 
 def suggest(store: str | Path, window: Window, *, role: str | None = None, user: str | None = None,
             principal: str | None = None, account: str | None = None, max_resources: int | None = None,
-            wildcards: bool = True, grants: Grants | None = None) -> Suggested:
+            wildcards: bool = True, grants: Grants | None = None, engine: str = "duckdb",
+            spark_master: str | None = None) -> Suggested:
     """A least-privilege policy from a principal's authorised calls; with grants, the diff against what is attached.
 
     Args:
@@ -513,6 +551,8 @@ def suggest(store: str | Path, window: Window, *, role: str | None = None, user:
         wildcards: allow action wildcards.
         grants: where the attached policies come from; given, the result carries the diff report.
 
+        engine: the query engine, ``duckdb`` (default) or ``spark`` (:mod:`miner.engine`).
+        spark_master: with ``spark``, the master URL (default ``local[*]``; ``$SPARK_REMOTE``: Spark Connect).
     Returns:
         The :class:`Suggested`.
 
@@ -528,7 +568,7 @@ def suggest(store: str | Path, window: Window, *, role: str | None = None, user:
     if max_resources < 0:
         raise JobError("--max-resources must be 0 or more")
     source = grants.open(inventory=False) if grants is not None else None  # a bad snapshot fails before mining
-    con = connect(store)
+    con = connect(store, engine, spark_master)
     who = resolve(con, window, role=role, user=user, principal=principal, account=account)
     why = no_identity_policy(who)
     if why:
@@ -602,7 +642,8 @@ class Reviewed:
 
 def review(store: str | Path, window: Window, *, grants: Grants | None = None, account: str | None = None,
            max_resources: int | None = None, wildcards: bool = True,
-           previous: str | Path | dict | None = None) -> Reviewed:
+           previous: str | Path | dict | None = None, engine: str = "duckdb",
+           spark_master: str | None = None) -> Reviewed:
     """The quarterly right-sizing review of every role and user (:func:`miner.review.build_review`).
 
     Args:
@@ -614,6 +655,8 @@ def review(store: str | Path, window: Window, *, grants: Grants | None = None, a
         wildcards: allow action wildcards in the suggested policies.
         previous: a previous ``--format json`` review (a path or its dict): the result says what changed.
 
+        engine: the query engine, ``duckdb`` (default) or ``spark`` (:mod:`miner.engine`).
+        spark_master: with ``spark``, the master URL (default ``local[*]``; ``$SPARK_REMOTE``: Spark Connect).
     Returns:
         The :class:`Reviewed`.
 
@@ -628,7 +671,7 @@ def review(store: str | Path, window: Window, *, grants: Grants | None = None, a
         except ValueError as e:
             raise JobError(str(e)) from None
     source = (grants or Grants()).open(inventory=True)
-    con = connect(store)
+    con = connect(store, engine, spark_master)
     rv = mod.build_review(con, window, iam_source=source, store=store, account=account,
                           max_resources=max_resources, wildcards=wildcards)
     coverage = window_coverage(store, window)
@@ -689,7 +732,8 @@ def backtest(store: str | Path, *, role: str | None = None, user: str | None = N
              account: str | None = None, every: bool = False, train: float | str = 60, test: float | str = 30,
              until: datetime | None = None, max_resources: Iterable[int] | str = (1, 10, 50),
              min_days: float | str = 30, grants: Grants | None = None,
-             progress: Callable[[int, int, str | None], None] | None = None) -> dict:
+             progress: Callable[[int, int, str | None], None] | None = None, engine: str = "duckdb",
+             spark_master: str | None = None) -> dict:
     """Backtest suggested policies: mine a training window, replay the test window after it, per setting.
 
     Args:
@@ -707,6 +751,8 @@ def backtest(store: str | Path, *, role: str | None = None, user: str | None = N
         grants: where the attached policies come from (scored as a baseline row).
         progress: with ``every``, called as ``progress(done, total, principal_arn)``.
 
+        engine: the query engine, ``duckdb`` (default) or ``spark`` (:mod:`miner.engine`).
+        spark_master: with ``spark``, the master URL (default ``local[*]``; ``$SPARK_REMOTE``: Spark Connect).
     Returns:
         :func:`miner.backtest.run_backtest`'s dict, or with ``every`` :func:`miner.backtest.run_backtest_all`'s.
 
@@ -724,7 +770,7 @@ def backtest(store: str | Path, *, role: str | None = None, user: str | None = N
     if every and (role or user or principal or account):
         raise JobError("--all backtests every principal: leave out --role, --user, --principal and --account")
     source = grants.open(inventory=every)
-    con = connect(store)
+    con = connect(store, engine, spark_master)
     if every:
         known = {inv["arn"] for inv in source.inventory} if source is not None else set()
 

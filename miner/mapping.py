@@ -1635,33 +1635,17 @@ def _shapes_from_frame(df):
     return pd.DataFrame(shapes)
 
 
-def coverage(con_or_df, since: datetime | None = None, until: datetime | None = None,
-             mapper: Mapper | None = None) -> Coverage:
-    """How well the events of a store (or a DataFrame) map to IAM actions and resources.
+def classify_shapes(shapes, mapper: Mapper | None = None):
+    """Map event shapes (``event_shapes.sql`` rows) and say, per shape, how its primary actions got their resources.
 
     Args:
-        con_or_df: a DuckDB connection with the store's ``events`` view (aggregated by ``queries/event_shapes.sql``),
-            or a pandas DataFrame of events (columns as in the store; an ``events`` count column marks shapes).
-        since: window start (UTC, inclusive); default: the beginning of time.
-        until: window end (UTC, exclusive); default: far future.
+        shapes: a pandas DataFrame of event shapes (an ``events`` count column; ``outcome`` when known).
         mapper: the mapper (default :func:`get_mapper`).
 
     Returns:
-        A :class:`Coverage`. ``by_event`` columns: event_source, event_name, events, status (``a; b`` when shapes
-        differ), actions, record_arn/template/star/no_resource_level (event counts by how the primary actions'
-        resources were derived), denied, note. ``summary`` holds totals and shares, including those of
-        authorised, non-service API calls (the target population).
+        ``shapes`` (index reset) plus ``klass`` (record_arn, template, star, no_resource_level), ``status``, ``note``,
+        ``actions`` (a sorted tuple of the primary actions) and ``denied``.
     """
-    import pandas as pd
-
-    if hasattr(con_or_df, "execute"):
-        from miner import queries
-
-        since = since or datetime(1970, 1, 1, tzinfo=timezone.utc)
-        until = until or datetime(2200, 1, 1, tzinfo=timezone.utc)
-        shapes = queries.run(con_or_df, "event_shapes", since=since, until=until)
-    else:
-        shapes = _shapes_from_frame(con_or_df)
     shapes = shapes.reset_index(drop=True)
     shapes["_shape"] = range(len(shapes))
     mapped = map_frame(shapes, mapper)
@@ -1686,6 +1670,40 @@ def coverage(con_or_df, since: datetime | None = None, until: datetime | None = 
     shapes["note"] = shapes["_shape"].map(note_of)
     shapes["actions"] = shapes["_shape"].map(acts).apply(lambda v: v if isinstance(v, tuple) else ())
     shapes["denied"] = shapes["outcome"].eq("denied") if "outcome" in shapes else False
+    return shapes.drop(columns="_shape")
+
+
+def coverage(con_or_df, since: datetime | None = None, until: datetime | None = None,
+             mapper: Mapper | None = None) -> Coverage:
+    """How well the events of a store (or a DataFrame) map to IAM actions and resources.
+
+    Args:
+        con_or_df: a DuckDB connection with the store's ``events`` view (aggregated by ``queries/event_shapes.sql``),
+            a :class:`miner.engine.SparkConnection`, or a pandas DataFrame of events (columns as in the store; an ``events`` count column marks shapes).
+        since: window start (UTC, inclusive); default: the beginning of time.
+        until: window end (UTC, exclusive); default: far future.
+        mapper: the mapper (default :func:`get_mapper`).
+
+    Returns:
+        A :class:`Coverage`. ``by_event`` columns: event_source, event_name, events, status (``a; b`` when shapes
+        differ), actions, record_arn/template/star/no_resource_level (event counts by how the primary actions'
+        resources were derived), denied, note. ``summary`` holds totals and shares, including those of
+        authorised, non-service API calls (the target population).
+    """
+    import pandas as pd
+
+    since = since or datetime(1970, 1, 1, tzinfo=timezone.utc)
+    until = until or datetime(2200, 1, 1, tzinfo=timezone.utc)
+    if hasattr(con_or_df, "classified_shapes"):  # miner.engine.SparkConnection: classified on the executors
+        shapes = con_or_df.classified_shapes(since, until, mapper=mapper)
+    else:
+        if hasattr(con_or_df, "execute"):
+            from miner import queries
+
+            shapes = queries.run(con_or_df, "event_shapes", since=since, until=until)
+        else:
+            shapes = _shapes_from_frame(con_or_df)
+        shapes = classify_shapes(shapes, mapper)
     rows = []
     for (src, name), g in shapes.groupby(["event_source", "event_name"], dropna=False, sort=True):
         w = g["events"].astype("int64")

@@ -73,10 +73,11 @@ def parameters(name: str) -> list[str]:
 
 
 def run(con: Any, name: str, **params: Any):
-    """Run a query on a DuckDB connection and return a pandas DataFrame.
+    """Run a query on a DuckDB connection (or another engine's, :mod:`miner.engine`) and return a pandas DataFrame.
 
     Args:
-        con: a DuckDB connection on which the store's ``events`` view exists.
+        con: a DuckDB connection on which the store's ``events`` view exists, or a
+            :class:`miner.engine.SparkConnection`.
         name: the query's file stem.
         **params: values for the query's named parameters; extra ones are ignored, missing ones raise.
 
@@ -87,7 +88,10 @@ def run(con: Any, name: str, **params: Any):
     missing = [p for p in wanted if p not in params]
     if missing:
         raise TypeError(f"query {name!r} needs parameters: {', '.join(missing)}")
-    return con.execute(load(name), {k: params[k] for k in wanted}).df()
+    values = {k: params[k] for k in wanted}
+    if hasattr(con, "run_sql"):  # another engine (miner.engine.SparkConnection): it translates the same file
+        return con.run_sql(name, load(name), values)
+    return con.execute(load(name), values).df()
 
 
 def run_arrow(con: Any, name: str, **params: Any):
@@ -95,7 +99,8 @@ def run_arrow(con: Any, name: str, **params: Any):
     (``Table.to_pandas()`` keeps text columns in Arrow), several times faster than :func:`run` for wide text.
 
     Args:
-        con: a DuckDB connection on which the store's ``events`` view exists.
+        con: a DuckDB connection on which the store's ``events`` view exists, or a
+            :class:`miner.engine.SparkConnection`.
         name: the query's file stem.
         **params: values for the query's named parameters; extra ones are ignored, missing ones raise.
 
@@ -106,4 +111,7 @@ def run_arrow(con: Any, name: str, **params: Any):
     missing = [p for p in wanted if p not in params]
     if missing:
         raise TypeError(f"query {name!r} needs parameters: {', '.join(missing)}")
-    return con.sql(load(name), params={k: params[k] for k in wanted}).to_arrow_table()
+    values = {k: params[k] for k in wanted}
+    if hasattr(con, "run_sql_arrow"):  # another engine (miner.engine.SparkConnection)
+        return con.run_sql_arrow(name, load(name), values)
+    return con.sql(load(name), params=values).to_arrow_table()

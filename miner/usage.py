@@ -412,14 +412,14 @@ def collect(con, principal: Principal, window: Window) -> Usage:
     """Everything a principal did in a window, mapped to IAM actions.
 
     Args:
-        con: a DuckDB connection from :func:`miner.store.connect`.
+        con: a DuckDB connection from :func:`miner.store.connect`, or a :class:`miner.engine.SparkConnection`.
         principal: the principal (see :func:`resolve_principal`).
         window: the time window.
 
     Returns:
         The :class:`Usage` (authorised and denied (action, resource) rows, unmapped and permission-free calls).
     """
-    return _usages(call_shapes(con, principal.arn, window), [principal], window)[principal.arn]
+    return _assemble(_parts(con, principal.arn, None, window), [principal], window)[principal.arn]
 
 
 def collect_all(con, principals: list[Principal], window: Window) -> dict[str, Usage]:
@@ -429,18 +429,91 @@ def collect_all(con, principals: list[Principal], window: Window) -> dict[str, U
     for all the principals that made it, and one aggregation keeps the principals apart.
 
     Args:
-        con: a DuckDB connection from :func:`miner.store.connect`.
+        con: a DuckDB connection from :func:`miner.store.connect`, or a :class:`miner.engine.SparkConnection`.
         principals: the principals.
         window: the time window.
 
     Returns:
         Principal ARN -> its :class:`Usage` (one per principal given; empty for a principal with no calls).
     """
-    shapes = call_shapes(con, None, window)
-    wanted = {p.arn for p in principals}
-    if len(shapes) and not shapes["principal_arn"].isin(wanted).all():
+    return _assemble(_parts(con, None, {p.arn for p in principals}, window), principals, window)
+
+
+@dataclass
+class UsageParts:
+    """The mapped, aggregated usage of one or more principals, before it is cut into one :class:`Usage` each.
+
+    An engine that maps call shapes where they are stored (:meth:`miner.engine.SparkConnection.usage_parts`) returns
+    these four instead of the call shapes, so no call shape reaches the driver.
+    """
+
+    aggregated: pd.DataFrame  # :func:`aggregate`'s by-principal rows (sorted by principal, outcome class, ...)
+    side: pd.DataFrame  # the mapped rows of SIDE_STATUSES or of denied calls, in call-shape order
+    totals: dict[str, int]  # principal ARN -> events
+    denied: dict[str, int]  # principal ARN -> denied events
+
+
+#: Statuses of mapped rows summarised per operation (:attr:`Usage.unmapped`, :attr:`Usage.no_permission`).
+UNMAPPED_STATUSES = ("unmapped", "invalid")
+FREE_STATUSES = ("no_permission", "service_event", "not_api_call")
+SIDE_STATUSES = UNMAPPED_STATUSES + FREE_STATUSES
+
+
+def _parts(con, principal_arn: str | None, wanted: set[str] | None, window: Window) -> UsageParts:
+    """The :class:`UsageParts` of one principal (``principal_arn``) or of the ``wanted`` ones, on either engine."""
+    if hasattr(con, "usage_parts"):  # another engine (miner.engine.SparkConnection) maps the shapes where they are
+        return con.usage_parts(window, principal_arn=principal_arn, principals=wanted)
+    shapes = call_shapes(con, principal_arn, window)
+    if wanted is not None and len(shapes) and not shapes["principal_arn"].isin(wanted).all():
         shapes = shapes[shapes["principal_arn"].isin(wanted)]
-    return _usages(shapes, principals, window)
+    return usage_parts(shapes)
+
+
+def map_and_resolve(shapes: pd.DataFrame) -> pd.DataFrame:
+    """:func:`map_shapes` then :func:`resolve_caller` over call shapes of any principals (``call_shapes`` rows).
+
+    Args:
+        shapes: ``usage_by_principal`` rows.
+
+    Returns:
+        One row per (shape x mapped action), as :func:`map_shapes` gives it, calls on oneself resolved.
+    """
+    mapped = map_shapes(shapes)
+    if len(mapped):
+        mapped = resolve_caller(mapped, mapped["principal_arn"])
+    return mapped
+
+
+def side_rows(mapped: pd.DataFrame) -> pd.DataFrame:
+    """The mapped rows the per-operation and denied summaries read: :data:`SIDE_STATUSES` and denied calls.
+
+    Args:
+        mapped: :func:`map_and_resolve` rows.
+
+    Returns:
+        Those rows, in their order.
+    """
+    if mapped.empty:
+        return mapped
+    return mapped[mapped["status"].isin(SIDE_STATUSES) | (mapped["outcome"] == "denied")]
+
+
+def usage_parts(shapes: pd.DataFrame) -> UsageParts:
+    """Map call shapes and aggregate them per principal (the DuckDB engine's way: all in this process).
+
+    Args:
+        shapes: ``usage_by_principal`` rows of one or more principals.
+
+    Returns:
+        The :class:`UsageParts`.
+    """
+    mapped = map_and_resolve(shapes)
+    totals: dict[str, int] = {}
+    denied: dict[str, int] = {}
+    if len(shapes):
+        totals = shapes.groupby("principal_arn")["events"].sum().to_dict()
+        denied = shapes[shapes["outcome"] == "denied"].groupby("principal_arn")["events"].sum().to_dict()
+    return UsageParts(aggregate(mapped, by_principal=True), side_rows(mapped), totals, denied)
 
 
 _OPERATION_COLUMNS = ["event_source", "event_name", "status", "calls", "note"]
@@ -530,25 +603,17 @@ def _denied_by_action(m: pd.DataFrame) -> pd.DataFrame:
         .reset_index(drop=True)
 
 
-def _usages(shapes: pd.DataFrame, principals: list[Principal], window: Window) -> dict[str, Usage]:
-    """The :class:`Usage` of each principal from the call shapes of all of them (``call_shapes`` rows)."""
-    mapped = map_shapes(shapes)
-    if len(mapped):
-        mapped = resolve_caller(mapped, mapped["principal_arn"])
-    aggregated = aggregate(mapped, by_principal=True)
+def _assemble(parts: UsageParts, principals: list[Principal], window: Window) -> dict[str, Usage]:
+    """The :class:`Usage` of each principal from the mapped, aggregated usage of all of them."""
+    aggregated, mapped = parts.aggregated, parts.side
     actions, no_actions = _split(aggregated, USAGE_COLUMNS)
     classes = _by_class(aggregated)
-    unmapped, no_unmapped = _split(_by_operation(mapped, ("unmapped", "invalid")), _OPERATION_COLUMNS)
-    free, no_free = _split(_by_operation(mapped, ("no_permission", "service_event", "not_api_call")),
-                           _OPERATION_COLUMNS)
+    unmapped, no_unmapped = _split(_by_operation(mapped, UNMAPPED_STATUSES), _OPERATION_COLUMNS)
+    free, no_free = _split(_by_operation(mapped, FREE_STATUSES), _OPERATION_COLUMNS)
     refusals = mapped[mapped["outcome"] == "denied"] if len(mapped) else mapped
     denied_calls, no_denied_calls = _split(_denied_by_action(refusals) if len(refusals) else refusals.iloc[:0],
                                            DENIED_COLUMNS)
-    totals: dict[str, int] = {}
-    denied: dict[str, int] = {}
-    if len(shapes):
-        totals = shapes.groupby("principal_arn")["events"].sum().to_dict()
-        denied = shapes[shapes["outcome"] == "denied"].groupby("principal_arn")["events"].sum().to_dict()
+    totals, denied = parts.totals, parts.denied
     out = {}
     for p in principals:
         total, refused = int(totals.get(p.arn, 0)), int(denied.get(p.arn, 0))

@@ -26,6 +26,7 @@ WHERE date BETWEEN CAST($since AS DATE) AND CAST($until AS DATE)
   AND event_time >= $since AND event_time < $until
   AND outcome = 'denied'
   AND ($principal_arn IS NULL OR principal_arn = $principal_arn)
-GROUP BY ALL
+GROUP BY principal_arn, event_source, event_name, error_code, request_parameters, resources, account_id, aws_region,
+    partition, event_type
 ORDER BY principal_arn, event_source, event_name, error_code, events DESC, request_parameters, resources, account_id,
     aws_region, partition, event_type

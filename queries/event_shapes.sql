@@ -7,6 +7,7 @@
 -- Columns: event_source, event_name, event_type, request_parameters, resources, account_id, aws_region, partition,
 --   outcome (success/denied/not_found/throttled/dry_run/error), principal_type, events (count),
 --   first_seen, last_seen (TIMESTAMPTZ).
+-- Order: total (busiest first per event, then every grouping column), so DuckDB and Spark return the same rows.
 SELECT
     event_source,
     event_name,
@@ -24,5 +25,7 @@ SELECT
 FROM events
 WHERE date BETWEEN CAST($since AS DATE) AND CAST($until AS DATE)
   AND event_time >= $since AND event_time < $until
-GROUP BY ALL
-ORDER BY event_source, event_name, events DESC
+GROUP BY event_source, event_name, event_type, request_parameters, resources, account_id, aws_region, partition, outcome,
+    principal_type
+ORDER BY event_source, event_name, events DESC, event_type, request_parameters, resources, account_id, aws_region,
+    partition, outcome, principal_type

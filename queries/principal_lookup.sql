@@ -7,9 +7,9 @@
 -- Columns: principal_arn, principal_type, principal_name, principal_account, events (in the days read).
 SELECT
     principal_arn,
-    any_value(principal_type)     AS principal_type,
-    any_value(principal_name)     AS principal_name,
-    any_value(principal_account)  AS principal_account,
+    min(principal_type)           AS principal_type,
+    min(principal_name)           AS principal_name,
+    min(principal_account)        AS principal_account,
     count(*)                      AS events
 FROM events
 WHERE date BETWEEN CAST($since AS DATE) AND CAST($until AS DATE)

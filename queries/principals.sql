@@ -6,19 +6,24 @@
 -- Columns: principal_arn, principal_type, principal_name, principal_account, events, authorised (events whose
 --   outcome is not `denied`), denied, first_seen, last_seen (TIMESTAMPTZ), services (sorted list of eventSource
 --   prefixes, e.g. [s3, sts]), accounts (sorted list of recipient accounts), regions (sorted list).
+-- Portable lists: a NULL value is gathered as chr(0) and turned back into a NULL element (Spark's collect_list drops
+--   NULLs, DuckDB's list keeps them), then sorted (NULLs last on both engines).
 SELECT
     principal_arn,
-    any_value(principal_type)                                       AS principal_type,
-    any_value(principal_name)                                       AS principal_name,
-    any_value(principal_account)                                    AS principal_account,
+    min(principal_type)                                             AS principal_type,
+    min(principal_name)                                             AS principal_name,
+    min(principal_account)                                          AS principal_account,
     count(*)                                                        AS events,
     count(*) FILTER (WHERE outcome IS DISTINCT FROM 'denied')       AS authorised,
     count(*) FILTER (WHERE outcome = 'denied')                      AS denied,
     min(event_time)                                                 AS first_seen,
     max(event_time)                                                 AS last_seen,
-    list_sort(list(DISTINCT split_part(event_source, '.', 1)))      AS services,
-    list_sort(list(DISTINCT account_id))                            AS accounts,
-    list_sort(list(DISTINCT aws_region))                            AS regions
+    list_sort(list_transform(list(DISTINCT coalesce(split_part(event_source, '.', 1), chr(0))),
+                             lambda v: nullif(v, chr(0))))          AS services,
+    list_sort(list_transform(list(DISTINCT coalesce(account_id, chr(0))),
+                             lambda v: nullif(v, chr(0))))          AS accounts,
+    list_sort(list_transform(list(DISTINCT coalesce(aws_region, chr(0))),
+                             lambda v: nullif(v, chr(0))))          AS regions
 FROM events
 WHERE date BETWEEN CAST($since AS DATE) AND CAST($until AS DATE)
   AND event_time >= $since AND event_time < $until

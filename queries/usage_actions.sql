@@ -14,6 +14,9 @@
 --   key=value pairs the grant may carry, e.g. ec2:CreateAction=RunInstances; null when some call carried none);
 --   source_ips, vpc_endpoints, invokers: the distinct values of the shapes' arrays (sorted, a null element kept:
 --   some calls had none; an absent array is null), the request context of miner.diff's Condition evaluation.
+-- Portable (the same rows on DuckDB and Spark): every group is aggregated once and joined to its outcomes and context;
+--   arrays gather a NULL as chr(0) and turn it back into a NULL element, sorted with NULLs last (Spark's
+--   collect_list drops NULLs); an empty FILTER gives NULL on both engines.
 WITH rows AS (
     SELECT
         *,
@@ -44,37 +47,66 @@ context_values AS (
 ),
 context AS (
     SELECT principal_arn, action, res, outcome_class,
-           array_agg(v ORDER BY v) FILTER (WHERE k = 'ip')   AS source_ips,
-           array_agg(v ORDER BY v) FILTER (WHERE k = 'vpce') AS vpc_endpoints,
-           array_agg(v ORDER BY v) FILTER (WHERE k = 'via')  AS invokers
+           CASE WHEN count(*) FILTER (WHERE k = 'ip') > 0 THEN
+               list_sort(list_transform(list(coalesce(v, chr(0))) FILTER (WHERE k = 'ip'),
+                                        lambda x: nullif(x, chr(0)))) END   AS source_ips,
+           CASE WHEN count(*) FILTER (WHERE k = 'vpce') > 0 THEN
+               list_sort(list_transform(list(coalesce(v, chr(0))) FILTER (WHERE k = 'vpce'),
+                                        lambda x: nullif(x, chr(0)))) END   AS vpc_endpoints,
+           CASE WHEN count(*) FILTER (WHERE k = 'via') > 0 THEN
+               list_sort(list_transform(list(coalesce(v, chr(0))) FILTER (WHERE k = 'via'),
+                                        lambda x: nullif(x, chr(0)))) END   AS invokers
     FROM (SELECT DISTINCT principal_arn, action, res, outcome_class, k, v FROM context_values) AS distinct_values
+    GROUP BY principal_arn, action, res, outcome_class
+),
+per_key AS (
+    SELECT
+        principal_arn,
+        action,
+        res,
+        outcome_class,
+        CAST(sum(events) AS BIGINT)                                        AS calls,
+        min(first_seen)                                                    AS first_seen,
+        max(last_seen)                                                     AS last_seen,
+        array_to_string(list_sort(list_distinct(list(aws_region))), ',')   AS regions,
+        array_to_string(list_sort(list_distinct(list(account_id))), ',')   AS accounts,
+        array_to_string(list_sort(list_distinct(list(operation))), ',')    AS operations,
+        array_to_string(list_sort(list_distinct(list(event_source))), ',') AS event_sources,
+        array_to_string(list_sort(list_distinct(list(derivation))), ',')   AS derivation,
+        min(reason)                                                        AS reason,
+        bool_and(coalesce(implicit, false))                                AS implicit,
+        nullif(array_to_string(list_sort(list_distinct(list(invoked_by))), ','), '') AS invoked_by,
+        bool_or(coalesce(event_category = 'Data', false))                  AS data_event,
+        CASE WHEN bool_or(cond IS NULL) THEN NULL
+             ELSE array_to_string(list_sort(list_distinct(list(cond))), ',') END AS conditions
+    FROM rows
     GROUP BY principal_arn, action, res, outcome_class
 )
 SELECT
-    r.principal_arn,
-    r.action,
-    r.res                                                                  AS resource,
-    r.outcome_class,
-    CAST(sum(r.events) AS BIGINT)                                          AS calls,
-    min(r.first_seen)                                                      AS first_seen,
-    max(r.last_seen)                                                       AS last_seen,
-    array_to_string(list_sort(list_distinct(list(r.aws_region))), ',')     AS regions,
-    array_to_string(list_sort(list_distinct(list(r.account_id))), ',')     AS accounts,
-    array_to_string(list_sort(list_distinct(list(r.operation))), ',')      AS operations,
-    array_to_string(list_sort(list_distinct(list(r.event_source))), ',')   AS event_sources,
-    any_value(o.outcomes)                                                  AS outcomes,
-    array_to_string(list_sort(list_distinct(list(r.derivation))), ',')     AS derivation,
-    min(r.reason)                                                          AS reason,
-    bool_and(coalesce(r.implicit, false))                                  AS implicit,
-    nullif(array_to_string(list_sort(list_distinct(list(r.invoked_by))), ','), '') AS invoked_by,
-    bool_or(coalesce(r.event_category = 'Data', false))                    AS data_event,
-    CASE WHEN bool_or(r.cond IS NULL) THEN NULL
-         ELSE array_to_string(list_sort(list_distinct(list(r.cond))), ',') END AS conditions,
-    any_value(c.source_ips)                                                AS source_ips,
-    any_value(c.vpc_endpoints)                                             AS vpc_endpoints,
-    any_value(c.invokers)                                                  AS invokers
-FROM rows r
-JOIN by_outcome o USING (principal_arn, action, res, outcome_class)
-LEFT JOIN context c USING (principal_arn, action, res, outcome_class)
-GROUP BY r.principal_arn, r.action, r.res, r.outcome_class
-ORDER BY r.principal_arn, r.outcome_class, r.action, r.res
+    a.principal_arn,
+    a.action,
+    a.res                                                                  AS resource,
+    a.outcome_class,
+    a.calls,
+    a.first_seen,
+    a.last_seen,
+    a.regions,
+    a.accounts,
+    a.operations,
+    a.event_sources,
+    o.outcomes,
+    a.derivation,
+    a.reason,
+    a.implicit,
+    a.invoked_by,
+    a.data_event,
+    a.conditions,
+    c.source_ips,
+    c.vpc_endpoints,
+    c.invokers
+FROM per_key a
+JOIN by_outcome o ON o.principal_arn = a.principal_arn AND o.action = a.action AND o.res = a.res
+    AND o.outcome_class = a.outcome_class
+LEFT JOIN context c ON c.principal_arn = a.principal_arn AND c.action = a.action AND c.res = a.res
+    AND c.outcome_class = a.outcome_class
+ORDER BY a.principal_arn, a.outcome_class, a.action, a.res

@@ -17,6 +17,9 @@
 --   (vpcEndpointId, null for calls without one), invokers (invokedBy, null for calls the principal made itself).
 --   Ordered by every grouping column, principal first.
 -- The context is grouped first and gathered without DISTINCT: DISTINCT array aggregates doubled the query's time.
+-- Portable arrays (the same on DuckDB and Spark): sorted, NULLs last; a NULL value is gathered as chr(0) and turned
+--   back into a NULL element (Spark's collect_list drops NULLs, DuckDB's list keeps them); an empty FILTER gives
+--   NULL on both (Spark would give an empty array).
 WITH calls AS (
     SELECT
         principal_arn, event_source, event_name, request_parameters, resources, account_id, aws_region, partition,
@@ -49,9 +52,13 @@ SELECT
     min(first_seen)                                                AS first_seen,
     max(last_seen)                                                 AS last_seen,
     max(invoked_by)                                                AS invoked_by,
-    array_agg(source_ip) FILTER (WHERE vpc_endpoint_id IS NULL)    AS source_ips,
-    array_agg(vpc_endpoint_id)                                     AS vpc_endpoints,
-    array_agg(invoked_by)                                          AS invokers
+    CASE WHEN count(*) FILTER (WHERE vpc_endpoint_id IS NULL) > 0 THEN
+        list_sort(list_transform(list(coalesce(source_ip, chr(0))) FILTER (WHERE vpc_endpoint_id IS NULL),
+                                 lambda v: nullif(v, chr(0)))) END  AS source_ips,
+    list_sort(list_transform(list(coalesce(vpc_endpoint_id, chr(0))), lambda v: nullif(v, chr(0))))
+                                                                   AS vpc_endpoints,
+    list_sort(list_transform(list(coalesce(invoked_by, chr(0))), lambda v: nullif(v, chr(0))))
+                                                                   AS invokers
 FROM calls
 GROUP BY principal_arn, event_source, event_name, request_parameters, resources, account_id, aws_region, partition,
     event_type, outcome, error_code, event_category

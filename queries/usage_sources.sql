@@ -14,6 +14,6 @@ FROM events
 WHERE date BETWEEN CAST($since AS DATE) AND CAST($until AS DATE)
   AND event_time >= $since AND event_time < $until
   AND principal_arn = $principal_arn
-GROUP BY ALL
+GROUP BY source_ip, user_agent
 ORDER BY events DESC, source_ip, user_agent
 LIMIT $limit

@@ -14,5 +14,5 @@ FROM events
 WHERE date BETWEEN CAST($since AS DATE) AND CAST($until AS DATE)
   AND event_time >= $since AND event_time < $until
   AND ($principal_arn IS NULL OR principal_arn = $principal_arn)
-GROUP BY ALL
+GROUP BY CAST(event_time AT TIME ZONE 'UTC' AS DATE), principal_arn, split_part(event_source, '.', 1), outcome
 ORDER BY day, principal_arn, service, outcome

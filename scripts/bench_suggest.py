@@ -382,7 +382,7 @@ def latency(stores: list[Path], rounds: int = 7, base: Path | None = None) -> st
                 q.update(json.loads(q["out"].strip().splitlines()[-1]))  # the last line: DuckDB may draw on stdout
                 got.setdefault((store.name, role, "query"), []).append(q)
                 for label, tree in trees:
-                    r = timed([sys.executable, "-m", "miner.cli", "suggest", "--role", role, "--store", str(store),
+                    r = timed([sys.executable, "-P", "-m", "miner.cli", "suggest", "--role", role, "--store", str(store),
                                "--since", "2026-06-01", "--until", "2026-08-29", "--quiet"], pythonpath=tree)
                     if r["rc"] != 0:
                         raise RuntimeError(f"suggest failed ({label}): {r['err']}")

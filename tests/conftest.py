@@ -110,3 +110,14 @@ def sample_review(sample_review_json) -> dict:
     import json
 
     return json.loads(sample_review_json.read_text())
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """One SparkSession (local[2]) for the whole test session, or skip when the spark extra is not installed."""
+    pytest.importorskip("pyspark", reason="the spark extra is not installed (pip install -e '.[spark]')")
+    from miner import engine
+
+    session = engine.spark_session("local[2]")
+    yield session
+    session.stop()
