@@ -72,6 +72,15 @@ def parameters(name: str) -> list[str]:
     return list(seen)
 
 
+def _values(name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The values of the query's named parameters from ``params`` (extra ones ignored); raises when one is missing."""
+    wanted = parameters(name)
+    missing = [p for p in wanted if p not in params]
+    if missing:
+        raise TypeError(f"query {name!r} needs parameters: {', '.join(missing)}")
+    return {k: params[k] for k in wanted}
+
+
 def run(con: Any, name: str, **params: Any):
     """Run a query on a DuckDB connection (or another engine's, :mod:`miner.engine`) and return a pandas DataFrame.
 
@@ -84,11 +93,7 @@ def run(con: Any, name: str, **params: Any):
     Returns:
         The result as a :class:`pandas.DataFrame`.
     """
-    wanted = parameters(name)
-    missing = [p for p in wanted if p not in params]
-    if missing:
-        raise TypeError(f"query {name!r} needs parameters: {', '.join(missing)}")
-    values = {k: params[k] for k in wanted}
+    values = _values(name, params)
     if hasattr(con, "run_sql"):  # another engine (miner.engine.SparkConnection): it translates the same file
         return con.run_sql(name, load(name), values)
     return con.execute(load(name), values).df()
@@ -107,11 +112,7 @@ def run_arrow(con: Any, name: str, **params: Any):
     Returns:
         The result as a :class:`pyarrow.Table`.
     """
-    wanted = parameters(name)
-    missing = [p for p in wanted if p not in params]
-    if missing:
-        raise TypeError(f"query {name!r} needs parameters: {', '.join(missing)}")
-    values = {k: params[k] for k in wanted}
+    values = _values(name, params)
     if hasattr(con, "run_sql_arrow"):  # another engine (miner.engine.SparkConnection)
         return con.run_sql_arrow(name, load(name), values)
     return con.sql(load(name), params=values).to_arrow_table()
