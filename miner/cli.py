@@ -391,6 +391,10 @@ def ingest_cmd(
                                              "gzip stops inflating there."),
     fmt: str = _format_opt("text|json", "text", "json: a machine-readable summary on stdout."),
     as_json: bool = typer.Option(False, "--json", help="The same as --format json."),
+    engine: str = typer.Option("duckdb", "--engine", metavar="duckdb|spark",
+                               help="Where parsing runs: duckdb (local parser processes) or spark (Spark executors; "
+                                    "listing and the commit stay here; pip install 'miner[spark]')."),
+    spark_master: Optional[str] = SparkMasterOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """Ingest CloudTrail logs into the Parquet store: only new objects, deduplicated on eventID, crash-safe.
@@ -406,6 +410,7 @@ reads only objects not yet in the store's manifest. Exit status 2 when a source 
 or when no file held CloudTrail records.
     """
     from miner import ingest as ing
+    from miner.engine import EngineError
     from miner.store import StoreError
 
     as_json = as_json or _check_format(fmt, ("text", "json")) == "json"
@@ -439,8 +444,8 @@ or when no file held CloudTrail records.
     try:
         report = ing.ingest(sources, target, window=win, accounts=account, regions=region, workers=workers,
                             processes=processes, profile=profile, endpoint_url=endpoint_url, s3_region=s3_region,
-                            progress=progress_cb, max_object_size=max_bytes)
-    except (ing.IngestError, StoreError) as e:
+                            progress=progress_cb, max_object_size=max_bytes, **_engine(engine, spark_master))
+    except (ing.IngestError, StoreError, EngineError) as e:
         if bar is not None:
             bar.stop()
         fail(str(e))

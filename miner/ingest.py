@@ -982,6 +982,8 @@ class _TaskResult:
     filtered: int = 0
     gzip_bytes: int = 0  # compressed bytes of the task's gzip files
     gunzip_bytes: int = 0  # their decompressed size (tasks are sized by the observed ratio)
+    unread: list = field(default_factory=list)  # [(SourceObject, reason)]: S3 objects a Spark executor could not
+    # download (recorded as the driver's failed downloads are: skipped, not in the manifest)
 
 
 class _BadTime(Exception):
@@ -1882,8 +1884,13 @@ def ingest(sources: Sequence[str], store: Path, *, window: Window | None = None,
            regions: Iterable[str] = (), workers: int = 16, processes: int | None = None, profile: str | None = None,
            endpoint_url: str | None = None, s3_region: str | None = None, s3_client=None,
            progress: Callable[[Progress], None] | None = None, now: datetime | None = None,
-           task_bytes: int = TASK_BYTES, max_object_size: int = MAX_OBJECT_BYTES) -> IngestReport:
+           task_bytes: int = TASK_BYTES, max_object_size: int = MAX_OBJECT_BYTES, engine: str = "duckdb",
+           spark_master: str | None = None, spark=None) -> IngestReport:
     """Ingest CloudTrail logs into the store: new objects only, deduplicated, committed atomically.
+
+    With ``engine="spark"`` the parse tasks run on Spark executors instead of local processes (an executor
+    downloads its S3 objects with its own client, built from ``profile``/``endpoint_url``/``s3_region``); listing,
+    dedupe, publishing and the manifest stay on the driver, exactly as with the local engine.
 
     Args:
         sources: local files/folders and/or ``s3://bucket/prefix`` URIs.
@@ -1904,12 +1911,16 @@ def ingest(sources: Sequence[str], store: Path, *, window: Window | None = None,
         task_bytes: estimated decompressed bytes per parser task.
         max_object_size: largest object read, in bytes once decompressed; a bigger one is skipped (a gzip stops
             inflating there).
+        engine: where parse tasks run: ``duckdb`` (local processes, the default) or ``spark``.
+        spark_master: with ``spark``, the master URL (see :func:`miner.engine.spark_session`).
+        spark: with ``spark``, a ready SparkSession (tests); overrides ``spark_master``.
 
     Returns:
         The :class:`IngestReport` of the run.
 
     Raises:
         IngestError: a source is missing or unreachable (nothing is written for that source).
+        miner.engine.EngineError: ``engine`` is unknown, or Spark is not installed or cannot start.
         miner.store.StoreError: another ingest holds the store lock, or the store's disk is full (what was
             committed before stays readable).
     """
@@ -1920,6 +1931,14 @@ def ingest(sources: Sequence[str], store: Path, *, window: Window | None = None,
     regions = {str(r) for r in regions}
     if not sources:
         raise IngestError("no SOURCE given")
+    if engine != "duckdb":
+        from miner import engine as engines
+
+        if engine not in engines.ENGINES:
+            raise engines.EngineError(f"unknown engine {engine!r} (one of {', '.join(engines.ENGINES)})")
+        spark = spark or engines.spark_session(spark_master)
+    else:
+        spark = None
     for s in sources:
         if s.startswith("s3://"):
             _split_s3(s)
@@ -1977,8 +1996,13 @@ def ingest(sources: Sequence[str], store: Path, *, window: Window | None = None,
                     for o in todo:
                         k = o.uri.rpartition("/")[0]
                         folders[k] = folders.get(k, 0) + (o.size if o.uri.endswith(".gz") else o.size // GZIP_RATIO)
-                _run_source(objs, client, win, filt, workers, n_proc, task_bytes, max_object_size, tmp, run_id,
-                            known, report, committer, prog, progress, pool, total_est, folders)
+                if spark is not None:
+                    _run_source_spark(spark, objs, (profile, endpoint_url, s3_region, workers), win, filt, n_proc,
+                                      task_bytes, max_object_size, tmp, run_id, known, report, committer, prog,
+                                      progress, total_est, folders)
+                else:
+                    _run_source(objs, client, win, filt, workers, n_proc, task_bytes, max_object_size, tmp, run_id,
+                                known, report, committer, prog, progress, pool, total_est, folders)
         except BaseException:
             failed = True
             raise
@@ -2026,12 +2050,14 @@ def _first_then_lazy(objs: Iterator[SourceObject]) -> Iterator[SourceObject]:
 def _run_source(objs: Iterator[SourceObject], client, win, filt, workers: int, n_proc: int, task_bytes: int,
                 object_limit: int, tmp: str, run_id: str, known: dict, report: IngestReport, committer: _Committer,
                 prog: Progress, progress: Callable[[Progress], None] | None, pool: list[Executor],
-                total_est: int | None = None, folders: dict[str, int] | None = None) -> None:
+                total_est: int | None = None, folders: dict[str, int] | None = None,
+                run_tasks: Callable[[Iterator[_Task]], Iterator[_TaskResult]] | None = None) -> None:
     """Stream one source's objects through download -> parse tasks -> commit (objects larger than
     ``object_limit`` bytes, decompressed, are skipped).
 
     ``total_est`` (known for local sources) lets the last tasks shrink so that the workers finish together;
-    ``folders`` (compressed bytes per folder, local sources) lets tasks end where a folder ends.
+    ``folders`` (compressed bytes per folder, local sources) lets tasks end where a folder ends. ``run_tasks``
+    (Spark) runs the tasks elsewhere and yields their results; the commit stays here.
     """
 
     def new_objects() -> Iterator[SourceObject]:
@@ -2092,6 +2118,15 @@ def _run_source(objs: Iterator[SourceObject], client, win, filt, workers: int, n
             progress(prog)
 
     it = tasks()
+    if run_tasks is not None:
+        if progress:
+            progress(prog)
+        for res in run_tasks(it):
+            for obj, reason in res.unread:
+                committer.skip(obj, reason)
+                prog.files_done += 1
+            done(res)
+        return
     first = next(it, None)
     second = next(it, None) if first is not None else None
     if second is None or n_proc <= 1:
@@ -2118,6 +2153,104 @@ def _run_source(objs: Iterator[SourceObject], client, win, filt, workers: int, n
         finished, _ = wait(pending, return_when=FIRST_COMPLETED)
         for f in finished:
             done(_result(pending.pop(f), f.result))
+
+
+def _run_source_spark(spark, objs: Iterator[SourceObject], s3: tuple, win, filt, n_proc: int, task_bytes: int,
+                      object_limit: int, tmp: str, run_id: str, known: dict, report: IngestReport,
+                      committer: _Committer, prog: Progress, progress: Callable[[Progress], None] | None,
+                      total_est: int | None, folders: dict[str, int] | None) -> None:
+    """:func:`_run_source` with the parse tasks on Spark executors: S3 objects are not downloaded here (tasks carry
+    references, an executor fetches them with its own client from ``s3`` = (profile, endpoint, region, threads)),
+    and every part comes back in memory; the big ones are written to ``_tmp/`` here, then committed as usual."""
+    try:
+        slots = int(spark.sparkContext.defaultParallelism)
+    except Exception:  # Spark Connect: no SparkContext
+        slots = n_proc
+
+    def run(tasks: Iterator[_Task]) -> Iterator[_TaskResult]:
+        for res in _spark_waves(spark, tasks, s3, max(2, 2 * slots)):
+            _spill_parts(res, tmp, run_id)
+            yield res
+
+    _run_source(objs, None, win, filt, s3[3], max(n_proc, slots), task_bytes, object_limit, None, run_id, known,
+                report, committer, prog, progress, [], total_est, folders, run_tasks=run)
+
+
+#: The rows of the Spark job of a wave: a task's number and its pickled :class:`_TaskResult` (whose tables pickle
+#: as Arrow IPC streams, see :class:`_IpcTable`).
+_SPARK_RESULT = "i long, result binary"
+
+
+def _spark_waves(spark, tasks: Iterator[_Task], s3: tuple, wave: int) -> Iterator[_TaskResult]:
+    """Run tasks on Spark, ``wave`` tasks per job (one task per partition), the next wave computing while the
+    caller commits this one; results in task order. Memory on the driver: one wave's results."""
+    import pickle
+    from itertools import islice
+
+    def submit(batch: list[_Task]):
+        rows = [(i, pickle.dumps(t, protocol=pickle.HIGHEST_PROTOCOL)) for i, t in enumerate(batch)]
+        df = spark.createDataFrame(rows, "i long, task binary").repartitionByRange(len(rows), "i")
+        out = df.mapInArrow(partial(_spark_tasks, s3=s3), _SPARK_RESULT)
+        return sorted(((r["i"], r["result"]) for r in out.collect()), key=lambda r: r[0])
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="miner-spark") as ex:
+        batch = list(islice(tasks, wave))
+        fut = ex.submit(submit, batch) if batch else None
+        while fut is not None:
+            nxt = list(islice(tasks, wave))  # (listing the next wave while this one runs)
+            results = fut.result()
+            fut = ex.submit(submit, nxt) if nxt else None
+            for _, blob in results:
+                yield pickle.loads(blob)
+            results = None
+
+
+_EXECUTOR_S3: dict = {}  # one S3 client per executor process and source settings
+
+
+def _spark_tasks(batches: Iterator[pa.RecordBatch], s3: tuple) -> Iterator[pa.RecordBatch]:
+    """Executor side (``mapInArrow``): run each pickled :class:`_Task` of the batches; one row per task."""
+    import pickle
+
+    schema = pa.schema([("i", pa.int64()), ("result", pa.binary())])
+    for b in batches:
+        for i, blob in zip(b.column("i").to_pylist(), b.column("task").to_pylist()):
+            res = _executor_task(pickle.loads(blob), s3)
+            yield pa.RecordBatch.from_pydict({"i": [i], "result": [pickle.dumps(res, protocol=5)]}, schema)
+
+
+def _executor_task(task: _Task, s3: tuple) -> _TaskResult:
+    """Download the task's S3 objects (threads, the executor's own client), then parse as a local worker does."""
+    unread: list = []
+    if any(o.bucket is not None and p is None for o, p in task.items):
+        profile, endpoint, region, workers = s3
+        client = _EXECUTOR_S3.get(s3)
+        if client is None:
+            client = _EXECUTOR_S3[s3] = make_s3_client(profile, endpoint, region, workers)
+        local = [(o, p) for o, p in task.items if o.bucket is None or p is not None]
+        remote = iter([o for o, p in task.items if o.bucket is not None and p is None])
+        for obj, payload in _fetch(remote, client, workers, task.limit):
+            if isinstance(payload, str):
+                unread.append((obj, payload))
+            else:
+                local.append((obj, payload))
+        task.items = local
+    res = _result(task, partial(_process_task, task)) if task.items else _TaskResult(task.number, [], [])
+    res.unread = unread
+    return res
+
+
+def _spill_parts(res: _TaskResult, tmp: str, run_id: str) -> None:
+    """Write a result's big in-memory parts to ``_tmp/`` (as a local worker does): the committer publishes those
+    by a rename and buffers only the small ones."""
+    parts = []
+    for k, p in enumerate(res.parts):
+        if p[3] is None and p[4] > FOREIGN_PART_ROWS:
+            path = os.path.join(tmp, f"{run_id}-{res.number:06d}-{k:04d}.parquet")
+            st.write_parquet(p[6].table, Path(path))
+            p = (*p[:3], path, p[4], p[5])
+        parts.append(p)
+    res.parts = parts
 
 
 def _result(task: _Task, get: Callable[[], _TaskResult]) -> _TaskResult:
