@@ -1,8 +1,10 @@
-"""Benchmark `miner review` on DuckDB vs Apache Spark (local[1], local[2]), each run in a fresh process.
+"""Benchmark `miner review` (or `miner ingest`) on DuckDB vs Apache Spark (local[1], local[2]), each run fresh.
 
 Usage:
     python scripts/bench_engine.py --store /tmp/miner-bench/store-1M-100p [--rounds 3] [--engines duckdb,spark1,spark2]
         [--since 2026-06-01 --until 2026-08-30] [--startup-rounds 3]
+    python scripts/bench_engine.py --job ingest --source /tmp/miner-bench/ingest-data-1000k [--rounds 3]
+        # `miner ingest SOURCE --store FRESH -q`: the local process pool (label DuckDB, --processes 2) vs Spark
 
 Each round runs every engine once, interleaved (duckdb, spark local[1], spark local[2], ...), so a noisy machine
 slows all of them alike; the table gives medians of wall and CPU seconds. CPU is user + system of the whole process
@@ -84,13 +86,21 @@ def review_cmd(store: str, since: str, until: str, engine: str, out: Path) -> li
             "--out", str(out), "-q", *ENGINES[engine]]
 
 
+def ingest_cmd(source: str, engine: str, store: Path) -> list[str]:
+    """The ``miner ingest`` command line for one engine, into a fresh store (the local engine: 2 parser processes)."""
+    extra = ["--processes", "2"] if engine == "duckdb" else ENGINES[engine]
+    return [sys.executable, "-m", "miner.cli", "ingest", source, "--store", str(store), "-q", *extra]
+
+
 def median(xs: list[float]) -> float:
     return statistics.median(xs) if xs else float("nan")
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--store", required=True)
+    ap.add_argument("--job", choices=("review", "ingest"), default="review")
+    ap.add_argument("--store", help="the store to review (--job review)")
+    ap.add_argument("--source", help="the logs to ingest (--job ingest)")
     ap.add_argument("--since", default="2026-06-01")
     ap.add_argument("--until", default="2026-09-01")
     ap.add_argument("--rounds", type=int, default=3)
@@ -99,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", metavar="FILE", help="also write every measurement here")
     args = ap.parse_args(argv)
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    if args.job == "ingest":
+        LABELS["duckdb"] = "local, 2 processes"
     results: dict[str, list[dict]] = {e: [] for e in engines}
     startup: dict[str, list[dict]] = {}
     outputs: dict[str, Path] = {}
@@ -106,11 +118,17 @@ def main(argv: list[str] | None = None) -> int:
     for r in range(args.rounds):
         for e in engines:
             out = tmp / f"review-{e}-{r}.json"
-            got = timed(review_cmd(args.store, args.since, args.until, e, out))
+            cmd = review_cmd(args.store, args.since, args.until, e, out) if args.job == "review" else \
+                ingest_cmd(args.source, e, tmp / f"store-{e}-{r}")
+            got = timed(cmd)
             if got["rc"] != 0:
                 raise SystemExit(f"{e} failed (exit {got['rc']}): {got['err']}")
             results[e].append(got)
-            outputs[e] = out
+            if args.job == "review":
+                outputs[e] = out
+            else:
+                import shutil
+                shutil.rmtree(tmp / f"store-{e}-{r}", ignore_errors=True)
             print(f"round {r + 1} {LABELS[e]:15s} wall {got['wall']:7.1f} s  cpu {got['cpu']:7.1f} s", file=sys.stderr)
     for r in range(args.startup_rounds):
         for e in (x for x in engines if x.startswith("spark")):
@@ -118,8 +136,10 @@ def main(argv: list[str] | None = None) -> int:
             got = timed([sys.executable, "-c", _STARTUP, master])
             up, job = (float(x) for x in got["err"].strip().splitlines()[-1].split())
             startup.setdefault(e, []).append(dict(got, session=up, first_job=job))
-    same = _same_reviews(outputs)
-    print(f"\n`miner review` over {args.store} ({_events(args.store)}), window {args.since} .. {args.until}; "
+    same = _same_reviews(outputs) if args.job == "review" else None
+    what = f"`miner review` over {args.store} ({_events(args.store)}), window {args.since} .. {args.until}" \
+        if args.job == "review" else f"`miner ingest {args.source}` into a fresh local store"
+    print(f"\n{what}; "
           f"medians of {args.rounds} interleaved rounds, each run a fresh process; CPU = user + system of the "
           f"process tree (the JVM included)\n")
     print("| engine | wall (s) | CPU (s) | CPU / wall | peak RSS of one process (MB) | vs DuckDB (wall) |")
@@ -139,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| {ENGINES[e][-1]} | {median([x['session'] for x in xs]):.1f} | "
                   f"{median([x['first_job'] for x in xs]):.1f} | {median([x['wall'] for x in xs]):.1f} | "
                   f"{median([x['cpu'] for x in xs]):.1f} |")
-    print(f"\nreview JSON identical across engines (generated_at aside): {same}")
+    if args.job == "review":
+        print(f"\nreview JSON identical across engines (generated_at aside): {same}")
     if args.json:
         Path(args.json).write_text(json.dumps({"results": results, "startup": startup, "same": same}, indent=1))
     return 0
