@@ -880,6 +880,16 @@ def _shown(items: list[str], n: int = 3) -> str:
     return ", ".join(items[:n]) + (f", ... ({len(items)} in all)" if len(items) > n else "")
 
 
+def _by_status(actions, status: dict[str, str]) -> tuple[list[str], list[str], list[str]]:
+    """``actions`` split by their status: (unused, unobservable, used), each in the given order."""
+    out: dict[str, list[str]] = {"unused": [], "unobservable": [], "used": []}
+    for a in actions:
+        got = out.get(status.get(a))
+        if got is not None:
+            got.append(a)
+    return out["unused"], out["unobservable"], out["used"]
+
+
 def _finding(s: Statement, fired: dict[int, list[str]], rules: list[dict], status: dict[str, str],
              observed: dict[str, set[str]], granted_by: list[str], ref: dict,
              acts: list[str] | None = None) -> dict | None:
@@ -887,15 +897,7 @@ def _finding(s: Statement, fired: dict[int, list[str]], rules: list[dict], statu
     ``acts``: the actions the rules matched, sorted (worked out here when not given)."""
     if acts is None:
         acts = sorted({a for lst in fired.values() for a in lst})
-    unused, unobs, used = [], [], []
-    for a in acts:
-        got = status.get(a)
-        if got == "unused":
-            unused.append(a)
-        elif got == "unobservable":
-            unobs.append(a)
-        elif got == "used":
-            used.append(a)
+    unused, unobs, used = _by_status(acts, status)
     used_on: dict[str, list[str]] = {}
     for a in used:
         covered = sorted(r for r in observed.get(a.lower(), ()) if s.matches_resource(r))
@@ -910,13 +912,7 @@ def _finding(s: Statement, fired: dict[int, list[str]], rules: list[dict], statu
     rule = rules[first]
     policy = ref.get("policy") or s.origin
     where = f"statement {s.name} of " + (policy if policy.startswith("arn:") else s.origin or policy)
-    stmt_used, stmt_unobs = [], []
-    for a in granted_by:
-        got = status.get(a)
-        if got == "used":
-            stmt_used.append(a)
-        elif got == "unobservable":
-            stmt_unobs.append(a)
+    _, stmt_unobs, stmt_used = _by_status(granted_by, status)
     stmt_unobs.sort()  # granted_by is in set order
     seen = sorted({r for lst in used_on.values() for r in lst})
     if st == "unused" and not stmt_used:
