@@ -10,9 +10,13 @@ from datetime import timedelta
 from pathlib import Path
 from typing import NoReturn, Optional
 
-import click
 import typer
 import typer.core
+
+try:  # typer 0.29+ carries its own copy of click (and no longer depends on click)
+    from typer import _click as click
+except ImportError:  # older typer: click itself
+    import click
 from rich.console import Console
 from rich.text import Text
 
@@ -69,8 +73,8 @@ def fail(message: str, code: int = EXIT_USER) -> NoReturn:
 # ----------------------------------------------------------------------------- errors, help, --version, --debug
 
 #: Exceptions that carry their own exit status (click's and typer's): never reported as a bug.
-_OWN_STATUS = (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort, typer.Exit,
-               typer.Abort)
+_OWN_STATUS = (click.exceptions.ClickException, getattr(click.exceptions, "Exit", typer.Exit),
+               getattr(click.exceptions, "Abort", typer.Abort), typer.Exit, typer.Abort)
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
