@@ -64,6 +64,17 @@ def aws_env(monkeypatch, moto_server):
     return moto_server
 
 
+@pytest.fixture
+def no_aws_credentials(monkeypatch, tmp_path):
+    """No credentials anywhere in boto3's standard chain (environment, files, instance metadata). List it after the
+    fixtures that set fake ones (``aws_env`` and those built on it): it removes theirs."""
+    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
 @pytest.fixture(scope="session")
 def sample_logs() -> Path:
     """The bundled sample logs."""

@@ -815,12 +815,7 @@ def test_cli_s3_missing_bucket_exit_2(s3, tmp_path):
     assert "bucket does not exist" in res.stderr and "Traceback" not in res.output
 
 
-def test_cli_s3_no_credentials_exit_2(s3, tmp_path, monkeypatch):
-    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
-        monkeypatch.delenv(k, raising=False)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+def test_cli_s3_no_credentials_exit_2(s3, tmp_path, no_aws_credentials):
     res = cli(f"s3://{BUCKET}/{PREFIX}", "--store", tmp_path / "s", "--endpoint-url", s3, "-q")
     assert res.exit_code == 2 and "no AWS credentials" in res.stderr
 

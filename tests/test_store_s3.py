@@ -293,12 +293,7 @@ def test_empty_s3_store_is_one_line(s3env):
     assert r.exit_code == 2 and "holds no events" in one_line_error(r.stderr)
 
 
-def test_no_credentials_is_one_line(s3env, monkeypatch, tmp_path):
-    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
-        monkeypatch.delenv(k, raising=False)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+def test_no_credentials_is_one_line(s3env, no_aws_credentials):
     r = run("principals", "--store", URL, "-q")
     assert r.exit_code == 2 and "no AWS credentials for the store" in one_line_error(r.stderr)
 
