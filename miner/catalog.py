@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from importlib import metadata
 from pathlib import Path
+from typing import Iterable
 
 
 @dataclass(frozen=True)
@@ -201,13 +202,29 @@ class Catalog:
         Returns:
             The level, or ``None`` when the action is unknown.
         """
-        prefix, sep, name = action.partition(":")
-        if not sep:
-            return None
-        levels = self._level.get(prefix)
-        if levels is None:
-            levels = self._service_levels(prefix.lower())
-        return levels.get(name) or levels.get(name.lower())
+        return self.access_levels((action,))[0]
+
+    def access_levels(self, actions: Iterable[str]) -> list[str | None]:
+        """:meth:`access_level` of many actions at once (a review asks it for every unused grant of an admin role).
+
+        Args:
+            actions: ``prefix:Name`` actions in any case.
+
+        Returns:
+            Their levels in the same order (``None`` for an unknown action).
+        """
+        out: list[str | None] = []
+        known = self._level
+        for action in actions:
+            prefix, sep, name = action.partition(":")
+            if not sep:
+                out.append(None)
+                continue
+            levels = known.get(prefix)
+            if levels is None:
+                levels = self._service_levels(prefix.lower())
+            out.append(levels.get(name) or levels.get(name.lower()))
+        return out
 
     def _service_levels(self, prefix: str) -> dict[str, str]:
         """Name -> the most privileged access level, for every action of one service (lower-cased and canonical

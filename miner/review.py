@@ -6,6 +6,7 @@ import json
 import os
 import re
 import tempfile
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -127,10 +128,25 @@ def risk_score(unused_actions: list[str], high_risk_unused: int, catalog) -> flo
     Returns:
         Sum of :data:`LEVEL_WEIGHTS` over the unused actions + :data:`HIGH_RISK_WEIGHT` per high-risk finding.
     """
-    total = 0.0
-    for a in unused_actions:
-        total += LEVEL_WEIGHTS.get(catalog.access_level(a) or "", 1.0)
-    return round(total + HIGH_RISK_WEIGHT * high_risk_unused, 1)
+    return _score(_service_weights(unused_actions, catalog), high_risk_unused)
+
+
+def _score(weights: dict[str, tuple[int, float]], high_risk_unused: int) -> float:
+    """:func:`risk_score` from :func:`_service_weights` (the weights are whole numbers: any order sums alike)."""
+    return round(sum(w for _, w in weights.values()) + HIGH_RISK_WEIGHT * high_risk_unused, 1)
+
+
+def _service_weights(unused_actions: list[str], catalog) -> dict[str, tuple[int, float]]:
+    """Service -> (the highest :data:`_LEVEL_TIER` of its unused actions, their :data:`LEVEL_WEIGHTS` summed): what
+    :func:`risk_score` and :func:`order_services_by_risk` need of the access levels, each action's looked up once."""
+    tier: dict[str, int] = {}
+    weight: dict[str, float] = {}
+    for a, level in zip(unused_actions, catalog.access_levels(unused_actions)):
+        svc = a.split(":", 1)[0]
+        level = level or ""
+        tier[svc] = max(tier.get(svc, 0), _LEVEL_TIER.get(level, 0))
+        weight[svc] = weight.get(svc, 0.0) + LEVEL_WEIGHTS.get(level, 1.0)
+    return {svc: (tier[svc], weight[svc]) for svc in tier}
 
 
 #: Access levels that make an unused service riskier than its action count says (ordering of unused services).
@@ -166,16 +182,14 @@ def order_services_by_risk(services: list[str], unused_actions: list[str], findi
     Returns:
         ``services`` in that order.
     """
-    wanted, named = set(services), finding_services(findings)
-    tier: dict[str, int] = {}
-    weight: dict[str, float] = {}
-    for a in unused_actions:
-        svc = a.split(":", 1)[0]
-        if svc in wanted:
-            level = catalog.access_level(a) or ""
-            tier[svc] = max(tier.get(svc, 0), _LEVEL_TIER.get(level, 0))
-            weight[svc] = weight.get(svc, 0.0) + LEVEL_WEIGHTS.get(level, 1.0)
-    return sorted(services, key=lambda s: (s not in named, -tier.get(s, 0), -weight.get(s, 0.0), s))
+    return _order_services(services, _service_weights(unused_actions, catalog), findings)
+
+
+def _order_services(services: list[str], weights: dict[str, tuple[int, float]], findings: list[dict]) -> list[str]:
+    """:func:`order_services_by_risk` from :func:`_service_weights`."""
+    named = finding_services(findings)
+    none = (0, 0.0)
+    return sorted(services, key=lambda s: (s not in named, -weights.get(s, none)[0], -weights.get(s, none)[1], s))
 
 
 def rank(principals: list[dict], grants_known: bool) -> list[dict]:
@@ -339,9 +353,8 @@ def _principal_entry(arn: str, meta: dict, inv: dict | None, iam_source: IamSour
         status = dict(zip(cls["action"].tolist(), cls["status"].tolist())) if len(cls) else {}
         unused = sorted(a for a, st in status.items() if st == "unused")
         by_service: dict[str, dict[str, int]] = {}
-        for a, st in status.items():
-            by_service.setdefault(a.split(":", 1)[0], {}).setdefault(st, 0)
-            by_service[a.split(":", 1)[0]][st] += 1
+        for (svc, st), n in Counter((a.split(":", 1)[0], st) for a, st in status.items()).items():
+            by_service.setdefault(svc, {})[st] = n
         policies = [p.label for p in attached.policies] + ([attached.boundary.label] if attached.boundary else [])
         entry["granted"] = {"known": True, "actions": report.granted_actions, "services": sorted(by_service),
                             "patterns": _patterns(attached.documents), "policies": policies,
@@ -354,16 +367,16 @@ def _principal_entry(arn: str, meta: dict, inv: dict | None, iam_source: IamSour
         entry["unused_by_service"] = {svc: c["unused"] for svc, c in sorted(by_service.items()) if c.get("unused")}
         entry["unused_sample"] = unused[:50]
         flagged = [_finding_entry(h) for h in report.high_risk]
-        entry["unused_services"] = order_services_by_risk(
-            [svc for svc, c in by_service.items() if c.get("unused") and not c.get("used")], unused, flagged, catalog)
+        weights = _service_weights(unused, catalog)
+        entry["unused_services"] = _order_services(
+            [svc for svc, c in by_service.items() if c.get("unused") and not c.get("used")], weights, flagged)
         # "unused" is a claim the logs support; a high-risk grant CloudTrail could not have seen is listed apart
         for status in ("unused", "used_broadly", "unobservable"):
             entry[f"high_risk_{status}"] = [h for h in flagged if h["status"] == status]
         ung = report.used_not_granted
         entry["used_not_granted"] = sorted({r.action for r in ung.itertuples(index=False) if r.outcome == "authorised"})
         entry["notes"] = list(report.notes)
-        entry["score"] = risk_score(unused, len(entry["high_risk_unused"]) + len(entry["high_risk_used_broadly"]),
-                                    catalog)
+        entry["score"] = _score(weights, len(entry["high_risk_unused"]) + len(entry["high_risk_used_broadly"]))
     return entry
 
 
