@@ -73,6 +73,7 @@ class Catalog:
         self._service_templates: dict[str, tuple[tuple[str, ArnTemplate], ...]] = {}
         self._expanded: dict[str, frozenset[str]] = {}  # action pattern -> the actions it expands to
         self._level: dict[str, dict[str, str]] = {}  # prefix -> action name -> access level (see access_level)
+        self._level_of: dict[str, str | None] = {}  # action as asked -> access level (see access_levels)
 
     # -- versions ---------------------------------------------------------------------------
     @cached_property
@@ -213,17 +214,15 @@ class Catalog:
         Returns:
             Their levels in the same order (``None`` for an unknown action).
         """
-        out: list[str | None] = []
-        known = self._level
-        for action in actions:
-            prefix, sep, name = action.partition(":")
-            if not sep:
-                out.append(None)
-                continue
-            levels = known.get(prefix)
-            if levels is None:
-                levels = self._service_levels(prefix.lower())
-            out.append(levels.get(name) or levels.get(name.lower()))
+        actions = list(actions)
+        known = self._level_of
+        out = list(map(known.get, actions))
+        if None in out:  # not asked before (or unknown): from the service's levels
+            for i, action in enumerate(actions):
+                if out[i] is None and action not in known:
+                    prefix, sep, name = action.partition(":")
+                    levels = self._service_levels(prefix.lower()) if sep else {}
+                    known[action] = out[i] = levels.get(name) or levels.get(name.lower())
         return out
 
     def _service_levels(self, prefix: str) -> dict[str, str]:

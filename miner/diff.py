@@ -553,6 +553,17 @@ class Evaluator:
         pairs = [d if isinstance(d, tuple) else ("", d) for d in docs]
         self._stmts = [s for label, d in pairs for s in statements(d, label)]
         self._boundary = [s for d in boundary for s in statements(d, "boundary")] if boundary else None
+        self._for_action: dict[str, tuple[list[Statement], list[Statement] | None]] = {}
+
+    def _matching(self, action: str) -> tuple[list[Statement], list[Statement] | None]:
+        """The statements (of the policies, of the boundary) whose Action or NotAction applies to ``action``, worked
+        out once per action: a principal's usage names few actions on many resources."""
+        got = self._for_action.get(action)
+        if got is None:
+            own = [s for s in self._stmts if s.matches_action(action)]
+            bound = None if self._boundary is None else [s for s in self._boundary if s.matches_action(action)]
+            got = self._for_action[action] = (own, bound)
+        return got
 
     def __call__(self, action: str, resource: str) -> bool:
         """Would the documents allow ``action`` on ``resource``?
@@ -564,9 +575,10 @@ class Evaluator:
         Returns:
             True when allowed (see :func:`is_allowed`).
         """
-        if not _allows(self._stmts, action, resource):
+        own, bound = self._matching(action)
+        if not _allows(own, action, resource):
             return False
-        return self._boundary is None or _allows(self._boundary, action, resource)
+        return bound is None or _allows(bound, action, resource)
 
     @property
     def conditional(self) -> bool:
@@ -587,10 +599,11 @@ class Evaluator:
         Returns:
             The :class:`Decision`.
         """
-        own = _decide(self._stmts, action, resource, context)
-        if self._boundary is None or own.verdict == "denied":
+        mine, theirs = self._matching(action)
+        own = _decide(mine, action, resource, context)
+        if theirs is None or own.verdict == "denied":
             return own
-        bound = _decide(self._boundary, action, resource, context)
+        bound = _decide(theirs, action, resource, context)
         checks = own.checks + bound.checks
         if bound.verdict == "denied":
             return Decision("denied", checks)

@@ -138,15 +138,14 @@ def _score(weights: dict[str, tuple[int, float]], high_risk_unused: int) -> floa
 
 def _service_weights(unused_actions: list[str], catalog) -> dict[str, tuple[int, float]]:
     """Service -> (the highest :data:`_LEVEL_TIER` of its unused actions, their :data:`LEVEL_WEIGHTS` summed): what
-    :func:`risk_score` and :func:`order_services_by_risk` need of the access levels, each action's looked up once."""
-    tier: dict[str, int] = {}
-    weight: dict[str, float] = {}
-    for a, level in zip(unused_actions, catalog.access_levels(unused_actions)):
-        svc = a.split(":", 1)[0]
-        level = level or ""
-        tier[svc] = max(tier.get(svc, 0), _LEVEL_TIER.get(level, 0))
-        weight[svc] = weight.get(svc, 0.0) + LEVEL_WEIGHTS.get(level, 1.0)
-    return {svc: (tier[svc], weight[svc]) for svc in tier}
+    :func:`risk_score` and :func:`order_services_by_risk` need of the access levels (actions counted per service and
+    level first: an admin role has tens of thousands)."""
+    services = [a.partition(":")[0] for a in unused_actions]
+    out: dict[str, tuple[int, float]] = {}
+    for (svc, level), n in Counter(zip(services, catalog.access_levels(unused_actions))).items():
+        tier, weight = out.get(svc, (0, 0.0))
+        out[svc] = (max(tier, _LEVEL_TIER.get(level or "", 0)), weight + n * LEVEL_WEIGHTS.get(level or "", 1.0))
+    return out
 
 
 #: Access levels that make an unused service riskier than its action count says (ordering of unused services).
