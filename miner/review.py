@@ -349,10 +349,10 @@ def _principal_entry(arn: str, meta: dict, inv: dict | None, iam_source: IamSour
                               missing=attached.missing, source=attached.source, policies=attached.refs,
                               catalog=catalog, cache=grants)
         cls = report.classification
-        status = dict(zip(cls["action"].tolist(), cls["status"].tolist())) if len(cls) else {}
+        status = report.statuses
         unused = sorted(a for a, st in status.items() if st == "unused")
         by_service: dict[str, dict[str, int]] = {}
-        for (svc, st), n in Counter((a.split(":", 1)[0], st) for a, st in status.items()).items():
+        for (svc, st), n in report.service_counts.items():
             by_service.setdefault(svc, {})[st] = n
         policies = [p.label for p in attached.policies] + ([attached.boundary.label] if attached.boundary else [])
         entry["granted"] = {"known": True, "actions": report.granted_actions, "services": sorted(by_service),
