@@ -9,8 +9,8 @@ import ipaddress
 import json
 import re
 from collections import Counter
-from dataclasses import dataclass, field
-from functools import lru_cache
+from dataclasses import dataclass, field, fields
+from functools import cached_property, lru_cache
 from importlib import resources
 from typing import Iterable
 
@@ -51,6 +51,18 @@ class Statement:
     sid: str | None = None
     index: int = 0  # 1-based position in its document
     condition: tuple = ()  # ((operator, key, values), ...): see :func:`parse_condition`
+
+    def __hash__(self) -> int:
+        # the dataclass hash of every field, worked out once: statements key the dicts of a granted set, tens of
+        # thousands of times for an admin role
+        return self._hash
+
+    @cached_property
+    def _hash(self) -> int:
+        return hash(tuple(getattr(self, f.name) for f in fields(self)))
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_hash"}  # a hash is only good in this process
 
     def matches_action(self, action: str) -> bool:
         """True when the statement applies to ``action`` (Action or NotAction; case-insensitive)."""
