@@ -847,26 +847,29 @@ class _Classes:
             self._at.setdefault(a.lower(), []).append(i)
         self._unused: dict[frozenset, _Base] = {}
 
+    @cached_property
+    def _columns(self) -> dict[str, list]:
+        """The classification's columns that the grants alone decide (the same for every set of data sources)."""
+        labels: dict[frozenset, str] = {}  # a policy set's labels, joined once
+        grants = [self._grants[a] for a in self._actions]
+        return {"action": self._actions, "service": [a.split(":", 1)[0] for a in self._actions],
+                "all_resources": ["*" in g.resources for g in grants], "conditional": [g.conditional for g in grants],
+                "sources": [labels.get(k) or labels.setdefault(k, ",".join(sorted(k)))
+                            for k in (frozenset(g.sources) for g in grants)]}
+
     def _base(self, sources: frozenset) -> "_Base":
         """The classification before any action is marked used (every action unused, or unobservable and why)."""
         acts = self._actions
         rules = _unobservable_services()
         whys = [_unobservable_reason(a, sources) if a.split(":", 1)[0].lower() in rules else None for a in acts]
         statuses = ["unobservable" if why else "unused" for why in whys]
-        services = [a.split(":", 1)[0] for a in acts]
+        columns = self._columns
         if acts:  # column by column: the same frame as from rows, without a tuple per action
-            labels: dict[frozenset, str] = {}  # a policy set's labels, joined once
-            grants = [self._grants[a] for a in acts]
-            frame = pd.DataFrame({
-                "action": acts, "service": services, "status": statuses,
-                "reason": [why or "" for why in whys], "all_resources": ["*" in g.resources for g in grants],
-                "conditional": [g.conditional for g in grants],
-                "sources": [labels.get(k) or labels.setdefault(k, ",".join(sorted(k)))
-                            for k in (frozenset(g.sources) for g in grants)],
-            }, columns=_CLASS_COLUMNS)
+            frame = pd.DataFrame({**columns, "status": statuses, "reason": [why or "" for why in whys]},
+                                 columns=_CLASS_COLUMNS)
         else:
             frame = pd.DataFrame([], columns=_CLASS_COLUMNS)
-        return _Base(frame, dict(zip(acts, statuses)), Counter(zip(services, statuses)))
+        return _Base(frame, dict(zip(acts, statuses)), Counter(zip(columns["service"], statuses)))
 
     def of(self, used: set[str], data_sources: set[str]) -> "_Marked":
         """The classification (as :func:`classify` returns it) with the used actions marked."""
