@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
+from collections import Counter
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from importlib import metadata
@@ -224,6 +225,17 @@ class Catalog:
                     levels = self._service_levels(prefix.lower()) if sep else {}
                     known[action] = out[i] = levels.get(name) or levels.get(name.lower())
         return out
+
+    def level_counts(self, actions: list[str]) -> Counter:
+        """How many of ``actions`` there are per service and access level (a review weighs unused grants by them).
+
+        Args:
+            actions: ``prefix:Name`` actions.
+
+        Returns:
+            ``(prefix as written, level)`` -> count; the level is ``None`` for an action the catalogue does not know.
+        """
+        return Counter(zip([a.partition(":")[0] for a in actions], self.access_levels(actions)))
 
     def _service_levels(self, prefix: str) -> dict[str, str]:
         """Name -> the most privileged access level, for every action of one service (lower-cased and canonical

@@ -901,6 +901,7 @@ class _Base:
     status: dict[str, str]  # action -> unused or unobservable
     counts: Counter  # (service, status) -> actions
     split: dict = field(default_factory=dict)  # id of an action list -> (the list, _by_status of it, its set)
+    levels: Counter | None = None  # (service, access level) -> unused actions (see _Marked.unused_levels)
 
 
 @dataclass
@@ -912,6 +913,19 @@ class _Marked:
     counts: Counter
     base: _Base
     used: frozenset[str]  # the actions marked used
+
+    def unused_levels(self, catalog) -> Counter:
+        """(service, access level) -> how many unused actions (the level ``None`` for an action the catalogue does
+        not know): counted once before any action was marked used, then the few marked ones taken off."""
+        base = self.base
+        if base.levels is None:
+            base.levels = catalog.level_counts([a for a, st in base.status.items() if st == "unused"])
+        gone = [a for a in self.used if base.status.get(a) == "unused"]
+        if not gone:
+            return Counter(base.levels)
+        out = Counter(base.levels)
+        out.subtract(catalog.level_counts(gone))
+        return +out
 
     def by_status(self, actions: list[str]) -> tuple[list[str], list[str], list[str]]:
         """:func:`_by_status` of ``actions`` (a list that lives as long as the granted set's), from its split before
@@ -1215,6 +1229,8 @@ class DiffReport:
     #: granted actions (a review reads these for every principal; an admin role has tens of thousands of actions)
     statuses: dict[str, str] = field(default_factory=dict, repr=False)
     service_counts: dict[tuple[str, str], int] = field(default_factory=dict, repr=False)
+    #: (service, access level) -> how many unused granted actions (level ``None``: not in the catalogue)
+    unused_levels: dict[tuple[str, str | None], int] = field(default_factory=dict, repr=False)
 
     @property
     def reduction(self) -> float:
@@ -1439,7 +1455,8 @@ def compare(current: list[tuple[str, dict]], suggested: list[dict], usage: pd.Da
     suggested_n = len(suggested_actions(suggested, catalog))
     labelled = [(f"suggested {i}" if len(suggested) > 1 else "suggested", d) for i, d in enumerate(suggested, 1)]
     return DiffReport(principal_arn, len(grants), attached.services, suggested_n, cls, risky,
-                      ung, unified_diff(current, labelled), notes, source, conditions, marked.status, marked.counts)
+                      ung, unified_diff(current, labelled), notes, source, conditions, marked.status, marked.counts,
+                      marked.unused_levels(catalog))
 
 
 def _finding_lines(h: dict) -> list[str]:

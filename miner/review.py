@@ -6,7 +6,6 @@ import json
 import os
 import re
 import tempfile
-from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -138,11 +137,15 @@ def _score(weights: dict[str, tuple[int, float]], high_risk_unused: int) -> floa
 
 def _service_weights(unused_actions: list[str], catalog) -> dict[str, tuple[int, float]]:
     """Service -> (the highest :data:`_LEVEL_TIER` of its unused actions, their :data:`LEVEL_WEIGHTS` summed): what
-    :func:`risk_score` and :func:`order_services_by_risk` need of the access levels (actions counted per service and
-    level first: an admin role has tens of thousands)."""
-    services = [a.partition(":")[0] for a in unused_actions]
+    :func:`risk_score` and :func:`order_services_by_risk` need of the access levels."""
+    return _weights(catalog.level_counts(list(unused_actions)))
+
+
+def _weights(levels: dict[tuple[str, str | None], int]) -> dict[str, tuple[int, float]]:
+    """:func:`_service_weights` from the unused actions counted per (service, access level) (an admin role has tens
+    of thousands: :attr:`miner.diff.DiffReport.unused_levels` counts them once per policy set)."""
     out: dict[str, tuple[int, float]] = {}
-    for (svc, level), n in Counter(zip(services, catalog.access_levels(unused_actions))).items():
+    for (svc, level), n in levels.items():
         tier, weight = out.get(svc, (0, 0.0))
         out[svc] = (max(tier, _LEVEL_TIER.get(level or "", 0)), weight + n * LEVEL_WEIGHTS.get(level or "", 1.0))
     return out
@@ -366,7 +369,7 @@ def _principal_entry(arn: str, meta: dict, inv: dict | None, iam_source: IamSour
         entry["unused_by_service"] = {svc: c["unused"] for svc, c in sorted(by_service.items()) if c.get("unused")}
         entry["unused_sample"] = unused[:50]
         flagged = [_finding_entry(h) for h in report.high_risk]
-        weights = _service_weights(unused, catalog)
+        weights = _weights(report.unused_levels)
         entry["unused_services"] = _order_services(
             [svc for svc, c in by_service.items() if c.get("unused") and not c.get("used")], weights, flagged)
         # "unused" is a claim the logs support; a high-risk grant CloudTrail could not have seen is listed apart
