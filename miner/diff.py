@@ -1360,6 +1360,16 @@ class _Attached:
     services: int  # how many services the grants span
     matched: dict = field(default_factory=dict)  # statement -> the actions its fired rules matched, sorted
 
+    @cached_property
+    def conditional(self) -> bool:
+        """Some grant carries a Condition."""
+        return any(g.conditional for g in self.grants.values())
+
+    @cached_property
+    def partially_denied(self) -> bool:
+        """Some grant is partly denied."""
+        return any(g.partially_denied for g in self.grants.values())
+
 
 def _attached(current: list[tuple[str, dict]], boundary: list[dict] | None, catalog, cache: dict | None) -> _Attached:
     """The :class:`_Attached` of a set of documents, from ``cache`` when the same documents were seen before (the
@@ -1447,10 +1457,10 @@ def compare(current: list[tuple[str, dict]], suggested: list[dict], usage: pd.Da
     notes = []
     if missing:
         notes.append("not read: " + "; ".join(missing))
-    if any(g.conditional for g in grants.values()):
+    if attached.conditional:
         notes.append("some grants carry Conditions: counted as granted; evaluated against the calls where the log "
                      "records the keys (see conditions)")
-    if any(g.partially_denied for g in grants.values()):
+    if attached.partially_denied:
         notes.append("some grants are partly denied by Deny statements on specific resources")
     suggested_n = len(suggested_actions(suggested, catalog))
     labelled = [(f"suggested {i}" if len(suggested) > 1 else "suggested", d) for i, d in enumerate(suggested, 1)]
