@@ -223,7 +223,9 @@ class Catalog:
                 if out[i] is None and action not in known:
                     prefix, sep, name = action.partition(":")
                     levels = self._service_levels(prefix.lower()) if sep else {}
-                    known[action] = out[i] = levels.get(name) or levels.get(name.lower())
+                    if action not in known:  # (a canonical name is known once its service's levels are)
+                        known[action] = levels.get(name) or levels.get(name.lower())
+                out[i] = known[action]
         return out
 
     def level_counts(self, actions: list[str]) -> Counter:
@@ -243,7 +245,8 @@ class Catalog:
         if prefix not in self._level:
             levels = {}
             for key, entry in self._service_actions(prefix).items():
-                levels[key] = levels[entry["name"]] = _top_level(_levels(entry))
+                levels[key] = levels[entry["name"]] = self._level_of[f"{prefix}:{entry['name']}"] = \
+                    _top_level(_levels(entry))
             self._level[prefix] = levels
         return self._level[prefix]
 
