@@ -335,7 +335,7 @@ def iam_client(profile: str | None = None, endpoint_url: str | None = None, sess
 
     session = session or (boto3.Session(profile_name=profile) if profile else boto3.Session())
     retries = {"mode": os.environ.get("AWS_RETRY_MODE", "adaptive"),
-               "max_attempts": int(os.environ.get("AWS_MAX_ATTEMPTS", "10"))}
+               "total_max_attempts": int(os.environ.get("AWS_MAX_ATTEMPTS", "10"))}
     return session.client("iam", endpoint_url=endpoint_url, region_name=session.region_name or "us-east-1",
                           config=Config(retries=retries))
 

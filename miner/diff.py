@@ -1204,9 +1204,9 @@ class DiffReport:
         }
 
     def _evidence_dict(self) -> dict:
-        from miner.evidence import summary
+        from miner.evidence import records, summary
 
-        return {**summary(self.evidence, self.witness), "actions": self.evidence.to_dict("records")}
+        return {**summary(self.evidence, self.witness), "actions": records(self.evidence)}
 
 
 def _tuples(frame: pd.DataFrame):

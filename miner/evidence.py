@@ -310,9 +310,24 @@ def summary(frame: pd.DataFrame, witness: Witness | None, *, sample: int = 50) -
         rows = frame[frame["evidence"] == kind] if len(frame) else frame
         if kind == UNUSED_PROVEN:  # the services never accessed are listed whole above
             rows = rows[~rows["service_never_accessed"]] if len(rows) else rows
-        out[kind] = [{"action": r.action, "last_accessed": r.last_accessed, "detail": r.detail}
-                     for r in rows.head(sample).itertuples(index=False)]
+        out[kind] = [{"action": r["action"], "last_accessed": r["last_accessed"], "detail": r["detail"]}
+                     for r in records(rows.head(sample))]
     return out
+
+
+def records(frame: pd.DataFrame) -> list[dict]:
+    """The rows of an evidence frame as dicts, a missing value as ``None`` (never NaN: JSON stays strict).
+
+    Args:
+        frame: :func:`classify_all`'s frame (or a part of it).
+
+    Returns:
+        One dict per row.
+    """
+    import pandas as pd
+
+    return [{k: (None if not isinstance(v, (list, dict)) and pd.isna(v) else v) for k, v in r.items()}
+            for r in frame.to_dict("records")]
 
 
 def text_lines(frame: pd.DataFrame, witness: Witness | None, *, limit: int = 15) -> list[str]:
@@ -392,12 +407,13 @@ def _services_text(services: list[dict], limit: int) -> list[str]:
     return shown + ([f"+{len(services) - limit} more"] if len(services) > limit else [])
 
 
-def html_section(review: dict, limit: int = 12) -> str:
+def html_section(review: dict, limit: int = 12, wrap=None) -> str:
     """The review page's section of removal candidates proven by Access Advisor (empty without its reports).
 
     Args:
         review: the review dict.
         limit: services shown per principal.
+        wrap: escapes a name or ARN for HTML with its break points (default: :func:`miner.escape.html`).
 
     Returns:
         HTML (every value escaped).
@@ -407,10 +423,11 @@ def html_section(review: dict, limit: int = 12) -> str:
     found = review.get("removal_proven")
     if not found:
         return ""
+    wrap = wrap or html
     rows = "".join(
-        f'<tr><td><a href="#p-{int(c.get("rank") or 0)}" class="who">{html(c.get("name") or c.get("arn") or "")}</a>'
-        f'<div class="sub">{html(c.get("arn") or "")}</div></td><td>'
-        + "".join(f'<span class="tag risk">{html(t)}</span>' for t in _services_text(c["services"], limit))
+        f'<tr><td><a href="#p-{int(c.get("rank") or 0)}" class="who">{wrap(c.get("name") or c.get("arn") or "")}</a>'
+        f'<div class="sub">{wrap(c.get("arn") or "")}</div></td><td>'
+        + "".join(f'<span class="tag risk">{wrap(t)}</span>' for t in _services_text(c["services"], limit))
         + f'</td><td class="num">{c["actions"]:,}</td><td>{html(str(c.get("tracking_start") or "")[:10])}</td></tr>'
         for c in found)
     return ('<h2 id="removal-proven">Removal candidates proven by IAM Access Advisor</h2><p class="lead">Granted '

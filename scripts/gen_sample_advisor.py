@@ -37,7 +37,6 @@ BEFORE_THE_TRAIL = [
     ("legacy-batch", "ec2:DescribeInstances", datetime(2026, 3, 2, 4, 10, tzinfo=timezone.utc), "us-east-1"),
     ("legacy-batch", "s3:GetBucketLocation", datetime(2026, 3, 2, 4, 11, tzinfo=timezone.utc), "us-east-1"),
     ("orders-api-task", "s3:GetBucketLocation", datetime(2026, 5, 11, 9, 30, tzinfo=timezone.utc), "us-east-1"),
-    ("alice", "iam:ListAccessKeys", datetime(2026, 6, 20, 14, 2, tzinfo=timezone.utc), "us-east-1"),
 ]
 
 
