@@ -60,9 +60,28 @@ class FakeIam:
         self.polls: dict[str, int] = {}
         self.throttled = 0
         self.fail_generate_for: set[str] = set()
+        self.keys: list[tuple[str, str]] = []  # (action, the access key that signed it)
+        self.members = {"444455556666"}  # accounts whose OrganizationAccountAccessRole may be assumed
+        self.accounts = [ACCT, "444455556666", "777788889999"]
 
-    def answer(self, action: str, p: dict) -> tuple[int, str]:
+    def organizations(self, target: str) -> tuple[int, str]:
+        """Organizations (JSON protocol): ListAccounts."""
+        assert target.endswith(".ListAccounts"), target
+        return 200, json.dumps({"Accounts": [{"Id": a, "Arn": f"arn:aws:organizations::{ACCT}:account/o-x/{a}",
+                                              "Status": "ACTIVE", "Name": a} for a in self.accounts]})
+
+    def answer(self, action: str, p: dict, key: str = "") -> tuple[int, str]:
         self.calls.append((action, p))
+        self.keys.append((action, key))
+        if action == "GetCallerIdentity":
+            return 200, self._ok(action, {"Arn": f"arn:aws:iam::{ACCT}:user/admin", "UserId": "AIDA", "Account": ACCT})
+        if action == "AssumeRole":
+            acct = p["RoleArn"].split(":")[4]
+            if acct not in self.members:
+                return 403, self._error("AccessDenied", f"not authorized to assume {p['RoleArn']}")
+            return 200, self._ok(action, {"Credentials": {
+                "AccessKeyId": f"ASIA{acct}", "SecretAccessKey": "s", "SessionToken": "t",
+                "Expiration": "2026-09-15T08:00:00Z"}, "AssumedRoleUser": {"Arn": p["RoleArn"], "AssumedRoleId": "x"}})
         if action in ("ListRoles", "ListUsers"):
             kind = "Role" if action == "ListRoles" else "User"
             arns = ROLES if kind == "Role" else USERS
@@ -117,8 +136,12 @@ def fake_iam(monkeypatch):
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self):  # noqa: N802 - http.server's name
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
-            params = {k: v[0] for k, v in parse_qs(body).items()}
-            status, text = state.answer(params.get("Action", ""), params)
+            key = (self.headers.get("Authorization") or "").partition("Credential=")[2].split("/", 1)[0]
+            if self.headers.get("X-Amz-Target"):
+                status, text = state.organizations(self.headers["X-Amz-Target"])
+            else:
+                params = {k: v[0] for k, v in parse_qs(body).items()}
+                status, text = state.answer(params.get("Action", ""), params, key)
             data = text.encode()
             self.send_response(status)
             self.send_header("Content-Type", "text/xml")
@@ -170,6 +193,15 @@ def test_live_reads_every_role_and_user_through_boto3(fake_iam, tmp_path):
 
 def pd_time(v) -> datetime:
     return v.to_pydatetime()
+
+
+def test_all_accounts_assumes_a_role_in_each_member_account(fake_iam, tmp_path):
+    url, state = fake_iam
+    run = jobs.advisor(tmp_path / "store", endpoint_url=url, all_accounts=True, now=NOW, sleep=lambda s: None)
+    lists = [k for a, k in state.keys if a == "ListRoles"]
+    assert "testing" in lists and "ASIA444455556666" in lists  # the caller's own account, then the member's
+    assert any("777788889999" in p and "OrganizationAccountAccessRole" in p for p in run.problems)
+    assert run.principals == 4  # the fake answers the same roles and users in both accounts
 
 
 def test_a_principal_that_fails_is_named_and_the_others_kept(fake_iam, tmp_path):
