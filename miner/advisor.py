@@ -1,4 +1,4 @@
-"""IAM Access Advisor: service- and action-level last-accessed reports, read live or from a snapshot, kept in the store."""
+"""IAM Access Advisor: service- and action-level last access, read live or from a snapshot, kept in the store."""
 
 from __future__ import annotations
 

@@ -491,7 +491,8 @@ def markdown_section(review: dict, limit: int = 12) -> list[str]:
     lines = ["## Removal candidates proven by IAM Access Advisor", "",
              markdown_text("Granted services no request of the principal reached in Access Advisor's tracking period "
                            "(up to 400 days): the strongest removal candidates this review can show."), "",
-             "| Principal | Services never accessed (granted actions) | Actions | Tracked since |", "|---|---|---:|---|"]
+             "| Principal | Services never accessed (granted actions) | Actions | Tracked since |",
+             "|---|---|---:|---|"]
     lines += [f"| {markdown_code(c.get('name') or c.get('arn') or '')} | "
               + ", ".join(markdown_code(t) for t in _services_text(c["services"], limit))
               + f" | {c['actions']:,} | {markdown_text(str(c.get('tracking_start') or '')[:10])} |" for c in found]

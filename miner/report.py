@@ -835,7 +835,7 @@ def render_html(review: dict, changes: dict | None = None, max_chart_rows: int =
     if charts:
         sections.append('<h2 id="charts">At a glance</h2><div class="charts">' + "".join(charts) + "</div>")
 
-    sections.append(evidence.html_section(review, wrap=breakable))  # IAM Access Advisor's proof (empty without `miner advisor`)
+    sections.append(evidence.html_section(review, wrap=breakable))  # Access Advisor's proof (or nothing)
     never = [p for p in principals if p.get("never_used")]
     if never:
         sections.append('<h2 id="removal">Removal candidates: no activity in the window</h2><table id="never"><thead>'

@@ -447,7 +447,8 @@ def build_review(con, window: Window, *, iam_source: IamSource | None = None, st
     if advisor is not None and len(advisor):
         from miner.evidence import Witness
 
-        witnesses = {str(a).lower(): Witness.of(rows, str(a)) for a, rows in advisor.groupby("principal_arn", sort=False)}
+        witnesses = {str(a).lower(): Witness.of(rows, str(a))
+                     for a, rows in advisor.groupby("principal_arn", sort=False)}
     # What is alive now (modules, the catalogue, the mapper's caches, every principal's usage) outlives the loop: kept
     # out of the cyclic collector's full passes (gc.freeze) while the loop builds tens of thousands of short-lived
     # objects per admin-like role, and handed back to it afterwards (gc.unfreeze), so nothing stays uncollectable
@@ -495,8 +496,9 @@ def build_review(con, window: Window, *, iam_source: IamSource | None = None, st
 
         extra["removal_proven"] = removal_candidates(principals)
         summary["services_never_accessed"] = sum(len(c["services"]) for c in extra["removal_proven"])
-        notes.append(f"IAM Access Advisor reports (miner advisor) cover {sum(1 for p in principals if 'evidence' in p)} "
-                     f"of the principals: their granted actions carry evidence from both witnesses")
+        covered = sum(1 for p in principals if "evidence" in p)
+        notes.append(f"IAM Access Advisor reports (miner advisor) cover {covered} of the principals: their granted "
+                     f"actions carry evidence from both witnesses")
     return {
         "kind": REVIEW_KIND, "schema": REVIEW_SCHEMA,
         "generated_at": now.astimezone(timezone.utc).isoformat(timespec="seconds"),

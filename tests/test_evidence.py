@@ -1,4 +1,4 @@
-"""Evidence per granted action from CloudTrail and IAM Access Advisor (miner/evidence.py, miner/data/advisor_tracked.csv)."""
+"""Evidence per granted action from CloudTrail and IAM Access Advisor (miner/evidence.py, data/advisor_tracked.csv)."""
 
 from __future__ import annotations
 
@@ -67,7 +67,8 @@ def test_tracking_period_is_400_days_before_the_job():
 
 
 def test_classify_all_counts_and_never_accessed_services():
-    cls = pd.DataFrame({"action": ["s3:GetObject", "s3:CreateBucket", "glue:GetJob", "glue:GetTable", "sqs:DeleteQueue"],
+    actions = ["s3:GetObject", "s3:CreateBucket", "glue:GetJob", "glue:GetTable", "sqs:DeleteQueue"]
+    cls = pd.DataFrame({"action": actions,
                         "status": ["used", "unused", "unused", "unused", "unused"], "reason": [""] * 5})
     frame = evidence.classify_all(cls, {"s3:GetObject": 7}, _witness(REPORT))
     assert list(frame.columns) == evidence.COLUMNS
