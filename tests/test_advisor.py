@@ -317,3 +317,21 @@ def test_review_with_the_sample_access_advisor_snapshot_golden(advised_store, sa
     page, md = report.render(doc, "html"), report.render(doc, "md")
     assert 'id="removal-proven"' in page and "Removal candidates proven by IAM Access Advisor" in md
     assert "Evidence per granted action" in page
+
+
+def test_a_store_on_s3_gets_the_table_by_single_puts(aws_env, monkeypatch, sample_logs):
+    import boto3
+
+    from miner import s3store
+    from miner import store as st
+
+    monkeypatch.setenv(s3store.ENDPOINT_ENV, aws_env)
+    client = boto3.client("s3", endpoint_url=aws_env)
+    client.create_bucket(Bucket="advisor-store")
+    root = st.root("s3://advisor-store/team")
+    run = jobs.advisor(root, snapshot=sample_logs / "advisor", now=NOW)
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket="advisor-store")["Contents"]]
+    assert [k for k in keys if k.startswith("team/advisor/")] == [f"team/advisor/{Path(run.path).name}"]
+    assert not [k for k in keys if "_tmp" in k]
+    frame = advisor.read(root)
+    assert frame["principal_arn"].nunique() == 12 and len(frame) == run.rows
