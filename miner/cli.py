@@ -1075,9 +1075,10 @@ def advisor_cmd(
 
     Example: miner advisor --snapshot sample_logs/advisor --store ./miner-store
 
-    Example: miner advisor --profile audit --store ./miner-store    (GenerateServiceLastAccessedDetails, ACTION_LEVEL)
+    Example: miner advisor --profile audit --store ./miner-store
 
-    Live reads need iam:ListRoles, iam:ListUsers, iam:GenerateServiceLastAccessedDetails and
+    Without --snapshot the reports are generated live (GenerateServiceLastAccessedDetails, ACTION_LEVEL) with the
+    standard credential chain or --profile. Live reads need iam:ListRoles, iam:ListUsers, iam:GenerateServiceLastAccessedDetails and
     iam:GetServiceLastAccessedDetails; --all-accounts also organizations:ListAccounts and sts:AssumeRole.
     """
     from miner import jobs

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Iterable
 
@@ -128,6 +128,11 @@ class Witness:
                     w.action_level.add(svc)
         return w
 
+    @cached_property
+    def since(self) -> str:
+        """``since YYYY-MM-DD``: the start of the tracking period, as the verdicts say it."""
+        return f"since {_day(self.tracking_start)}"
+
     def meta(self) -> dict:
         """The report's dates and source, JSON-ready."""
         return {"job_completed": self.job_completed.isoformat(), "tracking_start": self.tracking_start.isoformat(),
@@ -196,7 +201,7 @@ def classify(action: str, status: str, *, calls: int = 0, witness: Witness | Non
         return Evidence(action, fallback, detail=reason)
     svc = action.split(":", 1)[0].lower()
     service = witness.services.get(svc)
-    since = f"since {_day(witness.tracking_start)}"
+    since = witness.since
     if service is None:
         return Evidence(action, fallback, detail=_join(reason, "Access Advisor's report does not list the service "
                                                                "(not allowed by the identity policies it reads)"))
