@@ -335,3 +335,30 @@ def test_a_store_on_s3_gets_the_table_by_single_puts(aws_env, monkeypatch, sampl
     assert not [k for k in keys if "_tmp" in k]
     frame = advisor.read(root)
     assert frame["principal_arn"].nunique() == 12 and len(frame) == run.rows
+
+
+def test_logged_values_of_a_report_are_data_in_every_output(tmp_path, sample_store, sample_logs):
+    from miner import report
+
+    arn = "arn:aws:iam::111122223333:role/legacy-batch"
+    evil = "us-east-1\x1b[2J\u202e<b>`|"
+    snap = tmp_path / "evil.json"
+    snap.write_text(json.dumps({"Arn": arn, "JobStatus": "COMPLETED", "JobCompletionDate": "2026-09-15T06:00:00Z",
+                                "ServicesLastAccessed": [
+                                    {"ServiceNamespace": "ec2", "ServiceName": evil,
+                                     "LastAuthenticated": "2026-03-02T04:10:00Z", "LastAuthenticatedRegion": evil,
+                                     "TrackedActionsLastAccessed": [
+                                         {"ActionName": "DescribeInstances", "LastAccessedRegion": evil,
+                                          "LastAccessedTime": "2026-03-02T04:10:00Z"}]}]}))
+    store = tmp_path / "store"
+    shutil.copytree(sample_store, store)
+    jobs.advisor(store, snapshot=snap, now=NOW)
+    grants = jobs.Grants(snapshot=sample_logs / "iam")
+    text = jobs.suggest(store, WINDOW, role="legacy-batch", grants=grants).report_text()
+    assert "\x1b" not in text and "\u202e" not in text and "in us-east-1\\x1b[2J\\u202e<b>`|" in text
+    rv = jobs.review(store, WINDOW, grants=grants)
+    doc = json.loads(rv.render("json"))
+    entry = next(p for p in doc["principals"] if p["name"] == "legacy-batch")
+    assert entry["evidence"]["used_advisor"][0]["detail"].endswith(evil)  # JSON keeps the exact value
+    page = report.render(doc, "html")
+    assert "\x1b" not in page and "<b>`|" not in page
