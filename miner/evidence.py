@@ -218,7 +218,7 @@ def classify(action: str, status: str, *, calls: int = 0, witness: Witness | Non
     why = ("Access Advisor tracks this service's actions but its report does not list this one"
            if svc in witness.action_level else
            "Access Advisor reports this service at action level, but this report is service-level"
-           if is_tracked(action) else "Access Advisor does not track this service's actions")
+           if is_tracked(action) else "Access Advisor does not track this action (service level only)")
     return Evidence(action, fallback, last_accessed=None,
                     detail=_join(reason, f"{why}; {svc} last accessed {_day(service.last_accessed)}"))
 
