@@ -1142,6 +1142,10 @@ class DiffReport:
     notes: list[str] = field(default_factory=list)
     source: str = ""
     conditions: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=CONDITION_COLUMNS))
+    #: Evidence per granted action with IAM Access Advisor as a second witness (:mod:`miner.evidence`); ``None``
+    #: when the store holds no Access Advisor report for the principal.
+    evidence: pd.DataFrame | None = None
+    witness: object = None  # the principal's miner.evidence.Witness
 
     @property
     def reduction(self) -> float:
@@ -1196,7 +1200,13 @@ class DiffReport:
             "conditions": self.conditions.to_dict("records"),
             "diff": self.diff,
             "notes": self.notes,
+            **({"evidence": self._evidence_dict()} if self.witness is not None else {}),
         }
+
+    def _evidence_dict(self) -> dict:
+        from miner.evidence import records, summary
+
+        return {**summary(self.evidence, self.witness), "actions": records(self.evidence)}
 
 
 def _tuples(frame: pd.DataFrame):
@@ -1441,6 +1451,10 @@ def render_text(report: DiffReport, *, attached: list[str] | None = None, limit:
             out.append(f"  {r.action} on {r.resource} ({r.calls:,} calls): {r.likely_path}")
         if len(ung) > limit:
             out.append(f"  ... ({len(ung) - limit} more)")
+    if report.witness is not None:
+        from miner.evidence import text_lines
+
+        out += text_lines(report.evidence, report.witness, limit=limit)
     for n in report.notes:
         out.append(f"note: {n}")
     out += ["", *(report.diff or ["(no difference between the normalised documents)"])]

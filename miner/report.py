@@ -12,6 +12,7 @@ from pathlib import Path
 from string import Template
 from typing import Any, Iterable
 
+from miner import evidence
 from miner.escape import csv_text, json_safe, markdown_code, markdown_text
 from miner.escape import html as escape
 
@@ -703,6 +704,8 @@ def _principal_details(p: dict, known: bool) -> str:
                 if n > len(listed):
                     block += f'<p class="sub">\u2026 and {number(n - len(listed))} more</p>'
             cols.append(block + "</div>")
+        if p.get("evidence"):
+            cols.append(evidence.html_principal(p))
         if p.get("used_not_granted"):
             cols.append("<div><h3>Used but not granted</h3>" + _tags(p["used_not_granted"], "idle", 30) + "</div>")
     if p.get("denied_attempts"):
@@ -832,6 +835,7 @@ def render_html(review: dict, changes: dict | None = None, max_chart_rows: int =
     if charts:
         sections.append('<h2 id="charts">At a glance</h2><div class="charts">' + "".join(charts) + "</div>")
 
+    sections.append(evidence.html_section(review, wrap=breakable))  # Access Advisor's proof (or nothing)
     never = [p for p in principals if p.get("never_used")]
     if never:
         sections.append('<h2 id="removal">Removal candidates: no activity in the window</h2><table id="never"><thead>'
@@ -964,6 +968,7 @@ def render_markdown(review: dict, changes: dict | None = None) -> str:
                          f"{number(len(p.get('used_actions') or []))} | {_codes(p.get('services_used') or [])} | "
                          f"{_date(p.get('last_seen')) or 'never'} | {number(p.get('denied', 0))} |")
     lines.append("")
+    lines += evidence.markdown_section(review)  # IAM Access Advisor's proof (empty without `miner advisor`)
     never = [p for p in review.get("principals", []) if p.get("never_used")]
     if never:
         lines += ["## Removal candidates (no activity in the window)", ""]

@@ -268,7 +268,7 @@ def _finding_entry(h: dict) -> dict:
 
 def _principal_entry(arn: str, meta: dict, inv: dict | None, iam_source: IamSource | None, used, activity: list,
                      data_sources: Callable[[str], set[str]], *, max_resources: int, wildcards: bool, catalog,
-                     grants: dict | None) -> dict:
+                     grants: dict | None, witness=None) -> dict:
     """One principal of the review from its usage (a :class:`miner.usage.Usage`, ``None`` without events in the
     window); ``grants`` caches the granted sets of :func:`miner.diff.compare`."""
     from miner import diff, iam, synthesize
@@ -364,12 +364,20 @@ def _principal_entry(arn: str, meta: dict, inv: dict | None, iam_source: IamSour
         entry["notes"] = list(report.notes)
         entry["score"] = risk_score(unused, len(entry["high_risk_unused"]) + len(entry["high_risk_used_broadly"]),
                                     catalog)
+        if witness is not None:  # IAM Access Advisor as a second witness (miner advisor): evidence per action
+            from miner import evidence
+
+            ev = evidence.classify_all(cls, evidence.calls_by_action(authorised), witness)
+            entry["evidence"] = evidence.summary(ev, witness)
+            entry["unused_services"] = evidence.rank_services(
+                entry["unused_services"], [n["service"] for n in entry["evidence"]["never_accessed_services"]])
     return entry
 
 
 def build_review(con, window: Window, *, iam_source: IamSource | None = None, store: str | Path | None = None,
                  account: str | None = None, max_resources: int | None = None, wildcards: bool = True,
-                 catalog=None, now: datetime | None = None, progress: Callable[[str], None] | None = None) -> dict:
+                 catalog=None, now: datetime | None = None, progress: Callable[[str], None] | None = None,
+                 advisor: pd.DataFrame | None = None) -> dict:
     """Gather the right-sizing review of every role and user.
 
     Principals are the roles and users that acted in the window plus, with an IAM source, every role and user it
@@ -388,6 +396,8 @@ def build_review(con, window: Window, *, iam_source: IamSource | None = None, st
         catalog: the IAM catalogue (default: the pinned one).
         now: the generation time (default: the clock at call time).
         progress: called with a short message per principal.
+        advisor: the store's IAM Access Advisor table (:func:`miner.advisor.read`): with it, each principal it
+            reports on gets the evidence of each granted action (:mod:`miner.evidence`).
 
     Returns:
         The review dict (JSON-ready; the input of :mod:`miner.report` and of a later :func:`compare_reviews`).
@@ -433,6 +443,12 @@ def build_review(con, window: Window, *, iam_source: IamSource | None = None, st
         return ds_cache[acct]
 
     principals = []
+    witnesses = {}
+    if advisor is not None and len(advisor):
+        from miner.evidence import Witness
+
+        witnesses = {str(a).lower(): Witness.of(rows, str(a))
+                     for a, rows in advisor.groupby("principal_arn", sort=False)}
     # What is alive now (modules, the catalogue, the mapper's caches, every principal's usage) outlives the loop: kept
     # out of the cyclic collector's full passes (gc.freeze) while the loop builds tens of thousands of short-lived
     # objects per admin-like role, and handed back to it afterwards (gc.unfreeze), so nothing stays uncollectable
@@ -445,7 +461,8 @@ def build_review(con, window: Window, *, iam_source: IamSource | None = None, st
                 progress(arn)
             principals.append(_principal_entry(
                 arn, metas.get(arn, {}), inventory.get(arn.lower()), iam_source, usages.get(arn), act.get(arn, []),
-                data_sources, max_resources=max_resources, wildcards=wildcards, catalog=catalog, grants=grants))
+                data_sources, max_resources=max_resources, wildcards=wildcards, catalog=catalog, grants=grants,
+                witness=witnesses.get(arn.lower())))
     finally:
         gc.unfreeze()
     known = iam_source is not None
@@ -473,6 +490,15 @@ def build_review(con, window: Window, *, iam_source: IamSource | None = None, st
         "high_risk_used_broadly": sum(len(p.get("high_risk_used_broadly") or []) for p in principals),
         "denied": sum(int(p["denied"]) for p in principals),
     }
+    extra = {}
+    if witnesses:
+        from miner.evidence import removal_candidates
+
+        extra["removal_proven"] = removal_candidates(principals)
+        summary["services_never_accessed"] = sum(len(c["services"]) for c in extra["removal_proven"])
+        covered = sum(1 for p in principals if "evidence" in p)
+        notes.append(f"IAM Access Advisor reports (miner advisor) cover {covered} of the principals: their granted "
+                     f"actions carry evidence from both witnesses")
     return {
         "kind": REVIEW_KIND, "schema": REVIEW_SCHEMA,
         "generated_at": now.astimezone(timezone.utc).isoformat(timespec="seconds"),
@@ -481,7 +507,7 @@ def build_review(con, window: Window, *, iam_source: IamSource | None = None, st
         "catalog_version": catalog.version, "mapping_version": _mapping_version(), "miner_version": __version__,
         "iam_source": iam_source.label if iam_source else None, "grants_known": known,
         "settings": {"max_resources": max_resources, "wildcards": wildcards, "account": account},
-        "summary": summary, "notes": notes, "principals": principals,
+        "summary": summary, "notes": notes, "principals": principals, **extra,
     }
 
 
