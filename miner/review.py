@@ -368,7 +368,7 @@ def _principal_entry(arn: str, meta: dict, inv: dict | None, iam_source: IamSour
         entry["notes"] = list(report.notes)
         if report.org is not None:
             entry["organizations"] = report.org
-            entry["blocked_count"] = sum(1 for st in status.values() if st == "blocked")
+            entry["blocked_count"] = report.count("blocked")
         entry["score"] = risk_score(unused, len(entry["high_risk_unused"]) + len(entry["high_risk_used_broadly"]),
                                     catalog)
     return entry

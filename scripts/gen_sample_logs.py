@@ -1944,6 +1944,12 @@ def _readme(s: dict) -> str:
         "- `iam/<account>.json`: `aws iam get-account-authorization-details` snapshots taken after the window "
         "(documents as JSON objects, as the CLI prints them; attached AWS managed policies are included in "
         "`Policies`, with reduced documents for the large ones).",
+        f"- `iam/organizations.json`: the organization {ORG_ID} (management account {ACCT_MANAGEMENT}, no logs) and "
+        "its SCPs and RCPs (docs/organizations.md). Prod sits in Workloads/Prod, whose SCP `ProtectProdData` denies "
+        "destructive S3, DynamoDB, KMS and CloudTrail actions: part of orders-api-task's `s3:*`/`dynamodb:*` and "
+        "legacy-batch's AdministratorAccess, shown as blocked by SCP rather than unused. The audit account sits "
+        "in Security, whose allow-list SCP `SecurityAuditOnly` replaces FullAWSAccess. The root's `RegionGuard` SCP "
+        "and `DataPerimeter` RCP deny only under Conditions (conditional, never counted as a block).",
         "",
         "## Principals",
         "",
