@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from importlib import resources as _resources
 from pathlib import Path
@@ -182,7 +182,7 @@ def parse_snapshot(data: dict, where: str = "organizations snapshot") -> tuple[C
                                f"({'cycle at' if node in seen else 'unknown parent'} {node})")
             seen.add(node)
             kind, name, parent = nodes[node]
-            pols = attached.get(node, [])
+            pols = sorted(attached.get(node, []), key=lambda p: p.id)
             chain.append(Level(node, kind, name, tuple(p for p in pols if p.type == SCP),
                                tuple(p for p in pols if p.type == RCP)))
             node = parent
@@ -190,6 +190,9 @@ def parse_snapshot(data: dict, where: str = "organizations snapshot") -> tuple[C
             raise OrgError(f"{where}: the parents of account {account} do not lead to a root")
         return AccountOrg(account, chain[::-1], management=account == management)
 
+    for n, (kind, _, _) in nodes.items():  # a broken path fails now, with the file named, not at first use
+        if kind == "account":
+            read(n)
     return read, str(org.get("Id") or "")
 
 
@@ -551,7 +554,10 @@ class OrgEvaluator:
             found.append(v if v.verdict != "allowed" else s)
         if all(v.verdict == "blocked" for v in found):
             return found[0]
-        return next((v for v in found if v.verdict != "allowed"), ALLOWED)
+        some = next((v for v in found if v.verdict != "allowed"), ALLOWED)
+        if some.verdict == "blocked":  # on some of the resources only
+            return replace(some, verdict="conditional", reason=some.reason + " on some of the granted resources")
+        return some
 
     def review(self, grants: dict, classification, status: dict[str, str], usage) -> tuple:
         """Mark the grants SCPs or RCPs block and find the calls they deny.
