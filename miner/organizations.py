@@ -93,7 +93,8 @@ class OrgSource:
     label: str
     reader: Callable[[str], AccountOrg | None]  # account id -> its organization, None when not in it
     notes: list[str] = field(default_factory=list)
-    _cache: dict = field(default_factory=dict, repr=False)
+    _cache: dict = field(default_factory=dict, repr=False)  # account -> AccountOrg | None
+    _verdicts: dict = field(default_factory=dict, repr=False)  # (account, exemption) -> OrgEvaluator verdicts
 
     def account(self, account: str) -> AccountOrg | None:
         """The organization of an account (read once).
@@ -450,7 +451,8 @@ class OrgEvaluator:
         self.exempt = "a service-linked role" if self.service_linked else \
             "the management account" if org.management else None
         self._levels = [(lv, self._stmts(lv.scps)) for lv in org.levels]
-        self._cache: dict[tuple, Verdict] = {}
+        # verdicts depend only on the account and on whether SCPs apply: principals that share both share them
+        self._cache: dict[tuple, Verdict] = source._verdicts.setdefault((org.account, self.exempt), {})
         self._rcp: dict[str, list[tuple[Level, list[Statement]]] | None] = {}
         self.policies: dict[str, OrgPolicy] = {p.id: p for lv in org.levels for p in lv.scps + lv.rcps}
 
