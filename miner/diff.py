@@ -1407,8 +1407,7 @@ def _org_lines(org: dict | None, limit: int) -> list[str]:
         if rows:
             out += ["", f"{title}:"]
             for b in rows[:limit]:
-                acts = b["actions"] if isinstance(b["actions"], list) else b.get("examples") or []
-                n = len(b["actions"]) if isinstance(b["actions"], list) else b["actions"]
+                acts, n = b.get("actions") or b.get("examples") or [], b["count"]
                 out.append(f"  {b['kind']} {b['policy']} at {b['target']}: {n:,} action(s) "
                            f"({', '.join(acts[:5])}{', ...' if n > 5 else ''})")
     return out

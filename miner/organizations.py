@@ -489,16 +489,20 @@ class OrgEvaluator:
             return ALLOWED
         key = ("scp", action, resource)
         if key not in self._cache:
-            found = ALLOWED
-            for lv, stmts in self._levels:
-                outcome, s = _judge(stmts, action, resource, need_allow=True)
-                if outcome in ("blocked", "no_allow"):
-                    found = self._verdict("SCP", lv, outcome, s, lv.scps)
-                    break
-                if outcome == "conditional" and found.verdict == "allowed":
-                    found = self._verdict("SCP", lv, outcome, s, lv.scps)
-            self._cache[key] = found
+            self._cache[key] = self._walk("SCP", self._levels, action, resource)
         return self._cache[key]
+
+    def _walk(self, kind: str, levels: list[tuple[Level, list[Statement]]], action: str, resource: str) -> Verdict:
+        """The verdict of the levels (root first) of one policy type: the first block, else the first conditional."""
+        found = ALLOWED
+        for lv, stmts in levels:
+            outcome, s = _judge(stmts, action, resource, need_allow=kind == "SCP")
+            pols = lv.scps if kind == "SCP" else lv.rcps
+            if outcome in ("blocked", "no_allow"):
+                return self._verdict(kind, lv, outcome, s, pols)
+            if outcome == "conditional" and found.verdict == "allowed":
+                found = self._verdict(kind, lv, outcome, s, pols)
+        return found
 
     def _rcp_levels(self, account: str) -> list[tuple[Level, list[Statement]]] | None:
         if account not in self._rcp:
@@ -527,15 +531,7 @@ class OrgEvaluator:
         account = parts[4] if len(parts) == 6 and parts[4] and "*" not in parts[4] else self.org.account
         key = ("rcp", action, resource, account)
         if key not in self._cache:
-            found = ALLOWED
-            for lv, stmts in self._rcp_levels(account) or ():
-                outcome, s = _judge(stmts, action, resource, need_allow=False)
-                if outcome == "blocked":
-                    found = self._verdict("RCP", lv, outcome, s, lv.rcps)
-                    break
-                if outcome == "conditional" and found.verdict == "allowed":
-                    found = self._verdict("RCP", lv, outcome, s, lv.rcps)
-            self._cache[key] = found
+            self._cache[key] = self._walk("RCP", self._rcp_levels(account) or [], action, resource)
         return self._cache[key]
 
     def judge(self, action: str, resources: Iterable[str]) -> Verdict:
@@ -607,9 +603,9 @@ class OrgEvaluator:
             "exempt": self.exempt,
             "levels": [{"target": lv.target, "kind": lv.kind, "name": lv.name, "scps": [p.label for p in lv.scps],
                         "rcps": [p.label for p in lv.rcps]} for lv in self.org.levels],
-            "blocked": [{**dict(k), "actions": acts} for k, acts in
+            "blocked": [{**dict(k), "count": len(acts), "actions": acts} for k, acts in
                         sorted(blocked.items(), key=lambda kv: (-len(kv[1]), dict(kv[0])["policy"]))],
-            "conditional": [{**dict(k), "actions": len(acts), "examples": acts[:5]} for k, acts in
+            "conditional": [{**dict(k), "count": len(acts), "examples": acts[:5]} for k, acts in
                             sorted(conditional.items(), key=lambda kv: (-len(kv[1]), dict(kv[0])["policy"]))],
             "blocked_calls": [{"action": a, "resource": r, "calls": n, **dict(k)}
                               for (a, r, k), n in sorted(calls.items(), key=lambda kv: (kv[0][0], kv[0][1]))],
@@ -625,14 +621,3 @@ class OrgEvaluator:
                        + ("; RCPs do not apply to it either" if self.service_linked else ""))
         return out
 
-
-def blocked_count(section: dict | None) -> int:
-    """How many granted actions an ``organizations`` report section marks blocked.
-
-    Args:
-        section: :meth:`OrgEvaluator.review`'s section, or ``None``.
-
-    Returns:
-        The count.
-    """
-    return sum(len(b["actions"]) for b in (section or {}).get("blocked") or [])

@@ -729,8 +729,8 @@ def _principal_details(p: dict, known: bool) -> str:
         if _org_blocked(p):
             cols.append("<div><h3>Blocked by SCP or RCP</h3><ul class=\"compact\">" + "".join(
                 f"<li><code>{breakable(b['policy'])}</code> <span class=\"sub\">{escape(b['kind'])} at "
-                f"{breakable(b['target'])}</span>: {number(len(b['actions']))} action"
-                f"{'s' if len(b['actions']) != 1 else ''}" + _tags(b["actions"], "", 6) + "</li>"
+                f"{breakable(b['target'])}</span>: {number(b['count'])} action"
+                f"{'s' if b['count'] != 1 else ''}" + _tags(b["actions"], "", 6) + "</li>"
                 for b in _org_blocked(p)[:10]) + "</ul></div>")
     if p.get("denied_attempts"):
         cols.append("<div><h3>Denied attempts</h3><ul class=\"compact\">" + "".join(
@@ -840,7 +840,7 @@ def _org_html(principals: list[dict]) -> list[str]:
                    "<th>Policy</th><th>Attached to</th><th class=\"num\">Actions</th><th>Examples</th></tr></thead>"
                    "<tbody>" + "".join(
                        f"<tr><td>{breakable(_label(p))}</td><td>{escape(b['kind'])} <code>{breakable(b['policy'])}"
-                       f"</code></td><td>{breakable(b['target'])}</td><td class=\"num\">{number(len(b['actions']))}"
+                       f"</code></td><td>{breakable(b['target'])}</td><td class=\"num\">{number(b['count'])}"
                        f"</td><td>{_tags(b['actions'], '', 4)}</td></tr>" for p, b in blocked[:200])
                    + "</tbody></table>")
     return out
@@ -954,19 +954,19 @@ def _codes(items: Iterable[Any], in_table: bool = True) -> str:
 
 def _org_markdown(principals: list[dict]) -> list[str]:
     """The Markdown sections on SCPs and RCPs: calls they deny (errors), then the grants they block."""
+    errors = [f"| {_code(_label(p))} | {_code(c['action'])} | {_code(c['resource'])} | {number(c['calls'])} | "
+              f"{_md(c['kind'])} {_code(c['policy'])} at {_code(c['target'])} |"
+              for p in principals for c in _org_errors(p)]
+    blocked = [f"| {_code(_label(p))} | {_md(b['kind'])} {_code(b['policy'])} | {_code(b['target'])} | "
+               f"{number(b['count'])} | {_codes(b['actions'][:4])} |" for p in principals for b in _org_blocked(p)]
     lines = []
-    errors = [(p, c) for p in principals for c in _org_errors(p)]
-    if errors:
-        lines += ["## Calls an SCP or RCP denies (errors)", "", _md(ORG_ERROR_LEAD), "",
-                  "| Principal | Action | Resource | Calls | Denied by |", "|---|---|---|---:|---|"]
-        lines += [f"| {_code(_label(p))} | {_code(c['action'])} | {_code(c['resource'])} | {number(c['calls'])} | "
-                  f"{_md(c['kind'])} {_code(c['policy'])} at {_code(c['target'])} |" for p, c in errors] + [""]
-    blocked = [(p, b) for p in principals for b in _org_blocked(p)]
-    if blocked:
-        lines += ["## Blocked by SCP or RCP", "", _md(ORG_LEAD), "",
-                  "| Principal | Policy | Attached to | Actions | Examples |", "|---|---|---|---:|---|"]
-        lines += [f"| {_code(_label(p))} | {_md(b['kind'])} {_code(b['policy'])} | {_code(b['target'])} | "
-                  f"{number(len(b['actions']))} | {_codes(b['actions'][:4])} |" for p, b in blocked] + [""]
+    for title, lead, head, rows in (
+            ("Calls an SCP or RCP denies (errors)", ORG_ERROR_LEAD, "| Principal | Action | Resource | Calls | "
+             "Denied by |\n|---|---|---|---:|---|", errors),
+            ("Blocked by SCP or RCP", ORG_LEAD, "| Principal | Policy | Attached to | Actions | Examples |\n"
+             "|---|---|---|---:|---|", blocked)):
+        if rows:
+            lines += [f"## {title}", "", _md(lead), "", *head.split("\n"), *rows, ""]
     return lines
 
 

@@ -21,6 +21,8 @@ REVIEW_SCHEMA = 1
 #: Weight of one unused granted action by access level, for the ranking score.
 LEVEL_WEIGHTS = {"Permissions management": 5.0, "Tagging": 2.0, "Write": 2.0, "List": 1.0, "Read": 1.0}
 HIGH_RISK_WEIGHT = 100.0
+#: How many actions of each group an SCP or RCP blocks the review keeps (the group's ``count`` counts them all).
+ORG_ACTIONS_KEPT = 50
 
 
 # ----------------------------------------------------------------------------------------- IAM sources
@@ -367,7 +369,9 @@ def _principal_entry(arn: str, meta: dict, inv: dict | None, iam_source: IamSour
         entry["used_not_granted"] = sorted({r.action for r in ung.itertuples(index=False) if r.outcome == "authorised"})
         entry["notes"] = list(report.notes)
         if report.org is not None:
-            entry["organizations"] = report.org
+            # each blocked group keeps its count and first actions (an allow-list SCP can block thousands)
+            entry["organizations"] = {**report.org, "blocked": [{**b, "actions": b["actions"][:ORG_ACTIONS_KEPT]}
+                                                                for b in report.org["blocked"]]}
             entry["blocked_count"] = report.count("blocked")
         entry["score"] = risk_score(unused, len(entry["high_risk_unused"]) + len(entry["high_risk_used_broadly"]),
                                     catalog)
