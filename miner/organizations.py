@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import fnmatch
 import json
+import re
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from importlib import resources as _resources
@@ -408,13 +410,28 @@ def _reach(s: Statement, resource: str) -> str:
     return "full" if s.not_resources is not None else "none"
 
 
+@lru_cache(maxsize=4096)
+def _actions_rx(patterns: tuple[str, ...]) -> re.Pattern:
+    """One regular expression for a statement's Action (or NotAction) patterns: what
+    :meth:`miner.diff.Statement.matches_action` tests pattern by pattern, in one match."""
+    return re.compile("|".join(f"(?:{fnmatch.translate(p.lower())})" for p in patterns) or "(?!)", re.S)
+
+
+def _matches_action(s: Statement, action: str) -> bool:
+    """:meth:`miner.diff.Statement.matches_action`, with one match per statement (SCPs are asked for every granted
+    action of every principal)."""
+    if s.not_actions is not None:
+        return _actions_rx(s.not_actions).match(action.lower()) is None
+    return _actions_rx(s.actions).match(action.lower()) is not None
+
+
 def _judge(stmts: list[Statement], action: str, resource: str, need_allow: bool) -> tuple[str, Statement | None]:
     """One level's policies on one action and resource pattern: (``blocked`` | ``no_allow`` | ``conditional`` |
     ``allowed``, the statement that decides)."""
     maybe = allow = None
     allow_full = False
     for s in stmts:
-        if not s.matches_action(action):
+        if not _matches_action(s, action):
             continue
         reach = _reach(s, resource)
         if reach == "none":
@@ -454,6 +471,7 @@ class OrgEvaluator:
         # verdicts depend only on the account and on whether SCPs apply: principals that share both share them
         self._cache: dict[tuple, Verdict] = source._verdicts.setdefault((org.account, self.exempt), {})
         self._rcp: dict[str, list[tuple[Level, list[Statement]]] | None] = {}
+        self._made: dict[tuple, Verdict] = {}
         self.policies: dict[str, OrgPolicy] = {p.id: p for lv in org.levels for p in lv.scps + lv.rcps}
 
     @staticmethod
@@ -463,6 +481,13 @@ class OrgEvaluator:
         return [s for pid, d in docs for s in statements(d, pid)]
 
     def _verdict(self, kind: str, lv: Level, outcome: str, s: Statement | None, pols: tuple[OrgPolicy, ...]) -> Verdict:
+        """The verdict of one level's deciding statement (the same for every action it decides: made once)."""
+        key = (kind, lv.target, outcome, id(s))
+        if key not in self._made:
+            self._made[key] = self._make(kind, lv, outcome, s, pols)
+        return self._made[key]
+
+    def _make(self, kind: str, lv: Level, outcome: str, s: Statement | None, pols: tuple[OrgPolicy, ...]) -> Verdict:
         if outcome == "no_allow":
             names = ", ".join(p.label for p in pols)
             return Verdict("blocked", kind, names, ",".join(p.id for p in pols), lv.label, "",
@@ -545,16 +570,18 @@ class OrgEvaluator:
         Returns:
             The first blocking :class:`Verdict`, else a conditional one, else :data:`ALLOWED`.
         """
+        key = ("judge", action, tuple(sorted(set(resources))) or ("*",))
+        if key in self._cache:
+            return self._cache[key]
         found = []
-        for r in sorted(set(resources)) or ["*"]:
+        for r in key[2]:
             s = self.scp(action, r)
             v = s if s.verdict == "blocked" else self.rcp(action, r)
             found.append(v if v.verdict != "allowed" else s)
-        if all(v.verdict == "blocked" for v in found):
-            return found[0]
         some = next((v for v in found if v.verdict != "allowed"), ALLOWED)
-        if some.verdict == "blocked":  # on some of the resources only
-            return replace(some, verdict="conditional", reason=some.reason + " on some of the granted resources")
+        if some.verdict == "blocked" and not all(v.verdict == "blocked" for v in found):  # on some resources only
+            some = replace(some, verdict="conditional", reason=some.reason + " on some of the granted resources")
+        self._cache[key] = some
         return some
 
     def review(self, grants: dict, classification, status: dict[str, str], usage) -> tuple:
