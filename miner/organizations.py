@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from miner.diff import Statement, statements
-from miner.iam import IamError, decode_document
+from miner.iam import IamError, _paginate as _pages, decode_document
 from miner.patterns import covers
 
 SCP = "SERVICE_CONTROL_POLICY"
@@ -271,13 +271,6 @@ def org_client(profile: str | None = None, endpoint_url: str | None = None):
     return session.client("organizations", endpoint_url=endpoint_url, region_name="us-east-1")
 
 
-def _pages(client, op: str, key: str, **kw) -> list:
-    out = []
-    for page in client.get_paginator(op).paginate(**kw):
-        out.extend(page.get(key) or [])
-    return out
-
-
 def live_source(profile: str | None = None, endpoint_url: str | None = None, client=None) -> OrgSource:
     """SCPs and RCPs read through Organizations, per account on first use: ``ListParents`` up to the root,
     ``ListPoliciesForTarget`` for the account, each OU and the root, ``DescribePolicy`` for each document.
@@ -296,7 +289,7 @@ def live_source(profile: str | None = None, endpoint_url: str | None = None, cli
     from botocore.exceptions import BotoCoreError, ClientError
 
     where = f"live Organizations{' at ' + endpoint_url if endpoint_url else ''}"
-    state: dict = {"client": client, "management": None, "off": False, "docs": {}}
+    state: dict = {"client": client, "management": None, "off": False, "docs": {}, "disabled": set()}
     source = OrgSource(where, lambda account: None)
 
     def give_up(why: str) -> None:
@@ -305,9 +298,17 @@ def live_source(profile: str | None = None, endpoint_url: str | None = None, cli
                             f"administrator's credentials, or put an {SNAPSHOT_NAME} in the --iam-snapshot folder")
 
     def policies(c, target: str, ptype: str) -> tuple[OrgPolicy, ...]:
+        try:
+            found = _pages(c, "list_policies_for_target", "Policies", TargetId=target, Filter=ptype)
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") != "PolicyTypeNotEnabledException":
+                raise
+            if ptype not in state["disabled"]:
+                state["disabled"].add(ptype)
+                source.notes.append(f"{KIND[ptype]}s are not enabled in the organization: none evaluated")
+            return ()
         out = []
-        for s in sorted(_pages(c, "list_policies_for_target", "Policies", TargetId=target, Filter=ptype),
-                        key=lambda s: s["Id"]):
+        for s in sorted(found, key=lambda s: s["Id"]):
             if s["Id"] not in state["docs"]:
                 content = c.describe_policy(PolicyId=s["Id"])["Policy"].get("Content")
                 state["docs"][s["Id"]] = decode_document(content)
@@ -341,9 +342,6 @@ def live_source(profile: str | None = None, endpoint_url: str | None = None, cli
             code = e.response.get("Error", {}).get("Code", "")
             if code in ("ChildNotFoundException", "AccountNotFoundException", "TargetNotFoundException"):
                 source.notes.append(f"account {account} is not in the organization: no SCPs or RCPs apply to it")
-                return None
-            if code == "PolicyTypeNotEnabledException":
-                source.notes.append(f"a policy type is not enabled in the organization: {e.response['Error'].get('Message', '')}")
                 return None
             give_up(f"Organizations said {code or 'an error'}"
                     f"{': ' + e.response['Error'].get('Message', '') if e.response.get('Error', {}).get('Message') else ''}")

@@ -260,6 +260,30 @@ def test_live_read_through_moto(aws_env):
     assert src.notes == []
 
 
+def test_live_with_rcps_not_enabled_reads_the_scps(aws_env):
+    from botocore.exceptions import ClientError
+
+    c, account, _ = _moto_org(aws_env)
+    real = c.get_paginator
+
+    class NoRcps:
+        def __init__(self, op):
+            self.pages = real(op)
+
+        def paginate(self, **kw):
+            if kw.get("Filter") == org.RCP:
+                raise ClientError({"Error": {"Code": "PolicyTypeNotEnabledException", "Message": "not enabled"}},
+                                  "ListPoliciesForTarget")
+            return self.pages.paginate(**kw)
+
+    c.get_paginator = NoRcps
+    src = org.live_source(client=c)
+    got = src.account(account)
+    assert {p.name for p in got.levels[2].scps} == {"FullAWSAccess", "ProtectProd"}
+    assert all(not lv.rcps for lv in got.levels)
+    assert src.notes == ["RCPs are not enabled in the organization: none evaluated"]
+
+
 def test_live_without_organizations_access_is_one_note(aws_env):
     src = org.live_source(endpoint_url=aws_env)  # moto: no organization exists
     assert src.account(ACCT) is None and src.account("444455556666") is None
