@@ -427,3 +427,23 @@ def test_sample_review_shows_the_sample_scp(sample_review):
     assert orders["blocked_calls"] == []  # nothing the sample principals did is denied
     assert by["audit-readonly"]["organizations"]["blocked"][0]["policy"] == "SecurityAuditOnly (p-securityro1)"
     assert any("ProtectProdData" in n for n in sample_review["notes"])
+
+
+def test_cli_live_reads_organizations_with_the_iam_credentials(store, aws_env):
+    c, _, _ = _moto_org(aws_env)
+    iam_client = boto3.client("iam", endpoint_url=aws_env, region_name="us-east-1")
+    role = iam_client.create_role(RoleName="admin", AssumeRolePolicyDocument=json.dumps(doc(
+        {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"})))["Role"]
+    iam_client.put_role_policy(RoleName="admin", PolicyName="broad", PolicyDocument=json.dumps(GRANTS))
+    arn = role["Arn"]  # in moto's account 123456789012: the organization's management account
+    live_store = write_store(Path(str(store)).parent / "live-org", [s3_get(arn, account=arn.split(":")[4],
+                                                                         when="2026-08-10T00:00:00Z")])
+    r = run("suggest", "--principal", arn, "--store", live_store, *WINDOW, "-q", "--diff", "--endpoint-url", aws_env,
+            "--format", "json")
+    assert r.exit_code == 0, r.output
+    rep = strict_json(r.stdout)
+    o = rep["organizations"]
+    assert o["source"].startswith("live Organizations") and o["management_account"] and not o["scps_apply"]
+    assert o["exempt"] == "the management account" and rep["blocked"] == []
+    assert any("SCPs do not apply to the management account" in n for n in o["notes"])
+    assert [lv["kind"] for lv in o["levels"]] == ["root", "account"]
