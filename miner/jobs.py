@@ -252,7 +252,7 @@ class Grants:
         Raises:
             JobError: both a snapshot and live IAM chosen, an unreadable snapshot, or IAM cannot be listed.
         """
-        from miner import iam, review
+        from miner import iam, organizations, review
 
         if self.snapshot is not None and self.is_live:
             raise JobError("--iam-snapshot reads grants from a file and --live/--profile/--endpoint-url from IAM: "
@@ -269,7 +269,8 @@ class Grants:
         where = f"live IAM{' at ' + self.endpoint_url if self.endpoint_url else ''}"
         return review.IamSource(label=where, inventory=[], accounts=set(),
                                 attached=lambda arn: iam.from_live(arn, profile=self.profile,
-                                                                   endpoint_url=self.endpoint_url))
+                                                                   endpoint_url=self.endpoint_url),
+                                org=organizations.live_source(self.profile, self.endpoint_url))
 
 
 def _attached(source: IamSource, arn: str) -> AttachedPolicies:
@@ -592,14 +593,17 @@ def suggest(store: str | Path, window: Window, *, role: str | None = None, user:
     if source is None:
         return result
     attached = _attached(source, who.arn)
-    data_sources = mod.data_event_sources(con, window, account=who.account or iam.principal_parts(who.arn)[0])
+    account = who.account or iam.principal_parts(who.arn)[0]
+    data_sources = mod.data_event_sources(con, window, account=account)
     boundary = [attached.boundary.document] if attached.boundary and attached.boundary.document else None
     result.attached = attached
+    org = source.org.evaluator(who.arn, account) if source.org is not None else None
     result.report = diff.compare(attached.documents, suggestion.policies, authorised, boundary=boundary,
                                  denied=used.denied, data_sources=data_sources, principal_arn=who.arn,
                                  principal_account=who.account, missing=attached.missing, source=attached.source,
-                                 policies=attached.refs)
+                                 policies=attached.refs, org=org)
     _add_evidence(result.report, store, authorised)
+    result.notes += source.org.notes if source.org is not None else []
     return result
 
 

@@ -21,6 +21,8 @@ REVIEW_SCHEMA = 1
 #: Weight of one unused granted action by access level, for the ranking score.
 LEVEL_WEIGHTS = {"Permissions management": 5.0, "Tagging": 2.0, "Write": 2.0, "List": 1.0, "Read": 1.0}
 HIGH_RISK_WEIGHT = 100.0
+#: How many actions of each group an SCP or RCP blocks the review keeps (the group's ``count`` counts them all).
+ORG_ACTIONS_KEPT = 50
 
 
 # ----------------------------------------------------------------------------------------- IAM sources
@@ -35,6 +37,7 @@ class IamSource:
     accounts: set[str]
     attached: Callable[[str], Any]  # principal ARN -> miner.iam.AttachedPolicies
     notes: list[str] = field(default_factory=list)
+    org: Any = None  # miner.organizations.OrgSource: the SCPs and RCPs, when known
 
 
 def _iso(v: Any) -> str | None:
@@ -66,7 +69,7 @@ def snapshot_source(path: str | Path) -> IamSource:
     Raises:
         miner.iam.IamError: when the snapshot cannot be read.
     """
-    from miner import iam
+    from miner import iam, organizations
 
     path = Path(path)
     snaps = iam.load_snapshot(path)
@@ -76,7 +79,8 @@ def snapshot_source(path: str | Path) -> IamSource:
             inventory += [_inventory_entry(kind, e, name_key) for e in data.get(key) or []]
     accounts = {inv["account"] for inv in inventory}
     return IamSource(f"snapshot {path}", inventory, accounts - {""},
-                     lambda arn: iam.from_snapshot(path, arn, snapshots=snaps))
+                     lambda arn: iam.from_snapshot(path, arn, snapshots=snaps),
+                     org=organizations.snapshot_source(path))
 
 
 def live_source(profile: str | None = None, endpoint_url: str | None = None, client=None) -> IamSource:
@@ -95,7 +99,7 @@ def live_source(profile: str | None = None, endpoint_url: str | None = None, cli
     """
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from miner import iam
+    from miner import iam, organizations
 
     client = client or iam.iam_client(profile, endpoint_url)
     inventory: list[dict] = []
@@ -109,7 +113,8 @@ def live_source(profile: str | None = None, endpoint_url: str | None = None, cli
                            f"or use --iam-snapshot)") from None
     accounts = {inv["account"] for inv in inventory}
     where = f"live IAM{' at ' + endpoint_url if endpoint_url else ''}{' (profile ' + profile + ')' if profile else ''}"
-    return IamSource(where, inventory, accounts - {""}, lambda arn: iam.from_live(arn, client=client))
+    return IamSource(where, inventory, accounts - {""}, lambda arn: iam.from_live(arn, client=client),
+                     org=organizations.live_source(profile, endpoint_url))
 
 
 # ----------------------------------------------------------------------------------------- scoring
@@ -334,7 +339,8 @@ def _principal_entry(arn: str, meta: dict, inv: dict | None, iam_source: IamSour
                               boundary=boundary, denied=denied if len(denied) else None,
                               data_sources=data_sources(account), principal_arn=arn, principal_account=account,
                               missing=attached.missing, source=attached.source, policies=attached.refs,
-                              catalog=catalog, cache=grants)
+                              catalog=catalog, cache=grants,
+                              org=iam_source.org.evaluator(arn, account) if iam_source.org else None)
         cls = report.classification
         status = dict(zip(cls["action"].tolist(), cls["status"].tolist())) if len(cls) else {}
         unused = sorted(a for a, st in status.items() if st == "unused")
@@ -362,6 +368,11 @@ def _principal_entry(arn: str, meta: dict, inv: dict | None, iam_source: IamSour
         ung = report.used_not_granted
         entry["used_not_granted"] = sorted({r.action for r in ung.itertuples(index=False) if r.outcome == "authorised"})
         entry["notes"] = list(report.notes)
+        if report.org is not None:
+            # each blocked group keeps its count and first actions (an allow-list SCP can block thousands)
+            entry["organizations"] = {**report.org, "blocked": [{**b, "actions": b["actions"][:ORG_ACTIONS_KEPT]}
+                                                                for b in report.org["blocked"]]}
+            entry["blocked_count"] = report.count("blocked")
         entry["score"] = risk_score(unused, len(entry["high_risk_unused"]) + len(entry["high_risk_used_broadly"]),
                                     catalog)
         if witness is not None:  # IAM Access Advisor as a second witness (miner advisor): evidence per action
@@ -372,6 +383,27 @@ def _principal_entry(arn: str, meta: dict, inv: dict | None, iam_source: IamSour
             entry["unused_services"] = evidence.rank_services(
                 entry["unused_services"], [n["service"] for n in entry["evidence"]["never_accessed_services"]])
     return entry
+
+
+def _org_notes(org, principals: list[dict]) -> list[str]:
+    """The review's notes on SCPs and RCPs: what was read, what they block, the calls they deny (errors)."""
+    notes = list(org.notes)
+    blocked = [(p, int(p.get("blocked_count") or 0)) for p in principals if p.get("blocked_count")]
+    if blocked:
+        policies = sorted({b["policy"] for p, _ in blocked for b in p["organizations"]["blocked"]})
+        notes.append(f"SCPs and RCPs ({org.label}) block {sum(n for _, n in blocked):,} granted actions of "
+                     f"{len(blocked)} principal(s) ({', '.join(policies)}): shown as blocked, not counted as unused "
+                     f"nor as high-risk grants")
+    calls = [(p, c) for p in principals for c in (p.get("organizations") or {}).get("blocked_calls") or []]
+    if calls:
+        notes.append(f"ERROR: {len(calls)} authorised (action, resource) pair(s) that an SCP or RCP denies, of "
+                     + ", ".join(sorted({p['name'] for p, _ in calls})) + ": the calls should not exist (a policy "
+                     "changed in the window, or the organization snapshot is not the one in force)")
+    exempt = sorted({f"{p['name']} ({p['organizations']['exempt']})" for p in principals
+                     if (p.get("organizations") or {}).get("exempt")})
+    if exempt:
+        notes.append("SCPs are not evaluated for " + ", ".join(exempt) + ": they do not apply there")
+    return notes
 
 
 def build_review(con, window: Window, *, iam_source: IamSource | None = None, store: str | Path | None = None,
@@ -475,6 +507,8 @@ def build_review(con, window: Window, *, iam_source: IamSource | None = None, st
     if outside:
         notes.append("the IAM source does not cover account(s) " + ", ".join(outside) +
                      ": grants of their principals are unknown")
+    if iam_source is not None and iam_source.org is not None:
+        notes += _org_notes(iam_source.org, principals)
     errors = [f"{p['name']}: {p['iam_error']}" for p in principals if p.get("iam_error")]
     if errors:
         notes.append("grants could not be read for " + "; ".join(errors))
@@ -489,6 +523,8 @@ def build_review(con, window: Window, *, iam_source: IamSource | None = None, st
         "high_risk_unused": sum(len(p.get("high_risk_unused") or []) for p in principals),
         "high_risk_used_broadly": sum(len(p.get("high_risk_used_broadly") or []) for p in principals),
         "denied": sum(int(p["denied"]) for p in principals),
+        "blocked_by_org": sum(int(p.get("blocked_count") or 0) for p in principals),
+        "org_blocked_calls": sum(len((p.get("organizations") or {}).get("blocked_calls") or []) for p in principals),
     }
     extra = {}
     if witnesses:

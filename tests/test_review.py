@@ -349,8 +349,10 @@ def test_sample_review_ranks_unused_privilege_and_finds_removal_candidates(sampl
     assert scores == sorted(scores, reverse=True)
     orders = by["orders-api-task"]
     assert orders["suggested_policy"] and orders["used_actions"] and orders["activity"]
-    assert orders["unused_count"] + orders["unobservable_count"] + len(orders["used_granted"]) == \
-        orders["granted"]["actions"]
+    # the sample's ProtectProdData SCP blocks 11 of its grants: neither unused nor unobservable, but blocked
+    assert orders["blocked_count"] == 11
+    assert orders["unused_count"] + orders["unobservable_count"] + len(orders["used_granted"]) + \
+        orders["blocked_count"] == orders["granted"]["actions"]
     denied = {d["action"] for d in by["alice"]["denied_attempts"]}
     assert "ec2:TerminateInstances" in denied
     suggested = json.dumps(by["alice"].get("suggested_policy"))
