@@ -1383,7 +1383,7 @@ def compare(current: list[tuple[str, dict]], suggested: list[dict], usage: pd.Da
     suggested_n = len(suggested_actions(suggested, catalog))
     labelled = [(f"suggested {i}" if len(suggested) > 1 else "suggested", d) for i, d in enumerate(suggested, 1)]
     return DiffReport(principal_arn, len(grants), attached.services, suggested_n, cls, risky,
-                      ung, unified_diff(current, labelled), notes, source, conditions, org_section)
+                      ung, unified_diff(current, labelled), notes, source, conditions, org=org_section)
 
 
 def _finding_lines(h: dict) -> list[str]:

@@ -18,13 +18,15 @@ USED_ADVISOR = "used_advisor"                # not in the window's trail, but Ac
 UNUSED_PROVEN = "unused_proven"              # tracked by Access Advisor and never accessed in its tracking period
 UNUSED_CLOUDTRAIL = "unused_cloudtrail"      # not in the window's trail; Access Advisor cannot say
 UNOBSERVABLE = "unobservable"                # CloudTrail could not have seen it, and Access Advisor cannot say
-KINDS = (USED_CLOUDTRAIL, USED_ADVISOR, UNUSED_PROVEN, UNUSED_CLOUDTRAIL, UNOBSERVABLE)
+BLOCKED = "blocked"                          # an SCP or RCP denies it (miner.organizations): not usable, no risk
+KINDS = (USED_CLOUDTRAIL, USED_ADVISOR, UNUSED_PROVEN, UNUSED_CLOUDTRAIL, UNOBSERVABLE, BLOCKED)
 LABELS = {
     USED_CLOUDTRAIL: "used (CloudTrail)",
     USED_ADVISOR: "used (Access Advisor only)",
     UNUSED_PROVEN: "unused, proven by Access Advisor",
     UNUSED_CLOUDTRAIL: "unused (CloudTrail only)",
     UNOBSERVABLE: "unobservable",
+    BLOCKED: "blocked by SCP or RCP",
 }
 COLUMNS = ["action", "service", "evidence", "calls", "last_accessed", "service_never_accessed", "detail"]
 
@@ -175,8 +177,8 @@ def classify(action: str, status: str, *, calls: int = 0, witness: Witness | Non
              reason: str = "") -> Evidence:
     """The evidence for one granted action.
 
-    CloudTrail decides first: an action used in the window's authorised calls is ``used_cloudtrail``. Otherwise
-    Access Advisor, when it has a report for the principal:
+    CloudTrail decides first: an action used in the window's authorised calls is ``used_cloudtrail``; one an SCP or
+    RCP blocks (the diff's ``blocked``) is ``blocked``, whatever Access Advisor says. Otherwise Access Advisor, when it has a report for the principal:
 
     - the action's service was never accessed in the tracking period: ``unused_proven`` (for every action of it,
       logged or not: no request of the principal reached the service);
@@ -186,7 +188,8 @@ def classify(action: str, status: str, *, calls: int = 0, witness: Witness | Non
 
     Args:
         action: the granted action.
-        status: the diff's classification (``used``, ``unused`` or ``unobservable``, :func:`miner.diff.classify`).
+        status: the diff's classification (``used``, ``unused``, ``unobservable`` or ``blocked`` by an SCP or
+            RCP, :func:`miner.diff.classify`).
         calls: the window's authorised calls of the action.
         witness: the principal's Access Advisor report, or ``None``.
         reason: why the action is unobservable (the diff's reason).
@@ -196,6 +199,8 @@ def classify(action: str, status: str, *, calls: int = 0, witness: Witness | Non
     """
     if status == "used":
         return Evidence(action, USED_CLOUDTRAIL, calls, detail=f"{calls:,} authorised calls in the window")
+    if status == "blocked":  # whatever Access Advisor says, the organization denies it
+        return Evidence(action, BLOCKED, detail=reason)
     fallback = UNOBSERVABLE if status == "unobservable" else UNUSED_CLOUDTRAIL
     if witness is None:
         return Evidence(action, fallback, detail=reason)

@@ -44,6 +44,8 @@ REPORT = [
     ("s3:PutBucketPolicy", "unused", evidence.UNUSED_CLOUDTRAIL, False),  # tracked service, action not listed
     ("sqs:SendMessage", "unobservable", evidence.UNOBSERVABLE, False),    # CloudTrail blind, Advisor cannot tell
     ("kms:Decrypt", "unused", evidence.UNUSED_CLOUDTRAIL, False),         # not in the report at all
+    ("glue:GetJob", "blocked", evidence.BLOCKED, False),                  # an SCP denies it: Advisor's proof moot
+    ("s3:ListBuckets", "blocked", evidence.BLOCKED, False),               # ... even when Advisor saw it used
 ])
 def test_each_kind_of_evidence(action, status, kind, never):
     e = evidence.classify(action, status, calls=3, witness=_witness(REPORT))
@@ -55,7 +57,7 @@ def test_each_kind_of_evidence(action, status, kind, never):
 
 
 @pytest.mark.parametrize("status, kind", [("used", evidence.USED_CLOUDTRAIL), ("unused", evidence.UNUSED_CLOUDTRAIL),
-                                          ("unobservable", evidence.UNOBSERVABLE)])
+                                          ("unobservable", evidence.UNOBSERVABLE), ("blocked", evidence.BLOCKED)])
 def test_without_access_advisor_cloudtrail_alone_decides(status, kind):
     assert evidence.classify("glue:GetJob", status, witness=None).kind == kind
 
@@ -73,7 +75,7 @@ def test_classify_all_counts_and_never_accessed_services():
     frame = evidence.classify_all(cls, {"s3:GetObject": 7}, _witness(REPORT))
     assert list(frame.columns) == evidence.COLUMNS
     assert evidence.counts(frame) == {"used_cloudtrail": 1, "used_advisor": 0, "unused_proven": 3,
-                                      "unused_cloudtrail": 1, "unobservable": 0}
+                                      "unused_cloudtrail": 1, "unobservable": 0, "blocked": 0}
     assert evidence.never_accessed(frame) == [{"service": "glue", "actions": 2}]
     assert frame.set_index("action").loc["s3:GetObject", "calls"] == 7
     s = evidence.summary(frame, _witness(REPORT))
