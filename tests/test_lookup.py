@@ -1,0 +1,437 @@
+"""cloudtrail://REGION: LookupEvents through boto3 against a local server answering AWS's documented shapes."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+import threading
+import time
+from base64 import b64decode, b64encode
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from miner import ingest as ig
+from miner import lookup
+from miner import store as st
+from miner.cli import app
+from miner.models import Window
+
+UTC = timezone.utc
+ACCOUNT = "111122223333"
+TARGET = "com.amazonaws.cloudtrail.v20131101.CloudTrail_20131101.LookupEvents"
+#: "now" of the library tests: the day after the sample logs end, so all of them are within 90 days.
+NOW = datetime(2026, 9, 15, tzinfo=UTC)
+WEEK = Window(datetime(2026, 9, 1, tzinfo=UTC), datetime(2026, 9, 8, tzinfo=UTC))
+
+
+def _time(rec: dict) -> datetime:
+    return datetime.strptime(rec["eventTime"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
+@pytest.fixture(scope="session")
+def management_records(sample_logs) -> dict[str, list[dict]]:
+    """The sample's management events of account 111122223333 by region (each eventID once), as LookupEvents
+    would hold them."""
+    out: dict[str, dict[str, dict]] = {}
+    for f in sorted((sample_logs / "AWSLogs" / ACCOUNT / "CloudTrail").rglob("*.json.gz")):
+        try:
+            records = json.loads(gzip.decompress(f.read_bytes()))["Records"]
+        except (EOFError, OSError):  # the sample's truncated file (a re-delivery)
+            continue
+        for r in records:
+            if r.get("eventCategory") == "Management" and r.get("recipientAccountId") == ACCOUNT:
+                out.setdefault(r["awsRegion"], {}).setdefault(r["eventID"], r)
+    return {region: list(recs.values()) for region, recs in out.items()}
+
+
+class Server:
+    """State of the fake CloudTrail (and STS) endpoint: records per region, requests seen, faults to inject."""
+
+    def __init__(self, records: dict[str, list[dict]]):
+        self.records = records
+        self.requests: list[dict] = []  # {"t": monotonic time, "region", "params"}
+        self.throttle = 0  # answer this many next LookupEvents requests with ThrottlingException
+        self.throttled = 0
+        self.malformed: dict[str, str] = {}  # eventID -> CloudTrailEvent text served instead of the record
+        self.lock = threading.Lock()
+        self.url = ""
+
+    def lookup(self, region: str, params: dict) -> tuple[int, dict]:
+        max_results = params.get("MaxResults", 50)
+        if not 1 <= max_results <= 50:
+            return 400, {"__type": "InvalidMaxResultsException", "message": "MaxResults must be 1-50"}
+        start = datetime.fromtimestamp(params.get("StartTime", 0), UTC)
+        end = datetime.fromtimestamp(params.get("EndTime", 4e9), UTC)
+        attrs = params.get("LookupAttributes") or []
+        if len(attrs) > 1:
+            return 400, {"__type": "InvalidLookupAttributesException", "message": "one attribute at most"}
+        events = [r for r in self.records.get(region, ()) if start <= _time(r) <= end]  # both ends inclusive
+        for a in attrs:
+            key = {"EventName": "eventName", "EventSource": "eventSource", "EventId": "eventID",
+                   "ReadOnly": "readOnly"}[a["AttributeKey"]]
+            events = [r for r in events if str(r.get(key)).lower() == a["AttributeValue"].lower()]
+        events.sort(key=lambda r: (r["eventTime"], r["eventID"]), reverse=True)  # newest first
+        offset = 0
+        if params.get("NextToken"):
+            token = json.loads(b64decode(params["NextToken"]))
+            if token["q"] != [params.get("StartTime"), params.get("EndTime"), attrs]:
+                return 400, {"__type": "InvalidNextTokenException", "message": "token of another query"}
+            offset = token["offset"]
+        page = events[offset:offset + max_results]
+        body: dict = {"Events": [self.event(r) for r in page]}
+        if offset + max_results < len(events):
+            q = [params.get("StartTime"), params.get("EndTime"), attrs]
+            body["NextToken"] = b64encode(json.dumps({"q": q, "offset": offset + max_results}).encode()).decode()
+        return 200, body
+
+    def event(self, r: dict) -> dict:
+        ui = r.get("userIdentity") or {}
+        user = ui.get("userName") or ((ui.get("sessionContext") or {}).get("sessionIssuer") or {}).get("userName")
+        return {"EventId": r["eventID"], "EventName": r["eventName"], "ReadOnly": str(r.get("readOnly")).lower(),
+                "AccessKeyId": ui.get("accessKeyId", ""), "EventTime": _time(r).timestamp(),
+                "EventSource": r["eventSource"], "Username": user or ui.get("principalId", ""),
+                "Resources": [{"ResourceType": x.get("type"), "ResourceName": x.get("ARN")}
+                              for x in r.get("resources") or []],
+                "CloudTrailEvent": self.malformed.get(r["eventID"], json.dumps(r))}
+
+
+def _handler(server: Server):
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def reply(self, status: int, body: bytes, ctype: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("x-amzn-RequestId", "req-1")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_POST(self):
+            data = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if b"Action=GetCallerIdentity" in data:
+                xml = (f'<GetCallerIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">'
+                       f"<GetCallerIdentityResult><Arn>arn:aws:iam::{ACCOUNT}:user/auditor</Arn>"
+                       f"<UserId>AIDAEXAMPLE</UserId><Account>{ACCOUNT}</Account></GetCallerIdentityResult>"
+                       f"<ResponseMetadata><RequestId>r</RequestId></ResponseMetadata></GetCallerIdentityResponse>")
+                return self.reply(200, xml.encode(), "text/xml")
+            if self.headers.get("X-Amz-Target") != TARGET:
+                return self.reply(400, b'{"__type": "UnknownOperationException"}', "application/x-amz-json-1.1")
+            region = re.search(r"Credential=[^/]+/\d+/([^/]+)/cloudtrail/", self.headers.get("Authorization", ""))
+            params = json.loads(data or b"{}")
+            with server.lock:
+                server.requests.append({"t": time.monotonic(), "region": region and region.group(1),
+                                        "params": params})
+                if server.throttle:
+                    server.throttle -= 1
+                    server.throttled += 1
+                    status, body = 400, {"__type": "ThrottlingException", "message": "Rate exceeded"}
+                else:
+                    status, body = server.lookup(region.group(1) if region else "", params)
+            self.reply(status, json.dumps(body).encode(), "application/x-amz-json-1.1")
+
+    return Handler
+
+
+@pytest.fixture
+def cloudtrail(management_records, monkeypatch):
+    """A local CloudTrail LookupEvents (and STS GetCallerIdentity) endpoint on 127.0.0.1, fake credentials, STS
+    pointed at it, and a fast rate limit (``MINER_LOOKUP_RATE``) unless a test sets another."""
+    server = Server({k: list(v) for k, v in management_records.items()})
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(server))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    server.url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+                 "AWS_ENDPOINT_URL_STS": server.url, "MINER_LOOKUP_RATE": "500", "AWS_RETRY_MODE": "standard"
+                 }.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    yield server
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def lookup_ingest(server: Server, store, regions="us-east-1", window=WEEK, **kw):
+    return ig.ingest([f"cloudtrail://{regions}"], store, window=window, now=NOW,
+                     cloudtrail_endpoint_url=server.url, processes=1, **kw)
+
+
+def expected_ids(server: Server, region: str, window: Window) -> set[str]:
+    return {r["eventID"] for r in server.records[region] if window.since <= _time(r) < window.until}
+
+
+def stored_ids(store) -> list[str]:
+    return st.connect(store).sql("select event_id from events").fetchnumpy()["event_id"].tolist()
+
+
+# ----------------------------------------------------------------------------- what is stored
+
+
+def test_store_holds_exactly_the_management_events_of_the_window(cloudtrail, tmp_path):
+    rep = lookup_ingest(cloudtrail, tmp_path / "s", "us-east-1,eu-west-1")
+    ids = stored_ids(tmp_path / "s")
+    want = expected_ids(cloudtrail, "us-east-1", WEEK) | expected_ids(cloudtrail, "eu-west-1", WEEK)
+    assert len(ids) == len(set(ids)) and set(ids) == want and len(want) > 300
+    assert rep.records_written == len(want) and rep.outcome()[0] == 0
+    assert rep.lookup_slices == 14 and rep.lookup_slices_done_before == 0
+    con = st.connect(tmp_path / "s")
+    assert con.sql("select distinct event_category from events").fetchall() == [("Management",)]
+    assert {r for (r,) in con.sql("select distinct region from events").fetchall()} == {"us-east-1", "eu-west-1"}
+    sources = {s for (s,) in con.sql("select distinct source_object from events").fetchall()}
+    assert all(s.startswith(f"cloudtrail://{ACCOUNT}/") for s in sources)
+    # the store says which (account, region, days) came from LookupEvents
+    assert lookup.stored_spans(tmp_path / "s") == [(ACCOUNT, r, WEEK.since, WEEK.until)
+                                                   for r in ("eu-west-1", "us-east-1")]
+
+
+def test_the_same_rows_as_the_trail_files(cloudtrail, tmp_path, sample_store):
+    lookup_ingest(cloudtrail, tmp_path / "s")
+    cols = "event_id, event_time, principal_arn, event_name, outcome, request_parameters, resources"
+    sql = (f"select {cols} from events where region = 'us-east-1' and account = '{ACCOUNT}' and "
+           f"event_category = 'Management' and event_time >= TIMESTAMPTZ '2026-09-01' and "
+           f"event_time < TIMESTAMPTZ '2026-09-08' order by event_id")
+    assert st.connect(tmp_path / "s").sql(sql).fetchall() == st.connect(sample_store).sql(sql).fetchall()
+
+
+def test_pages_of_at_most_50_follow_next_token(cloudtrail, tmp_path):
+    lookup_ingest(cloudtrail, tmp_path / "s")
+    reqs = [r["params"] for r in cloudtrail.requests]
+    assert all(p["MaxResults"] == 50 for p in reqs)
+    per_slice: dict = {}
+    for p in reqs:
+        per_slice.setdefault(p["StartTime"], []).append(p)
+    assert len(per_slice) == 7
+    for start, pages in per_slice.items():
+        n = sum(1 for r in cloudtrail.records["us-east-1"]
+                if start <= _time(r).timestamp() < start + 86400)
+        assert len(pages) == max(1, -(-n // 50))  # ceil(n / 50) requests, one at least
+        assert [bool(p.get("NextToken")) for p in pages] == [False] + [True] * (len(pages) - 1)
+        assert pages[0]["EndTime"] == start + 86400 - 1  # EndTime is inclusive: [start, end) asked as end - 1 s
+    assert any(len(pages) > 1 for pages in per_slice.values())
+
+
+def test_lookup_attributes_and_max_results_are_honoured_by_the_fixture(cloudtrail):
+    """The fixture answers as AWS documents (so the other tests exercise the real request shapes)."""
+    client, _ = lookup.make_client("us-east-1", endpoint_url=cloudtrail.url)
+    got = client.lookup_events(StartTime=WEEK.since, EndTime=WEEK.until, MaxResults=5,
+                               LookupAttributes=[{"AttributeKey": "EventName", "AttributeValue": "AssumeRole"}])
+    assert len(got["Events"]) == 5 and got["NextToken"]
+    assert {e["EventName"] for e in got["Events"]} == {"AssumeRole"}
+    assert isinstance(got["Events"][0]["EventTime"], datetime) and json.loads(got["Events"][0]["CloudTrailEvent"])
+
+
+# ----------------------------------------------------------------------------- rate limit and throttling
+
+
+def _max_per_second(times: list[float]) -> int:
+    """The most requests in any one-second interval [t, t + 1)."""
+    return max(sum(1 for u in times if t <= u < t + 1.0) for t in times)
+
+
+def test_rate_limit_is_shared_by_the_threads_of_a_region(cloudtrail, tmp_path, monkeypatch):
+    monkeypatch.setenv("MINER_LOOKUP_RATE", "20")
+    lookup_ingest(cloudtrail, tmp_path / "s", "us-east-1,eu-west-1")
+    for region in ("us-east-1", "eu-west-1"):
+        times = sorted(r["t"] for r in cloudtrail.requests if r["region"] == region)
+        assert len(times) >= 7
+        assert min(b - a for a, b in zip(times, times[1:])) >= 0.04  # 1/20 s apart, less scheduling jitter
+        assert _max_per_second(times) <= 21
+
+
+def test_the_real_rate_of_two_requests_per_second(cloudtrail, tmp_path, monkeypatch):
+    monkeypatch.delenv("MINER_LOOKUP_RATE")
+    assert lookup.rate() == 2.0
+    t0 = time.monotonic()
+    lookup_ingest(cloudtrail, tmp_path / "s", window=Window(datetime(2026, 9, 5, tzinfo=UTC),
+                                                            datetime(2026, 9, 7, tzinfo=UTC)))
+    times = sorted(r["t"] for r in cloudtrail.requests)
+    assert len(times) >= 4
+    assert min(b - a for a, b in zip(times, times[1:])) >= 0.45
+    assert _max_per_second(times) <= 2
+    assert time.monotonic() - t0 >= (len(times) - 1) / 2
+
+
+def test_throttled_requests_are_retried(cloudtrail, tmp_path):
+    cloudtrail.throttle = 3
+    rep = lookup_ingest(cloudtrail, tmp_path / "s")
+    assert cloudtrail.throttled == 3 and rep.lookup_retries == 3
+    assert set(stored_ids(tmp_path / "s")) == expected_ids(cloudtrail, "us-east-1", WEEK)
+    assert rep.lookup_slices_failed == 0 and rep.outcome()[0] == 0
+
+
+def test_throttled_past_the_retries_is_retried_by_the_next_run(cloudtrail, tmp_path, monkeypatch):
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    cloudtrail.throttle = 1
+    rep = lookup_ingest(cloudtrail, tmp_path / "s")
+    assert rep.lookup_slices_failed == 1 and "could not be downloaded" in rep.outcome()[1]
+    again = lookup_ingest(cloudtrail, tmp_path / "s")
+    assert again.lookup_slices_done_before == 6 and again.lookup_slices_failed == 0
+    ids = stored_ids(tmp_path / "s")
+    assert len(ids) == len(set(ids)) and set(ids) == expected_ids(cloudtrail, "us-east-1", WEEK)
+
+
+# ----------------------------------------------------------------------------- resumable
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_interrupted_run_then_rerun_fetches_only_unfinished_slices(cloudtrail, tmp_path):
+    pages = [0]
+
+    def stop_after_some(p):
+        pages[0] += 1
+        if pages[0] == 12:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        lookup_ingest(cloudtrail, tmp_path / "s", progress=stop_after_some)
+    finished = lookup.finished_spans(tmp_path / "s")[(ACCOUNT, "us-east-1")]
+    assert 0 < len(finished) < 7
+    first = len(cloudtrail.requests)
+    rep = lookup_ingest(cloudtrail, tmp_path / "s")
+    assert rep.lookup_slices_done_before == len(finished)
+    starts = {datetime.fromtimestamp(r["params"]["StartTime"], UTC) for r in cloudtrail.requests[first:]}
+    assert not starts & {a for a, _ in finished}  # finished slices are not asked again
+    ids = stored_ids(tmp_path / "s")
+    assert len(ids) == len(set(ids)) and set(ids) == expected_ids(cloudtrail, "us-east-1", WEEK)
+    third = lookup_ingest(cloudtrail, tmp_path / "s")
+    assert third.lookup_requests == 0 and third.outcome() == (
+        0, "nothing new to ingest: the 7 LookupEvents slices of the window are already in the store")
+
+
+def test_recent_slices_are_read_again_until_settled(cloudtrail, tmp_path):
+    now = datetime(2026, 9, 7, 12, 30, tzinfo=UTC)
+    win = Window(datetime(2026, 9, 6, tzinfo=UTC), now)
+    ig.ingest(["cloudtrail://us-east-1"], tmp_path / "s", window=win, now=now, cloudtrail_endpoint_url=cloudtrail.url)
+    rep = ig.ingest(["cloudtrail://us-east-1"], tmp_path / "s", window=win, now=now,
+                    cloudtrail_endpoint_url=cloudtrail.url)
+    assert rep.lookup_slices == 2 and rep.lookup_slices_done_before == 1  # today's slice may still grow
+    assert rep.records_written == 0 and rep.duplicates == rep.records_read > 0
+
+
+def test_window_is_clipped_to_90_days_with_a_note(cloudtrail, tmp_path):
+    rep = lookup_ingest(cloudtrail, tmp_path / "s", window=Window(datetime(2026, 1, 1, tzinfo=UTC),
+                                                                  datetime(2026, 12, 1, tzinfo=UTC)))
+    assert any("clipped to 2026-06-17 00:00Z .. 2026-09-15 00:00Z" in n for n in rep.notes), rep.notes
+    assert rep.lookup_slices == 90
+    assert set(stored_ids(tmp_path / "s")) == {r["eventID"] for r in cloudtrail.records["us-east-1"]}
+
+
+def test_s3_store(cloudtrail, tmp_path, moto_server, monkeypatch):
+    import boto3
+    import requests
+
+    from miner import s3store
+
+    monkeypatch.setenv(s3store.ENDPOINT_ENV, moto_server)
+    requests.post(f"{moto_server}/moto-api/reset", timeout=10)
+    boto3.client("s3", endpoint_url=moto_server).create_bucket(Bucket="lookup-store")
+    url = "s3://lookup-store/m"
+    lookup_ingest(cloudtrail, url)
+    again = lookup_ingest(cloudtrail, url)
+    assert again.lookup_slices_done_before == 7 and again.lookup_requests == 0
+    ids = stored_ids(st.root(url))
+    assert len(ids) == len(set(ids)) and set(ids) == expected_ids(cloudtrail, "us-east-1", WEEK)
+
+
+# ----------------------------------------------------------------------------- hostile input and errors
+
+
+def test_malformed_cloudtrail_event_is_quarantined(cloudtrail, tmp_path):
+    inside = sorted(expected_ids(cloudtrail, "us-east-1", WEEK))
+    cloudtrail.malformed = {inside[0]: '{"eventID": "x", "eventTime": ', inside[1]: "[1, 2]"}
+    rep = lookup_ingest(cloudtrail, tmp_path / "s")
+    groups = rep.skipped_groups()
+    assert groups[lookup.R_BAD_EVENT]["records"] == 1 and groups[lookup.R_NOT_OBJECT]["records"] == 1
+    assert groups[lookup.R_BAD_EVENT]["examples"][0].startswith(f"cloudtrail://{ACCOUNT}/us-east-1/")
+    assert set(stored_ids(tmp_path / "s")) == set(inside[2:])
+    assert rep.records_read == rep.records_written + rep.duplicates + rep.records_skipped + rep.records_filtered
+
+
+@pytest.mark.parametrize("text", ["2026-09-01", "", "Z"])
+def test_decode_keeps_what_parses(text):
+    good, bad = lookup.decode([{"CloudTrailEvent": json.dumps({"eventID": "a"})}, {"CloudTrailEvent": text},
+                               {"EventId": "no record"}])
+    assert [json.loads(g) for g in good] == [{"eventID": "a"}]
+    assert sum(bad.values()) == 2 and bad[lookup.R_NO_EVENT] == 1
+
+
+def run(*args, **kwargs):
+    return CliRunner().invoke(app, [str(a) for a in args], **kwargs)
+
+
+def one_line_error(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("source, message", [
+    ("cloudtrail://moon-base-1", "unknown region 'moon-base-1'"),
+    ("cloudtrail://us-east-1,nowhere", "unknown region 'nowhere'"),
+    ("cloudtrail://", "no region in 'cloudtrail://'"),
+])
+def test_unknown_region_is_one_line(source, message, tmp_path):
+    r = run("ingest", source, "--store", tmp_path / "s", "-q")
+    assert r.exit_code == 2 and message in one_line_error(r.stderr)
+    assert not (tmp_path / "s").exists()
+
+
+def test_no_credentials_is_one_line(cloudtrail, no_aws_credentials, tmp_path):
+    r = run("ingest", "cloudtrail://us-east-1", "--store", tmp_path / "s", "--cloudtrail-endpoint-url",
+            cloudtrail.url, "-q")
+    assert r.exit_code == 2 and "no AWS credentials found" in one_line_error(r.stderr)
+    assert not (tmp_path / "s").exists() and not cloudtrail.requests
+
+
+def test_cli_reads_the_recent_event_history(cloudtrail, tmp_path):
+    """Through the command line (the real clock): events of the last days, a summary that says what was read."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    recs = []
+    for i, r in enumerate(cloudtrail.records["us-east-1"][:120]):
+        r = dict(r, eventTime=(now - timedelta(days=2, minutes=i)).strftime("%Y-%m-%dT%H:%M:%SZ"))
+        recs.append(r)
+    cloudtrail.records = {"us-east-1": recs}
+    r = run("ingest", "cloudtrail://us-east-1", "--store", tmp_path / "s", "--since", "5d",
+            "--cloudtrail-endpoint-url", cloudtrail.url, "--json")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["records_written"] == 120 and out["lookup_slices"] in (6, 7)
+    assert "management events only" in r.stderr and "LookupEvents requests" in r.stderr
+    assert sorted(stored_ids(tmp_path / "s")) == sorted(x["eventID"] for x in recs)
+
+
+# ----------------------------------------------------------------------------- slices
+
+
+def test_day_slices_cut_at_utc_midnight():
+    w = Window(datetime(2026, 9, 1, 15, tzinfo=UTC), datetime(2026, 9, 3, 6, tzinfo=UTC))
+    got = [(s.start.isoformat(), s.end.isoformat()) for s in lookup.day_slices(w, ACCOUNT, "us-east-1")]
+    assert got == [("2026-09-01T15:00:00+00:00", "2026-09-02T00:00:00+00:00"),
+                   ("2026-09-02T00:00:00+00:00", "2026-09-03T00:00:00+00:00"),
+                   ("2026-09-03T00:00:00+00:00", "2026-09-03T06:00:00+00:00")]
+    s = lookup.day_slices(w, ACCOUNT, "us-east-1")[1]
+    assert lookup.Slice.parse(s.uri) == s
+    assert lookup.is_finished(s, {(ACCOUNT, "us-east-1"): [(w.since, w.until)]})
+    assert not lookup.is_finished(s, {(ACCOUNT, "eu-west-1"): [(w.since, w.until)]})
+
+
+def test_window_outside_90_days_is_refused():
+    with pytest.raises(lookup.LookupEventsError, match="outside the last 90 days"):
+        lookup.clip(Window(datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC)), NOW)
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "fast", "inf"])
+def test_bad_rate_is_refused(value, monkeypatch):
+    monkeypatch.setenv("MINER_LOOKUP_RATE", value)
+    with pytest.raises(lookup.LookupEventsError, match="MINER_LOOKUP_RATE"):
+        lookup.rate()
