@@ -573,7 +573,8 @@ def coverage_cmd(
     if since or until:
         w = window(since or "1970-01-01", until, default_days=90, quiet=quiet)
         win_since, win_until = w.since, w.until
-    cov = jobs.coverage(store_path(store, store_endpoint), win_since, win_until, mapper=mapper, **_engine(engine, spark_master))
+    target = store_path(store, store_endpoint)
+    cov = jobs.coverage(target, win_since, win_until, mapper=mapper, **_engine(engine, spark_master))
     if fmt == "json":
         print_json(cov.to_dict(unmapped_only=unmapped))
         return
@@ -613,6 +614,8 @@ def coverage_cmd(
         say(err, f"authorised, non-service API calls: {t['events']:,}; mapped {pct(t['mapped_share'])}; narrower than *: "
             f"{pct(t['narrow_share'])}")
         say(err, f"versions: {s['versions']}")
+        _notes(jobs.evidence_notes(target, models.Window(win_since or jobs.EVERYTHING.since,
+                                                         win_until or jobs.EVERYTHING.until)), quiet)
 
 
 @command("catalog", "The IAM catalogue and mapping rules in use.")

@@ -435,3 +435,28 @@ def test_bad_rate_is_refused(value, monkeypatch):
     monkeypatch.setenv("MINER_LOOKUP_RATE", value)
     with pytest.raises(lookup.LookupEventsError, match="MINER_LOOKUP_RATE"):
         lookup.rate()
+
+
+# ----------------------------------------------------------------------------- management events only
+
+
+def test_data_events_count_as_unobservable_and_the_commands_say_why(cloudtrail, tmp_path, sample_logs, sample_store):
+    from miner import jobs
+
+    store = tmp_path / "s"
+    lookup_ingest(cloudtrail, store)
+    grants = jobs.Grants(snapshot=sample_logs / "iam")
+    got = jobs.suggest(store, WEEK, role="orders-api-task", grants=grants)
+    assert any("management events only from CloudTrail LookupEvents (account 111122223333 us-east-1 2026-09-01 "
+               "00:00Z .. 2026-09-08 00:00Z)" in n for n in got.notes), got.notes
+    cls = got.report.classification.set_index("action")
+    assert cls.loc["s3:GetObject", "status"] == "unobservable"
+    assert "no s3.amazonaws.com data events" in cls.loc["s3:GetObject", "reason"]
+    assert cls.loc["dynamodb:GetItem", "status"] == "unobservable"
+    trail = jobs.suggest(sample_store, WEEK, role="orders-api-task", grants=grants)  # the trail logged data events
+    assert trail.report.classification.set_index("action").loc["s3:GetObject", "status"] == "used"
+    assert not jobs.evidence_notes(sample_store, WEEK)
+    assert any("management events only" in n for n in jobs.review(store, WEEK).review["notes"])
+    r = run("coverage", "--store", store)
+    assert r.exit_code == 0 and "note: management events only from CloudTrail LookupEvents" in r.stderr
+    assert not jobs.evidence_notes(store, Window(datetime(2026, 8, 1, tzinfo=UTC), datetime(2026, 8, 5, tzinfo=UTC)))
