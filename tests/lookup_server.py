@@ -35,6 +35,7 @@ class Server:
         self.malformed: dict[str, str] = {}  # eventID -> CloudTrailEvent text served instead of the record
         self.lock = threading.Lock()
         self.url = ""
+        self._cache: dict = {}
 
     def lookup(self, region: str, params: dict) -> tuple[int, dict]:
         max_results = params.get("MaxResults", 50)
@@ -45,12 +46,12 @@ class Server:
         attrs = params.get("LookupAttributes") or []
         if len(attrs) > 1:
             return 400, {"__type": "InvalidLookupAttributesException", "message": "one attribute at most"}
-        events = [r for r in self.records.get(region, ()) if start <= event_time(r) <= end]  # both ends inclusive
+        events = [r for t, r in self._index(region) if start <= t <= end]  # both ends inclusive
         for a in attrs:
             key = {"EventName": "eventName", "EventSource": "eventSource", "EventId": "eventID",
                    "ReadOnly": "readOnly"}[a["AttributeKey"]]
             events = [r for r in events if str(r.get(key)).lower() == a["AttributeValue"].lower()]
-        events.sort(key=lambda r: (r["eventTime"], r["eventID"]), reverse=True)  # newest first
+        events.reverse()  # newest first
         offset = 0
         if params.get("NextToken"):
             token = json.loads(b64decode(params["NextToken"]))
@@ -63,6 +64,15 @@ class Server:
             q = [params.get("StartTime"), params.get("EndTime"), attrs]
             body["NextToken"] = b64encode(json.dumps({"q": q, "offset": offset + max_results}).encode()).decode()
         return 200, body
+
+    def _index(self, region: str) -> list[tuple[datetime, dict]]:
+        """(time, record) of a region, oldest first, cached until ``records`` is replaced."""
+        if self._cache.get("records") is not self.records:
+            self._cache = {"records": self.records}
+        if region not in self._cache:
+            recs = sorted(self.records.get(region, ()), key=lambda r: (r["eventTime"], r["eventID"]))
+            self._cache[region] = [(event_time(r), r) for r in recs]
+        return self._cache[region]
 
     def event(self, r: dict) -> dict:
         ui = r.get("userIdentity") or {}
