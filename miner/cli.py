@@ -385,7 +385,8 @@ def ingest_cmd(
     processes: Optional[int] = typer.Option(None, "--processes", metavar="N",
                                             help="Parser processes (at least 1) [default: the CPUs available]."),
     profile: Optional[str] = typer.Option(None, "--profile", metavar="NAME",
-                                          help="AWS profile for S3 (standard credential chain otherwise)."),
+                                          help="AWS profile for S3 and cloudtrail:// sources (standard "
+                                               "credential chain otherwise)."),
     endpoint_url: Optional[str] = typer.Option(None, "--endpoint-url", metavar="URL",
                                                help="S3 endpoint URL (S3-compatible storage, a local moto server)."),
     cloudtrail_endpoint_url: Optional[str] = typer.Option(

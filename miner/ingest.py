@@ -2087,8 +2087,7 @@ def _run_lookup(src: str, store: Path, window: Window | None, now: datetime, pro
     if not work:
         return
     stats = lookup.Stats()
-    done_before = prog.days_done
-    chunks = [0]
+    done_before, read_before = prog.days_done, report.files_read
 
     def fetched() -> Iterator[tuple[SourceObject, bytes]]:
         for item in lookup.fetch(work, per_second=lookup.rate(), now=now, stats=stats):
@@ -2103,9 +2102,10 @@ def _run_lookup(src: str, store: Path, window: Window | None, now: datetime, pro
                     report.skipped.append(SkippedInput(uri, reason, n))
                     report.records_skipped += n
                     report.records_read += n
-                chunks[0] += 1
                 yield SourceObject(uri, len(item.payload), lookup.COMPLETE if item.complete else lookup.PARTIAL), \
                     item.payload
+                if item.last:  # (committed by now: the tasks run one by one) publish the slice and record it, so
+                    committer.flush()  # that a killed run loses at most the slices in flight
                 continue
             if progress:
                 progress(prog)
@@ -2116,7 +2116,7 @@ def _run_lookup(src: str, store: Path, window: Window | None, now: datetime, pro
     finally:
         report.lookup_requests += stats.requests
         report.lookup_retries += stats.retries
-        report.files_read -= chunks[0]  # (pieces of slices are not files: the summary counts slices)
+        report.files_read = read_before  # (pieces of slices are not files: the summary counts slices)
 
 
 @contextmanager

@@ -247,30 +247,33 @@ class Slice:
 
 
 def clip(window: Window | None, now: datetime) -> tuple[Window, str | None]:
-    """The window LookupEvents can answer: at most :data:`MAX_DAYS` days before ``now``, never past ``now``.
+    """The window LookupEvents can answer: at most :data:`MAX_DAYS` days before ``now`` (whole seconds), never past
+    ``now``.
 
     Args:
         window: the window asked for (``None``: the last :data:`MAX_DAYS` days).
         now: the current time.
 
     Returns:
-        The window, and a note when it was clipped (``None`` otherwise).
+        The window, and a note when its start was clipped (``None`` otherwise).
 
     Raises:
         LookupEventsError: nothing of the window is within the last :data:`MAX_DAYS` days.
     """
     oldest = now - timedelta(days=MAX_DAYS)
+    if oldest.microsecond:  # (whole seconds, as slices are named)
+        oldest = oldest.replace(microsecond=0) + timedelta(seconds=1)
     if window is None:
         return Window(oldest, now), None
-    since, until = max(window.since, oldest), min(window.until, now)
+    since, until = max(window.since, oldest), min(window.until, now)  # (the future holds no events: no note)
     if since >= until:
         raise LookupEventsError(f"the window {window} is outside the last {MAX_DAYS} days that CloudTrail "
                                 f"LookupEvents keeps ({Window(oldest, now)})")
-    if (since, until) == (window.since, window.until):
-        return window, None
+    if since == window.since:
+        return Window(since, until), None
     clipped = Window(since, until)
-    return clipped, (f"LookupEvents answers only the last {MAX_DAYS} days, up to now: the window {window} was "
-                     f"clipped to {clipped}")
+    return clipped, (f"LookupEvents answers only the last {MAX_DAYS} days: the window {window} was clipped to "
+                     f"{clipped}")
 
 
 def day_slices(window: Window, account: str, region: str) -> list[Slice]:
