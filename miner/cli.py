@@ -494,10 +494,11 @@ def _print_ingest_summary(report, verdict: str) -> None:
     err.print(Text.assemble(plain(verdict, "bold"), plain(f" in {report.store} ({report.seconds:.1f} s)")))
     if report.window:
         say(err, f"  window:   {report.window}")
-    say(err, f"  files:    {report.files_seen:,} seen, {report.files_read:,} read, "
-        f"{report.files_already_ingested:,} already ingested, {report.files_skipped:,} skipped"
-        + (f", {report.files_filtered:,} outside the window/filters" if report.files_filtered else "")
-        + (f" (trees not read: {pruned})" if pruned else ""))
+    if report.files_seen or not report.lookup_slices:
+        say(err, f"  files:    {report.files_seen:,} seen, {report.files_read:,} read, "
+            f"{report.files_already_ingested:,} already ingested, {report.files_skipped:,} skipped"
+            + (f", {report.files_filtered:,} outside the window/filters" if report.files_filtered else "")
+            + (f" (trees not read: {pruned})" if pruned else ""))
     say(err, f"  records:  {report.records_read:,} read, {report.records_written:,} written, "
         f"{report.duplicates:,} duplicates, {report.records_skipped:,} skipped"
         + (f", {report.records_filtered:,} outside the window/filters" if report.records_filtered else ""))

@@ -27,7 +27,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from miner import lookup
+from miner import aws, lookup
 from miner import store as st
 from miner.models import (ACCOUNT_ID_SHAPE, ACCOUNT_PLACEHOLDER_SHAPE, EVENT_SCHEMA, EVENT_YEARS, REGION_SHAPE,
                           IngestSummary, SkippedInput, Window, classify_outcome, partition_of)
@@ -1668,18 +1668,8 @@ def make_s3_client(profile: str | None = None, endpoint_url: str | None = None, 
     Raises:
         IngestError: when the profile does not exist.
     """
-    import boto3
-    import botocore.config
-    import botocore.exceptions
-
-    try:
-        session = boto3.session.Session(profile_name=profile) if profile else boto3.session.Session()
-    except botocore.exceptions.ProfileNotFound:
-        raise IngestError(f"AWS profile {profile!r} not found in ~/.aws/config or ~/.aws/credentials") from None
-    retries = {"max_attempts": int(os.environ.get("AWS_MAX_ATTEMPTS") or 10),
-               "mode": os.environ.get("AWS_RETRY_MODE") or "adaptive"}
-    cfg = botocore.config.Config(retries=retries,
-                                 max_pool_connections=max(10, workers + 4), connect_timeout=10, read_timeout=60)
+    session = aws.session(profile, IngestError)
+    cfg = aws.client_config(max_pool_connections=max(10, workers + 4))
     return session.client("s3", endpoint_url=endpoint_url, region_name=region or session.region_name or "us-east-1",
                           config=cfg)
 
@@ -1688,11 +1678,9 @@ def _s3_error(e: Exception, what: str) -> IngestError:
     """Translate a boto3/botocore exception into one clear line."""
     import botocore.exceptions as be
 
-    if isinstance(e, be.NoCredentialsError):
-        return IngestError("no AWS credentials found: use --profile, or set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
-                           "or configure ~/.aws/credentials")
-    if isinstance(e, (be.EndpointConnectionError, be.ConnectTimeoutError)):
-        return IngestError(f"cannot reach the S3 endpoint while {what}: {e}")
+    common = aws.common_error(e, what, "S3")
+    if common:
+        return IngestError(common)
     if isinstance(e, be.ClientError):
         code = e.response.get("Error", {}).get("Code", "")
         msg = e.response.get("Error", {}).get("Message", "")
@@ -1703,8 +1691,6 @@ def _s3_error(e: Exception, what: str) -> IngestError:
         if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken"):
             return IngestError(f"the AWS credentials were rejected ({code}) while {what}")
         return IngestError(f"S3 error {code} while {what}: {msg}")
-    if isinstance(e, be.BotoCoreError):
-        return IngestError(f"S3 request failed while {what}: {e}")
     return IngestError(f"{type(e).__name__} while {what}: {e}")
 
 

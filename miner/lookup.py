@@ -13,6 +13,7 @@ from typing import Callable, Iterator
 
 import orjson
 
+from miner import aws
 from miner import store as st
 from miner.models import REGION_SHAPE, Window
 
@@ -147,7 +148,7 @@ class RateLimiter:
 
 def make_client(region: str, profile: str | None = None, endpoint_url: str | None = None):
     """A boto3 CloudTrail client for one region: the standard credential chain, adaptive retries with backoff on
-    ``ThrottlingException`` (10 attempts; ``AWS_MAX_ATTEMPTS``/``AWS_RETRY_MODE`` override).
+    ``ThrottlingException`` (:func:`miner.aws.client_config`).
 
     Args:
         region: the region whose event history is read.
@@ -160,18 +161,8 @@ def make_client(region: str, profile: str | None = None, endpoint_url: str | Non
     Raises:
         LookupEventsError: the profile does not exist.
     """
-    import boto3
-    import botocore.config
-    import botocore.exceptions
-
-    try:
-        session = boto3.session.Session(profile_name=profile) if profile else boto3.session.Session()
-    except botocore.exceptions.ProfileNotFound:
-        raise LookupEventsError(f"AWS profile {profile!r} not found in ~/.aws/config or ~/.aws/credentials") from None
-    retries = {"total_max_attempts": int(os.environ.get("AWS_MAX_ATTEMPTS") or 10),
-               "mode": os.environ.get("AWS_RETRY_MODE") or "adaptive"}
-    cfg = botocore.config.Config(retries=retries, connect_timeout=10, read_timeout=60,
-                                 max_pool_connections=THREADS_PER_REGION + 2)
+    session = aws.session(profile, LookupEventsError)
+    cfg = aws.client_config(max_pool_connections=THREADS_PER_REGION + 2)
     return session.client("cloudtrail", region_name=region, endpoint_url=endpoint_url, config=cfg), session
 
 
@@ -193,11 +184,9 @@ def error(e: Exception, what: str) -> LookupEventsError:
 
     if isinstance(e, LookupEventsError):
         return e
-    if isinstance(e, be.NoCredentialsError):
-        return LookupEventsError("no AWS credentials found: use --profile, or set AWS_ACCESS_KEY_ID/"
-                                 "AWS_SECRET_ACCESS_KEY, or configure ~/.aws/credentials")
-    if isinstance(e, (be.EndpointConnectionError, be.ConnectTimeoutError)):
-        return LookupEventsError(f"cannot reach the AWS endpoint while {what}: {e}")
+    common = aws.common_error(e, what, "AWS")
+    if common:
+        return LookupEventsError(common)
     if isinstance(e, be.ClientError):
         code = str(e.response.get("Error", {}).get("Code", ""))
         msg = str(e.response.get("Error", {}).get("Message", ""))
@@ -206,8 +195,6 @@ def error(e: Exception, what: str) -> LookupEventsError:
         if code in _FATAL:
             return LookupEventsError(f"the AWS credentials were rejected ({code}) while {what}")
         return LookupEventsError(f"AWS error {code} while {what}: {msg}")
-    if isinstance(e, be.BotoCoreError):
-        return LookupEventsError(f"AWS request failed while {what}: {e}")
     return LookupEventsError(f"{type(e).__name__} while {what}: {e}")
 
 

@@ -9,14 +9,13 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from miner import ingest as ig
 from miner import lookup
 from miner import store as st
-from miner.cli import app
 from miner.models import Window
 from lookup_server import ACCOUNT, Server, event_time, serve
+from test_cli import one_line_error, run
 
 UTC = timezone.utc
 #: "now" of the library tests: the day after the sample logs end, so all of them are within 90 days.
@@ -162,8 +161,8 @@ def test_throttled_requests_are_retried(cloudtrail, tmp_path):
 
 
 def test_throttled_past_the_retries_is_retried_by_the_next_run(cloudtrail, tmp_path, monkeypatch):
-    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
-    cloudtrail.throttle = 1
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # (botocore's max_attempts: one retry)
+    cloudtrail.throttle = 2
     rep = lookup_ingest(cloudtrail, tmp_path / "s")
     assert rep.lookup_slices_failed == 1 and "could not be downloaded" in rep.outcome()[1]
     again = lookup_ingest(cloudtrail, tmp_path / "s")
@@ -292,16 +291,6 @@ def test_decode_keeps_what_parses(text):
                                {"EventId": "no record"}])
     assert [json.loads(g) for g in good] == [{"eventID": "a"}]
     assert sum(bad.values()) == 2 and bad[lookup.R_NO_EVENT] == 1
-
-
-def run(*args, **kwargs):
-    return CliRunner().invoke(app, [str(a) for a in args], **kwargs)
-
-
-def one_line_error(stderr: str) -> str:
-    lines = [line for line in stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1 and "Traceback" not in stderr, stderr
-    return lines[0]
 
 
 @pytest.mark.parametrize("source, message", [
