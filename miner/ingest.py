@@ -189,15 +189,18 @@ class IngestReport(IngestSummary):
         """``"N files could not be downloaded (reason: n, ...)"`` for the files a transient error kept from being
         read (downloads, reads), or ``""``."""
         counts: dict[str, int] = {}
+        slices = True
         for s in self.skipped:
             if s.records == 0 and s.reason.startswith((R_DOWNLOAD, R_READ_ERROR)):
                 counts[s.reason] = counts.get(s.reason, 0) + 1
+                slices = slices and s.source.startswith(lookup.SCHEME)
         if not counts:
             return ""
         n = sum(counts.values())
         verb = "downloaded" if all(r.startswith(R_DOWNLOAD) for r in counts) else "downloaded or read"
         why = ", ".join(f"{r.partition(': ')[2] or r}: {k:,}" for r, k in sorted(counts.items(), key=lambda x: -x[1]))
-        return f"{n:,} file{'s' if n != 1 else ''} could not be {verb} ({why})"
+        what = ("LookupEvents slice", "be read to the end") if slices else ("file", f"be {verb}")
+        return f"{n:,} {what[0]}{'s' if n != 1 else ''} could not {what[1]} ({why})"
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (the ``--json`` summary)."""

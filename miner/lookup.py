@@ -15,7 +15,7 @@ import orjson
 
 from miner import aws
 from miner import store as st
-from miner.models import REGION_SHAPE, Window
+from miner.models import ACCOUNT_ID_SHAPE, REGION_SHAPE, Window
 
 #: The scheme of a LookupEvents source: ``cloudtrail://us-east-1`` or ``cloudtrail://us-east-1,eu-west-1``.
 SCHEME = "cloudtrail://"
@@ -170,12 +170,16 @@ def caller_account(session, region: str) -> str:
     """The account whose event history the credentials read (``sts:GetCallerIdentity``; needs no permission).
 
     Raises:
-        LookupEventsError: no credentials, rejected credentials, or STS unreachable.
+        LookupEventsError: no credentials, rejected credentials, STS unreachable, or an answer that is not an
+            account id.
     """
     try:
-        return str(session.client("sts", region_name=region).get_caller_identity()["Account"])
+        account = str(session.client("sts", region_name=region).get_caller_identity()["Account"])
     except Exception as e:
         raise error(e, "asking STS for the caller's account") from None
+    if not ACCOUNT_ID_SHAPE.fullmatch(account):
+        raise LookupEventsError(f"STS answered an account id that is not 12 digits: {account[:40]!r}")
+    return account
 
 
 def error(e: Exception, what: str) -> LookupEventsError:

@@ -162,11 +162,15 @@ def test_throttled_requests_are_retried(cloudtrail, tmp_path):
 
 def test_throttled_past_the_retries_is_retried_by_the_next_run(cloudtrail, tmp_path, monkeypatch):
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # (botocore's max_attempts: one retry)
-    cloudtrail.throttle = 2
+    cloudtrail.throttle = 10**6  # throttled for good: every slice fails after its retry
     rep = lookup_ingest(cloudtrail, tmp_path / "s")
-    assert rep.lookup_slices_failed == 1 and "could not be downloaded" in rep.outcome()[1]
+    assert rep.lookup_slices_failed == 7 and cloudtrail.throttled == 14 and rep.records_written == 0
+    code, verdict = rep.outcome()
+    assert code == 2 and verdict.startswith("nothing stored: 7 LookupEvents slices could not be read to the end "
+                                            "(LookupEvents ThrottlingException: 7)"), verdict
+    cloudtrail.throttle = 0
     again = lookup_ingest(cloudtrail, tmp_path / "s")
-    assert again.lookup_slices_done_before == 6 and again.lookup_slices_failed == 0
+    assert again.lookup_slices_done_before == 0 and again.lookup_slices_failed == 0
     ids = stored_ids(tmp_path / "s")
     assert len(ids) == len(set(ids)) and set(ids) == expected_ids(cloudtrail, "us-east-1", WEEK)
 
