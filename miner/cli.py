@@ -365,7 +365,7 @@ def retry_if_store_changes(command):
 # (section owned by the ingest stage)
 
 
-@command("ingest", "Read CloudTrail logs (files, folders, S3) into the store.")
+@command("ingest", "Read CloudTrail (files, S3, LookupEvents) into the store.")
 def ingest_cmd(
     sources: list[str] = typer.Argument(..., metavar="SOURCE...",
                                         help="Local files or folders, S3 URIs (s3://bucket or "
