@@ -105,6 +105,30 @@ def window_coverage(store: str | Path, window: Window) -> str | None:
             f"({(hi - lo).total_seconds() / 86400:.0f} of {window.days:.0f} days)")
 
 
+def evidence_notes(store: str | Path, window: Window | None = None, account: str | None = None) -> list[str]:
+    """Say which parts of a window's evidence are management events only (read through CloudTrail LookupEvents,
+    ``miner ingest cloudtrail://REGION``), where data events could not be observed.
+
+    Args:
+        store: the store root.
+        window: the window (``None``: all of the store).
+        account: only this account's evidence (``None``: every account).
+
+    Returns:
+        One note, or none when no part of the window came from LookupEvents.
+    """
+    from miner import lookup
+
+    spans = lookup.stored_spans(store, window, account)
+    if not spans:
+        return []
+    where = "; ".join(f"account {a} {r} {s:%Y-%m-%d %H:%M}Z .. {e:%Y-%m-%d %H:%M}Z" for a, r, s, e in spans)
+    return [f"management events only from CloudTrail LookupEvents ({where}): data events (S3 object-level, Lambda "
+            f"Invoke, DynamoDB items, ...) are not in that evidence, so a granted data-event action counts as "
+            f"unobservable, not unused, unless trail files of the account hold data events of its service in the "
+            f"window"]
+
+
 # ----------------------------------------------------------------------------------------- store and principals
 
 
@@ -576,7 +600,8 @@ def suggest(store: str | Path, window: Window, *, role: str | None = None, user:
         raise JobError(f"{why}; no policy to suggest")
     used = mod.collect(con, who, window)
     coverage = window_coverage(store, window)
-    notes = [coverage] if coverage else []
+    notes = ([coverage] if coverage else []) + evidence_notes(store, window,
+                                                              who.account or iam.principal_parts(who.arn)[0])
     if not used.events:
         raise JobError(f"{who.arn} has no events in the window {window}: widen --since/--until"
                        + (f" ({coverage})" if coverage else ""))
@@ -716,7 +741,7 @@ def review(store: str | Path, window: Window, *, grants: Grants | None = None, a
     if not rv["principals"]:
         raise JobError(f"no roles or users acted in the window {window} and no IAM source lists any: widen "
                        f"--since/--until" + (f" ({coverage})" if coverage else ""))
-    notes = [coverage] if coverage else []
+    notes = ([coverage] if coverage else []) + evidence_notes(store, window, account)
     rv["notes"].extend(notes)
     return Reviewed(rv, mod.compare_reviews(previous, rv) if previous else None, notes)
 
