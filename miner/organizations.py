@@ -423,15 +423,54 @@ def _matches_action(s: Statement, action: str) -> bool:
     return _actions_rx(s.actions).match(action.lower()) is not None
 
 
-def _judge(stmts: list[Statement], action: str, resource: str, need_allow: bool) -> tuple[str, Statement | None]:
+def _may_name_service(s: Statement, service: str) -> bool:
+    """Could the statement match some action of ``service`` (a lower-case IAM prefix)? An Action's patterns narrow
+    it by their service part; a NotAction leaves out a service only when it names the whole of it."""
+    if s.not_actions is not None:
+        return not any(p == "*" or p.lower() == f"{service}:*" for p in s.not_actions)
+    return any(fnmatch.fnmatchcase(service, p.lower().split(":", 1)[0]) if ":" in p else True  # "*", "s3*"
+               for p in s.actions)
+
+
+def _for_service(stmts: list[Statement], service: str, memo: dict) -> list[Statement]:
+    """The statements of ``stmts`` that may match an action of ``service`` (memoised in ``memo`` per list and
+    service): an SCP statement names a few services, and a principal is granted actions of hundreds."""
+    key = (id(stmts), service)
+    got = memo.get(key)
+    if got is None:
+        got = memo[key] = [s for s in stmts if _may_name_service(s, service)]
+    return got
+
+
+def _whole_service(stmts: list[Statement], service: str) -> bool:
+    """Does every statement match every action of ``service`` (an Action of ``*`` or ``<service>:*``)? Then
+    :func:`_judge` says the same of each of the service's actions (``FullAWSAccess``, a Deny of ``*`` under a
+    Condition, a NotAction that names other services ...), and one verdict serves them all."""
+    def whole(s: Statement) -> bool:
+        if s.not_actions is not None:  # none of its patterns may name an action of the service
+            return all(":" in p and not fnmatch.fnmatchcase(service, p.lower().split(":", 1)[0])
+                       for p in s.not_actions)
+        return any(p == "*" or p.lower() == f"{service}:*" for p in s.actions)
+
+    return all(whole(s) for s in stmts)
+
+
+def _judge(stmts: list[Statement], action: str, resource: str, need_allow: bool,
+           reach_memo: dict | None = None) -> tuple[str, Statement | None]:
     """One level's policies on one action and resource pattern: (``blocked`` | ``no_allow`` | ``conditional`` |
-    ``allowed``, the statement that decides)."""
+    ``allowed``, the statement that decides). ``reach_memo`` keeps :func:`_reach` per (statement, resource)."""
     maybe = allow = None
     allow_full = False
     for s in stmts:
         if not _matches_action(s, action):
             continue
-        reach = _reach(s, resource)
+        if reach_memo is None:
+            reach = _reach(s, resource)
+        else:
+            key = (id(s), resource)
+            reach = reach_memo.get(key)
+            if reach is None:
+                reach = reach_memo[key] = _reach(s, resource)
         if reach == "none":
             continue
         if s.effect == "Deny":
@@ -470,6 +509,9 @@ class OrgEvaluator:
         self._cache: dict[tuple, Verdict] = source._verdicts.setdefault((org.account, self.exempt), {})
         self._rcp: dict[str, list[tuple[Level, list[Statement]]] | None] = {}
         self._made: dict[tuple, Verdict] = {}
+        # statements per (level, service) and statement reaches per resource; keyed by id() of lists and
+        # statements this evaluator holds for its whole life
+        self._memo: dict[tuple, object] = {}
         self.policies: dict[str, OrgPolicy] = {p.id: p for lv in org.levels for p in lv.scps + lv.rcps}
 
     @staticmethod
@@ -518,8 +560,11 @@ class OrgEvaluator:
     def _walk(self, kind: str, levels: list[tuple[Level, list[Statement]]], action: str, resource: str) -> Verdict:
         """The verdict of the levels (root first) of one policy type: the first block, else the first conditional."""
         found = ALLOWED
+        service = action.split(":", 1)[0].lower()
+        need_allow = kind == "SCP"
         for lv, stmts in levels:
-            outcome, s = _judge(stmts, action, resource, need_allow=kind == "SCP")
+            outcome, s = _judge(_for_service(stmts, service, self._memo), action, resource, need_allow=need_allow,
+                                reach_memo=self._memo)
             pols = lv.scps if kind == "SCP" else lv.rcps
             if outcome in ("blocked", "no_allow"):
                 return self._verdict(kind, lv, outcome, s, pols)
@@ -550,12 +595,30 @@ class OrgEvaluator:
         """
         if self.service_linked or action.split(":", 1)[0].lower() not in rcp_services():
             return ALLOWED
-        parts = resource.split(":", 5)
-        account = parts[4] if len(parts) == 6 and parts[4] and "*" not in parts[4] else self.org.account
+        account = self._rcp_account(resource)
         key = ("rcp", action, resource, account)
         if key not in self._cache:
             self._cache[key] = self._walk("RCP", self._rcp_levels(account) or [], action, resource)
         return self._cache[key]
+
+    def _rcp_account(self, resource: str) -> str:
+        """The account whose RCPs apply to a resource (S3 ARNs name none: the principal's account stands in)."""
+        parts = resource.split(":", 5)
+        return parts[4] if len(parts) == 6 and parts[4] and "*" not in parts[4] else self.org.account
+
+    def _uniform(self, service: str, resources: tuple[str, ...]) -> bool:
+        """Do the SCPs and RCPs say the same of every action of ``service`` on these resources (every statement
+        that may apply matches the whole service, :func:`_whole_service`)? Kept per service and resources."""
+        key = ("uniform", service, resources)
+        got = self._memo.get(key)
+        if got is None:
+            levels = [] if self.exempt else list(self._levels)
+            if not self.service_linked and service in rcp_services():
+                for r in resources:
+                    levels += self._rcp_levels(self._rcp_account(r)) or []
+            got = self._memo[key] = all(_whole_service(_for_service(st, service, self._memo), service)
+                                        for _, st in levels)
+        return got
 
     def judge(self, action: str, resources: Iterable[str]) -> Verdict:
         """The SCPs' then the RCPs' verdict on an action granted (or called) on some resource patterns: blocked
@@ -571,15 +634,25 @@ class OrgEvaluator:
         key = ("judge", action, tuple(sorted(set(resources))) or ("*",))
         if key in self._cache:
             return self._cache[key]
+        service = action.split(":", 1)[0].lower()
+        if self._uniform(service, key[2]):  # one verdict for every action of the service on these resources
+            whole = ("judge-service", service, key[2])
+            if whole not in self._cache:
+                self._cache[whole] = self._judge_each(action, key[2])
+            return self._cache[whole]
+        self._cache[key] = self._judge_each(action, key[2])
+        return self._cache[key]
+
+    def _judge_each(self, action: str, resources: tuple[str, ...]) -> Verdict:
+        """:meth:`judge` of the resources one by one."""
         found = []
-        for r in key[2]:
+        for r in resources:
             s = self.scp(action, r)
             v = s if s.verdict == "blocked" else self.rcp(action, r)
             found.append(v if v.verdict != "allowed" else s)
         some = next((v for v in found if v.verdict != "allowed"), ALLOWED)
         if some.verdict == "blocked" and not all(v.verdict == "blocked" for v in found):  # on some resources only
             some = replace(some, verdict="conditional", reason=some.reason + " on some of the granted resources")
-        self._cache[key] = some
         return some
 
     def review(self, grants: dict, classification, status: dict[str, str], usage) -> tuple:

@@ -143,6 +143,30 @@ def test_scp_and_rcp_verdicts(data, action, resource, verdict, names):
         assert v.kind in ("SCP", "RCP") and v.target
 
 
+@pytest.mark.parametrize("action", ["s3:GetObject", "S3:getobject", "ec2:RunInstances", "iam:CreateRole",
+                                    "s3-object-lambda:GetObject", "sts:AssumeRole", "kms:Decrypt"])
+def test_the_per_service_statement_filter_never_changes_a_verdict(action):
+    """The evaluator judges an action only against the statements that may name its service: the same outcome as
+    judging it against all of them, whatever the patterns (no colon, wildcards in the service, NotAction)."""
+    stmts = diff.statements(doc(
+        allow("*"), deny("s3*"), deny("s3:Get*"), deny("*:GetObject"), deny("s?:*"), deny("S3:GETOBJECT"),
+        deny(["ec2:Run*", "iam:Create*"], "arn:aws:ec2:*"), allow("i*m:*", Condition={"Bool": {"aws:x": "true"}}),
+        {"Effect": "Deny", "NotAction": ["iam:*", "sts:*"], "Resource": "*"}, deny("s3-object-lambda:*"),
+        {"Effect": "Deny", "NotAction": ["s3:Get*", "k?s:*"], "Resource": "*", "Condition": {"Bool": {"a:b": "x"}}},
+        {"Effect": "Deny", "NotAction": ["*"], "Resource": "*"}, {"Effect": "Deny", "NotAction": "ec2*", "Resource": "*"},
+        deny("kms:Decrypt", Condition={"StringEquals": {"aws:PrincipalOrgID": "o-1"}})), "p-1")
+    service = action.split(":", 1)[0].lower()
+    for resource in ("*", "arn:aws:s3:::b/k", "arn:aws:ec2:us-east-1:1:instance/i-1"):
+        for need_allow in (True, False):
+            for cut in range(len(stmts)):  # every prefix: each statement gets to decide
+                part = stmts[:cut + 1]
+                want = org._judge(part, action, resource, need_allow)
+                assert org._judge(org._for_service(part, service, {}), action, resource, need_allow, {}) == want
+                some = org._for_service(part, service, {})
+                if org._whole_service(some, service):  # then any other action of the service is judged alike
+                    assert org._judge(some, f"{service}:SomethingElse", resource, need_allow) == want
+
+
 def test_blocked_only_on_every_granted_resource():
     ev = evaluator(snapshot(ou=[doc(deny("s3:PutObject", "arn:aws:s3:::prod-*"))]))
     assert ev.judge("s3:PutObject", ["arn:aws:s3:::prod-a/*", "arn:aws:s3:::prod-b/*"]).verdict == "blocked"
