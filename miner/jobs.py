@@ -696,11 +696,11 @@ class Reviewed:
         grants = (f", {s['unused_actions']:,} unused granted actions, {s['high_risk']} high-risk grants "
                   f"(unused or used far more broadly than granted)"
                   if rv["grants_known"] else " (grants unknown: no --iam-snapshot or --live)")
-        since = (f"; {ch['summary']['changed_principals']} changed, {ch['summary']['new_principals']} new, "
-                 f"{ch['summary']['gone_principals']} gone since the previous review") if ch else ""
+        changed = (f"; {ch['summary']['changed_principals']} changed, {ch['summary']['new_principals']} new, "
+                   f"{ch['summary']['gone_principals']} gone since the previous review") if ch else ""
         since, until = (rv["window"][k][:16].replace("T", " ") for k in ("since", "until"))
         return (f"reviewed {s['principals']} principals in {since}Z .. {until}Z: "
-                f"{s['active']} active, {s['never_used']} never used{grants}{since}")
+                f"{s['active']} active, {s['never_used']} never used{grants}{changed}")
 
 
 def review(store: str | Path, window: Window, *, grants: Grants | None = None, account: str | None = None,
