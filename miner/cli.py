@@ -455,11 +455,12 @@ def retry_if_store_changes(command):
 # (section owned by the ingest stage)
 
 
-@command("ingest", "Read CloudTrail logs (files, folders, S3) into the store.")
+@command("ingest", "Read CloudTrail (files, S3, LookupEvents) into the store.")
 def ingest_cmd(
     sources: list[str] = typer.Argument(..., metavar="SOURCE...",
-                                        help="Local files or folders, and/or S3 URIs: s3://bucket or "
-                                             "s3://bucket/prefix."),
+                                        help="Local files or folders, S3 URIs (s3://bucket or "
+                                             "s3://bucket/prefix), and/or cloudtrail://REGION[,REGION...] (the "
+                                             "last 90 days of management events through LookupEvents)."),
     store: Optional[str] = StoreOpt,
     store_endpoint: Optional[str] = StoreEndpointOpt,
     since: Optional[str] = typer.Option(
@@ -474,9 +475,14 @@ def ingest_cmd(
     processes: Optional[int] = typer.Option(None, "--processes", metavar="N",
                                             help="Parser processes (at least 1) [default: the CPUs available]."),
     profile: Optional[str] = typer.Option(None, "--profile", metavar="NAME",
-                                          help="AWS profile for S3 (standard credential chain otherwise)."),
+                                          help="AWS profile for S3 and cloudtrail:// sources (standard "
+                                               "credential chain otherwise)."),
     endpoint_url: Optional[str] = typer.Option(None, "--endpoint-url", metavar="URL",
                                                help="S3 endpoint URL (S3-compatible storage, a local moto server)."),
+    cloudtrail_endpoint_url: Optional[str] = typer.Option(
+        None, "--cloudtrail-endpoint-url", metavar="URL",
+        help="CloudTrail endpoint URL for cloudtrail:// sources [default: boto3's: $AWS_ENDPOINT_URL_CLOUDTRAIL, "
+             "AWS]."),
     s3_region: Optional[str] = typer.Option(None, "--s3-region", metavar="REGION",
                                             help="Region of the S3 client [default: from the AWS config; S3 "
                                                  "redirects to the bucket's]."),
@@ -497,11 +503,15 @@ def ingest_cmd(
 
     Example: miner ingest s3://acme-trail-logs --since 30d --region us-east-1 --profile audit
 
+    Example: miner ingest cloudtrail://us-east-1,eu-west-1 --profile audit
+
     Reads S3 delivery trees (AWSLogs/ACCOUNT/CloudTrail/REGION/YYYY/MM/DD/, organization trails included), \
 listing only the day folders in the window; and local .json/.json.gz files holding {"Records": ...}, JSON \
 arrays, NDJSON or EventBridge envelopes. Files that cannot be used are skipped with their reason; a re-run \
 reads only objects not yet in the store's manifest. Exit status 2 when a source is missing or unreachable, \
-or when no file held CloudTrail records.
+or when no file held CloudTrail records. cloudtrail://REGION reads the account's event history \
+(LookupEvents: management events only, at most 90 days, 2 requests per second per region; \
+$MINER_LOOKUP_RATE changes that rate) in UTC-day slices; a re-run reads only the slices not finished.
     """
     from miner import ingest as ing
     from miner.engine import EngineError
@@ -513,8 +523,9 @@ or when no file held CloudTrail records.
     win = None
     if since or until:  # only --until: everything before it locally, the S3 default span before it for S3
         s3 = any(s.startswith("s3://") for s in sources)
-        win = window(since, until, default_days=ing.S3_DEFAULT_DAYS) if s3 and not since else \
-            window(since or "1970-01-01", until)
+        remote = s3 or any(ing.lookup.is_source(s) for s in sources)
+        win = window(since, until, default_days=ing.S3_DEFAULT_DAYS if s3 else ing.lookup.MAX_DAYS) \
+            if remote and not since else window(since or "1970-01-01", until)
     try:
         max_bytes = models.parse_size(max_object_size)
     except ValueError as e:
@@ -525,20 +536,28 @@ or when no file held CloudTrail records.
     if not quiet:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        bar = Progress(TextColumn("[bold]ingest[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("files"),
-                       TextColumn("{task.fields[records]:>12,} records"), TimeElapsedColumn(),
+        lookup_only = all(ing.lookup.is_source(s) for s in sources)
+        columns = (TextColumn("[bold]LookupEvents[/]"), BarColumn(), TextColumn("{task.completed:.1f} of "
+                   "{task.total:.1f} days"), TextColumn("{task.fields[requests]:>8,} requests")) if lookup_only \
+            else (TextColumn("[bold]ingest[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("files"))
+        bar = Progress(*columns, TextColumn("{task.fields[records]:>12,} records"), TimeElapsedColumn(),
                        console=err, transient=True)
-        task = bar.add_task("ingest", total=None, records=0)
+        task = bar.add_task("ingest", total=1, records=0, requests=0)
 
         def progress_cb(p: "ing.Progress") -> None:
+            if lookup_only:  # days of event history read (all regions), requests, events
+                bar.update(task, total=max(p.days_total, 1e-9), completed=p.days_done, records=p.records,
+                           requests=p.requests)
+            else:
+                bar.update(task, total=max(p.files_total, 1), completed=p.files_done, records=p.records)
             if not bar.live.is_started:  # started at the first report: parser processes fork before its thread
                 bar.start()
-            bar.update(task, total=max(p.files_total, 1), completed=p.files_done, records=p.records)
 
     try:
         report = ing.ingest(sources, target, window=win, accounts=account, regions=region, workers=workers,
                             processes=processes, profile=profile, endpoint_url=endpoint_url, s3_region=s3_region,
-                            progress=progress_cb, max_object_size=max_bytes, **_engine(engine, spark_master))
+                            progress=progress_cb, max_object_size=max_bytes, **_engine(engine, spark_master),
+                            cloudtrail_endpoint_url=cloudtrail_endpoint_url)
     except (ing.IngestError, StoreError, EngineError) as e:
         if bar is not None:
             bar.stop()
@@ -565,15 +584,22 @@ def _print_ingest_summary(report, verdict: str) -> None:
     err.print(Text.assemble(plain(verdict, "bold"), plain(f" in {report.store} ({report.seconds:.1f} s)")))
     if report.window:
         say(err, f"  window:   {report.window}")
-    say(err, f"  files:    {report.files_seen:,} seen, {report.files_read:,} read, "
-        f"{report.files_already_ingested:,} already ingested, {report.files_skipped:,} skipped"
-        + (f", {report.files_filtered:,} outside the window/filters" if report.files_filtered else "")
-        + (f" (trees not read: {pruned})" if pruned else ""))
+    if report.files_seen or not report.lookup_slices:
+        say(err, f"  files:    {report.files_seen:,} seen, {report.files_read:,} read, "
+            f"{report.files_already_ingested:,} already ingested, {report.files_skipped:,} skipped"
+            + (f", {report.files_filtered:,} outside the window/filters" if report.files_filtered else "")
+            + (f" (trees not read: {pruned})" if pruned else ""))
     say(err, f"  records:  {report.records_read:,} read, {report.records_written:,} written, "
         f"{report.duplicates:,} duplicates, {report.records_skipped:,} skipped"
         + (f", {report.records_filtered:,} outside the window/filters" if report.records_filtered else ""))
     if report.s3_list_requests:
         say(err, f"  S3:       {report.s3_list_requests:,} list requests")
+    if report.lookup_slices:
+        say(err, f"  lookup:   {report.lookup_requests:,} LookupEvents requests ({report.lookup_retries:,} retried), "
+            f"{report.lookup_slices:,} day slices: {report.lookup_slices_done_before:,} already ingested, "
+            f"{report.lookup_slices_failed:,} not finished (retried by the next run)")
+        for w in report.lookup_windows:
+            say(err, f"            {w}: management events only (no data events)")
     groups = report.skipped_groups()
     if groups:
         say(err, "  skipped:")
@@ -639,7 +665,8 @@ def coverage_cmd(
     if since or until:
         w = window(since or "1970-01-01", until, default_days=90, quiet=quiet)
         win_since, win_until = w.since, w.until
-    cov = jobs.coverage(store_path(store, store_endpoint), win_since, win_until, mapper=mapper, **_engine(engine, spark_master))
+    target = store_path(store, store_endpoint)
+    cov = jobs.coverage(target, win_since, win_until, mapper=mapper, **_engine(engine, spark_master))
     if fmt == "json":
         print_json(cov.to_dict(unmapped_only=unmapped))
         return
@@ -679,6 +706,8 @@ def coverage_cmd(
         say(err, f"authorised, non-service API calls: {t['events']:,}; mapped {pct(t['mapped_share'])}; narrower than *: "
             f"{pct(t['narrow_share'])}")
         say(err, f"versions: {s['versions']}")
+        _notes(jobs.evidence_notes(target, models.Window(win_since or jobs.EVERYTHING.since,
+                                                         win_until or jobs.EVERYTHING.until)), quiet)
 
 
 @command("catalog", "The IAM catalogue and mapping rules in use.")
@@ -1138,6 +1167,69 @@ def backtest_cmd(
     if not quiet:
         say(err, f"backtested {len(result['principals'])} principals, skipped {len(result['skipped'])}, in "
                  f"{time.perf_counter() - started:.1f} s; recommended default: {result['recommended']}")
+
+
+@command("advisor", "IAM Access Advisor's last-accessed reports into the store.")
+def advisor_cmd(
+    snapshot: Optional[Path] = typer.Option(
+        None, "--snapshot", metavar="PATH",
+        help="Read reports from files instead of IAM: `aws iam get-service-last-accessed-details` output with the "
+             "\"Arn\" it was generated for (a file, or a folder of *.json)."),
+    profile: Optional[str] = typer.Option(None, "--profile", metavar="NAME", help="AWS profile for live reads."),
+    endpoint_url: Optional[str] = typer.Option(None, "--endpoint-url", metavar="URL",
+                                               help="IAM endpoint (and Organizations/STS with --all-accounts), e.g. a "
+                                                    "local test server."),
+    all_accounts: bool = typer.Option(False, "--all-accounts",
+                                      help="Every account of the organisation: Organizations ListAccounts, then "
+                                           "sts:AssumeRole of --assume-role in each member account."),
+    assume_role: str = typer.Option("OrganizationAccountAccessRole", "--assume-role", metavar="NAME",
+                                    help="With --all-accounts: the role to assume in each member account."),
+    fmt: str = _format_opt("text|json", "text", "json: a machine-readable summary on stdout."),
+    store: Optional[str] = StoreOpt,
+    store_endpoint: Optional[str] = StoreEndpointOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """Read IAM Access Advisor's service- and action-level last access of every role and user into the store, so
+    that suggest --diff and review can prove a grant unused for up to 400 days.
+
+    Example: miner advisor --snapshot sample_logs/advisor --store ./miner-store
+
+    Example: miner advisor --profile audit --store ./miner-store
+
+    Without --snapshot the reports are generated live (GenerateServiceLastAccessedDetails, ACTION_LEVEL) with the
+    standard credential chain or --profile. Live reads need iam:ListRoles, iam:ListUsers, iam:GenerateServiceLastAccessedDetails and
+    iam:GetServiceLastAccessedDetails; --all-accounts also organizations:ListAccounts and sts:AssumeRole.
+    """
+    from miner import jobs
+
+    fmt = _check_format(fmt, ("text", "json"))
+    if all_accounts and snapshot is not None:
+        fail("--snapshot reads reports from files: leave out --all-accounts")
+    target = store_path(store, store_endpoint)
+    bar = task = None
+    if not quiet and snapshot is None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        bar = Progress(TextColumn("[bold]advisor[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("principals"),
+                       TimeElapsedColumn(), console=err, transient=True)
+        task = bar.add_task("advisor", total=None)
+        bar.start()
+    try:
+        run = jobs.advisor(target, snapshot=snapshot, profile=profile, endpoint_url=endpoint_url,
+                           all_accounts=all_accounts, assume_role=assume_role,
+                           progress=(lambda done, total, _arn: bar.update(task, total=total, completed=done))
+                           if bar is not None else None)
+    finally:
+        if bar is not None:
+            bar.stop()
+    if fmt == "json":
+        print_json(run.to_dict())
+    if not quiet:
+        for p in run.problems:
+            say(err, f"note: {p}")
+        say(err, f"read {run.principals:,} principals' Access Advisor reports from {run.source}: {run.services:,} "
+                 f"services, {run.never_accessed:,} never accessed in the tracking period; {run.rows:,} rows -> "
+                 f"{run.path}")
 
 
 def main() -> None:

@@ -1225,6 +1225,11 @@ class DiffReport:
     notes: list[str] = field(default_factory=list)
     source: str = ""
     conditions: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=CONDITION_COLUMNS))
+    #: Evidence per granted action with IAM Access Advisor as a second witness (:mod:`miner.evidence`); ``None``
+    #: when the store holds no Access Advisor report for the principal.
+    evidence: pd.DataFrame | None = None
+    witness: object = None  # the principal's miner.evidence.Witness
+    org: dict | None = None  # the SCPs and RCPs: miner.organizations.OrgEvaluator.review's section
     #: :attr:`classification` as plain data: action -> status (in action order), and (service, status) -> how many
     #: granted actions (a review reads these for every principal; an admin role has tens of thousands of actions)
     statuses: dict[str, str] = field(default_factory=dict, repr=False)
@@ -1243,7 +1248,7 @@ class DiffReport:
         """Number of granted actions with a classification status.
 
         Args:
-            status: ``used``, ``unused`` or ``unobservable``.
+            status: ``used``, ``unused``, ``unobservable`` or ``blocked`` (by an SCP or RCP).
 
         Returns:
             The count.
@@ -1283,9 +1288,17 @@ class DiffReport:
             "high_risk_unobservable": self.findings("unobservable"),
             "used_not_granted": ung.to_dict("records"),
             "conditions": self.conditions.to_dict("records"),
+            "blocked": [r["action"] for r in by("blocked")],
+            "organizations": self.org,
             "diff": self.diff,
             "notes": self.notes,
+            **({"evidence": self._evidence_dict()} if self.witness is not None else {}),
         }
+
+    def _evidence_dict(self) -> dict:
+        from miner.evidence import records, summary
+
+        return {**summary(self.evidence, self.witness), "actions": records(self.evidence)}
 
 
 def _tuples(frame: pd.DataFrame):
@@ -1391,7 +1404,7 @@ def compare(current: list[tuple[str, dict]], suggested: list[dict], usage: pd.Da
             boundary: list[dict] | None = None, denied: pd.DataFrame | None = None, data_sources: set[str] = frozenset(),
             principal_arn: str = "", principal_account: str | None = None, missing: list[str] = (),
             source: str = "", policies: dict[str, dict] | None = None, catalog=None,
-            cache: dict | None = None) -> DiffReport:
+            cache: dict | None = None, org=None) -> DiffReport:
     """Compare the attached policies with the suggested ones and the observed usage.
 
     Conditions of the attached policies are evaluated against what the log records for each (action, resource)
@@ -1415,6 +1428,8 @@ def compare(current: list[tuple[str, dict]], suggested: list[dict], usage: pd.Da
         catalog: the IAM catalogue.
         cache: a dict kept across calls (e.g. one per review): what the documents alone give (granted set, parsed
             statements, the high-risk rules that fire) is computed once per distinct set of documents and boundary.
+        org: the SCPs and RCPs that apply (:meth:`miner.organizations.OrgSource.evaluator`): unused grants they
+            block are ``blocked``, not unused (nor high-risk), and authorised calls they block are reported.
 
     Returns:
         The :class:`DiffReport`.
@@ -1424,8 +1439,15 @@ def compare(current: list[tuple[str, dict]], suggested: list[dict], usage: pd.Da
     grants, identity, full = attached.grants, attached.identity, attached.full
     used = set(usage["action"].tolist()) if len(usage) else set()
     marked = attached.classes.of(used, data_sources)
-    cls = marked.frame
-    risky = _findings(attached.fired, attached.granted_by, marked, _observed(usage), policies, attached.matched)
+    cls, status, counts, levels = marked.frame, marked, marked.counts, None
+    org_section = None
+    if org is not None:  # before the findings: a grant an SCP blocks is no unused risk
+        cls, blocked, org_section = org.review(grants, cls, marked.status, usage)
+        if org_section["blocked"]:  # some statuses changed (in marked.status too): counted again from them
+            status = blocked
+            counts = Counter((a.split(":", 1)[0], st) for a, st in blocked.items())
+            levels = catalog.level_counts([a for a, st in blocked.items() if st == "unused"])
+    risky = _findings(attached.fired, attached.granted_by, status, _observed(usage), policies, attached.matched)
     with_conditions = full.conditional
     rows, found = [], {}
     cols = set(usage.columns)
@@ -1465,8 +1487,9 @@ def compare(current: list[tuple[str, dict]], suggested: list[dict], usage: pd.Da
     suggested_n = len(suggested_actions(suggested, catalog))
     labelled = [(f"suggested {i}" if len(suggested) > 1 else "suggested", d) for i, d in enumerate(suggested, 1)]
     return DiffReport(principal_arn, len(grants), attached.services, suggested_n, cls, risky,
-                      ung, unified_diff(current, labelled), notes, source, conditions, marked.status, marked.counts,
-                      marked.unused_levels(catalog))
+                      ung, unified_diff(current, labelled), notes, source, conditions, org=org_section,
+                      statuses=marked.status, service_counts=counts,
+                      unused_levels=marked.unused_levels(catalog) if levels is None else levels)
 
 
 def _finding_lines(h: dict) -> list[str]:
@@ -1477,6 +1500,33 @@ def _finding_lines(h: dict) -> list[str]:
     return [f"  ! {h['rule']}{extra} [{h['category']}] {where}, statement {h.get('sid') or '#' + str(h.get('statement'))}:"
             f" {h['reason']}",
             f"      remedy: {h['remedy']}"]
+
+
+def _org_lines(org: dict | None, limit: int) -> list[str]:
+    """The SCP and RCP sections of the text report: calls they deny (errors), grants they block, conditional ones."""
+    if not org:
+        return []
+    out = []
+    calls = org.get("blocked_calls") or []
+    if calls:
+        out += ["", f"ERROR: authorised calls an SCP or RCP denies ({len(calls)}): the calls should not exist "
+                    "(a policy changed in the window, or the organization snapshot is not the one in force):"]
+        for c in calls[:limit]:
+            out.append(f"  {c['action']} on {c['resource']} ({c['calls']:,} calls): {c['reason']}")
+        if len(calls) > limit:
+            out.append(f"  ... ({len(calls) - limit} more)")
+    for title, key in (("granted, but blocked by SCP or RCP (not unused risk; not counted as unused or high-risk)",
+                        "blocked"),
+                       ("granted, and an SCP or RCP Deny may block them (a Condition, or part of the resources: "
+                        "not counted as blocked)", "conditional")):
+        rows = org.get(key) or []
+        if rows:
+            out += ["", f"{title}:"]
+            for b in rows[:limit]:
+                acts, n = b.get("actions") or b.get("examples") or [], b["count"]
+                out.append(f"  {b['kind']} {b['policy']} at {b['target']}: {n:,} action(s) "
+                           f"({', '.join(acts[:5])}{', ...' if n > 5 else ''})")
+    return out
 
 
 def render_text(report: DiffReport, *, attached: list[str] | None = None, limit: int = 15) -> str:
@@ -1496,7 +1546,9 @@ def render_text(report: DiffReport, *, attached: list[str] | None = None, limit:
     out.append(f"granted {report.granted_actions:,} actions in {report.granted_services:,} services -> suggested "
                f"{report.suggested_actions:,} ({report.reduction:.1%} fewer)")
     out.append(f"  used {report.count('used'):,} / unused {report.count('unused'):,} / unobservable "
-               f"{report.count('unobservable'):,} (could not have been seen in the window)")
+               f"{report.count('unobservable'):,} (could not have been seen in the window)"
+               + (f" / blocked by SCP or RCP {report.count('blocked'):,}" if report.org else ""))
+    out += _org_lines(report.org, limit)
     for status, title in (("unused", "high-risk grants not used in the window"),
                           ("used_broadly", "high-risk grants used, but granted on more resources than the log shows"),
                           ("unobservable", "high-risk grants CloudTrail could not have seen used")):
@@ -1542,7 +1594,11 @@ def render_text(report: DiffReport, *, attached: list[str] | None = None, limit:
             out.append(f"  {r.action} on {r.resource} ({r.calls:,} calls): {r.likely_path}")
         if len(ung) > limit:
             out.append(f"  ... ({len(ung) - limit} more)")
-    for n in report.notes:
+    if report.witness is not None:
+        from miner.evidence import text_lines
+
+        out += text_lines(report.evidence, report.witness, limit=limit)
+    for n in report.notes + list((report.org or {}).get("notes") or []):
         out.append(f"note: {n}")
     out += ["", *(report.diff or ["(no difference between the normalised documents)"])]
     return "\n".join(map(visible, out)) + "\n"

@@ -144,7 +144,8 @@ def load_snapshot(path: Path) -> list[tuple[str, dict]]:
     path = Path(path)
     if not path.exists():
         raise IamError(f"no IAM snapshot at {path}")
-    files = sorted(path.glob("*.json")) if path.is_dir() else [path]
+    # organizations.json beside the account files is the SCP/RCP snapshot (miner.organizations), not IAM's
+    files = sorted(f for f in path.glob("*.json") if f.name != "organizations.json") if path.is_dir() else [path]
     if not files:
         raise IamError(f"no *.json files in {path}: expected `aws iam get-account-authorization-details` output")
     out = []

@@ -27,6 +27,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from miner import aws, lookup
 from miner import store as st
 from miner.models import (ACCOUNT_ID_SHAPE, ACCOUNT_PLACEHOLDER_SHAPE, EVENT_SCHEMA, EVENT_YEARS, REGION_SHAPE,
                           IngestSummary, SkippedInput, Window, classify_outcome, partition_of)
@@ -121,6 +122,12 @@ class IngestReport(IngestSummary):
     data_files_written: int = 0
     partitions_written: int = 0
     s3_list_requests: int = 0
+    lookup_slices: int = 0  # LookupEvents slices (account, region, UTC day) of the window
+    lookup_slices_done_before: int = 0  # ... finished by earlier runs (not read again)
+    lookup_slices_failed: int = 0  # ... not read to their end (retried by the next run)
+    lookup_requests: int = 0
+    lookup_retries: int = 0  # requests botocore retried (throttled, 5xx)
+    lookup_windows: list[str] = field(default_factory=list)  # "account region window" read from LookupEvents
     tmp_files_cleaned: int = 0
     notes: list[str] = field(default_factory=list)  # things the user should know (e.g. a stale lock taken over)
 
@@ -157,6 +164,13 @@ class IngestReport(IngestSummary):
         """
         failed = self._not_read()
         retried = f"; {failed} (retried by the next run)" if failed else ""
+        if self.lookup_slices and not self.files_seen and not self.records_read:  # LookupEvents sources only
+            if self.lookup_slices_done_before == self.lookup_slices:
+                return 0, (f"nothing new to ingest: the {self.lookup_slices:,} LookupEvents slices of the window are "
+                           f"already in the store")
+            if self.lookup_slices_failed:
+                return 2, f"nothing stored: {failed}; run again later, they are retried"
+            return 0, "no management events in the window (LookupEvents)"
         if self.records_written:
             return 0, f"{self.records_written:,} new records stored{retried}"
         if self.records_read:
@@ -175,15 +189,18 @@ class IngestReport(IngestSummary):
         """``"N files could not be downloaded (reason: n, ...)"`` for the files a transient error kept from being
         read (downloads, reads), or ``""``."""
         counts: dict[str, int] = {}
+        slices = True
         for s in self.skipped:
             if s.records == 0 and s.reason.startswith((R_DOWNLOAD, R_READ_ERROR)):
                 counts[s.reason] = counts.get(s.reason, 0) + 1
+                slices = slices and s.source.startswith(lookup.SCHEME)
         if not counts:
             return ""
         n = sum(counts.values())
         verb = "downloaded" if all(r.startswith(R_DOWNLOAD) for r in counts) else "downloaded or read"
         why = ", ".join(f"{r.partition(': ')[2] or r}: {k:,}" for r, k in sorted(counts.items(), key=lambda x: -x[1]))
-        return f"{n:,} file{'s' if n != 1 else ''} could not be {verb} ({why})"
+        what = ("LookupEvents slice", "be read to the end") if slices else ("file", f"be {verb}")
+        return f"{n:,} {what[0]}{'s' if n != 1 else ''} could not {what[1]} ({why})"
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (the ``--json`` summary)."""
@@ -219,6 +236,9 @@ class Progress:
     files_total: int = 0
     records: int = 0
     listing_done: bool = False
+    requests: int = 0  # LookupEvents requests
+    days_done: float = 0.0  # LookupEvents: days of event history read (all regions) ...
+    days_total: float = 0.0  # ... of this many
 
 
 # ============================================================================================= worker side: parsing
@@ -1651,18 +1671,8 @@ def make_s3_client(profile: str | None = None, endpoint_url: str | None = None, 
     Raises:
         IngestError: when the profile does not exist.
     """
-    import boto3
-    import botocore.config
-    import botocore.exceptions
-
-    try:
-        session = boto3.session.Session(profile_name=profile) if profile else boto3.session.Session()
-    except botocore.exceptions.ProfileNotFound:
-        raise IngestError(f"AWS profile {profile!r} not found in ~/.aws/config or ~/.aws/credentials") from None
-    retries = {"max_attempts": int(os.environ.get("AWS_MAX_ATTEMPTS") or 10),
-               "mode": os.environ.get("AWS_RETRY_MODE") or "adaptive"}
-    cfg = botocore.config.Config(retries=retries,
-                                 max_pool_connections=max(10, workers + 4), connect_timeout=10, read_timeout=60)
+    session = aws.session(profile, IngestError)
+    cfg = aws.client_config(max_pool_connections=max(10, workers + 4))
     return session.client("s3", endpoint_url=endpoint_url, region_name=region or session.region_name or "us-east-1",
                           config=cfg)
 
@@ -1671,11 +1681,9 @@ def _s3_error(e: Exception, what: str) -> IngestError:
     """Translate a boto3/botocore exception into one clear line."""
     import botocore.exceptions as be
 
-    if isinstance(e, be.NoCredentialsError):
-        return IngestError("no AWS credentials found: use --profile, or set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
-                           "or configure ~/.aws/credentials")
-    if isinstance(e, (be.EndpointConnectionError, be.ConnectTimeoutError)):
-        return IngestError(f"cannot reach the S3 endpoint while {what}: {e}")
+    common = aws.common_error(e, what, "S3")
+    if common:
+        return IngestError(common)
     if isinstance(e, be.ClientError):
         code = e.response.get("Error", {}).get("Code", "")
         msg = e.response.get("Error", {}).get("Message", "")
@@ -1686,8 +1694,6 @@ def _s3_error(e: Exception, what: str) -> IngestError:
         if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken"):
             return IngestError(f"the AWS credentials were rejected ({code}) while {what}")
         return IngestError(f"S3 error {code} while {what}: {msg}")
-    if isinstance(e, be.BotoCoreError):
-        return IngestError(f"S3 request failed while {what}: {e}")
     return IngestError(f"{type(e).__name__} while {what}: {e}")
 
 
@@ -1885,15 +1891,19 @@ def ingest(sources: Sequence[str], store: Path, *, window: Window | None = None,
            endpoint_url: str | None = None, s3_region: str | None = None, s3_client=None,
            progress: Callable[[Progress], None] | None = None, now: datetime | None = None,
            task_bytes: int = TASK_BYTES, max_object_size: int = MAX_OBJECT_BYTES, engine: str = "duckdb",
-           spark_master: str | None = None, spark=None) -> IngestReport:
+           spark_master: str | None = None, spark=None, cloudtrail_endpoint_url: str | None = None) -> IngestReport:
     """Ingest CloudTrail logs into the store: new objects only, deduplicated, committed atomically.
 
     With ``engine="spark"`` the parse tasks run on Spark executors instead of local processes (an executor
     downloads its S3 objects with its own client, built from ``profile``/``endpoint_url``/``s3_region``); listing,
     dedupe, publishing and the manifest stay on the driver, exactly as with the local engine.
 
+    A ``cloudtrail://REGION[,REGION...]`` source reads the event history of the caller's account through CloudTrail
+    ``LookupEvents`` (:mod:`miner.lookup`): management events only, the last 90 days at most (the window is clipped,
+    with a note), in UTC-day slices recorded in the manifest as they finish, so a re-run reads only the others.
+
     Args:
-        sources: local files/folders and/or ``s3://bucket/prefix`` URIs.
+        sources: local files/folders, ``s3://bucket/prefix`` URIs and/or ``cloudtrail://REGION`` sources.
         store: the store root (created when missing): a folder, an ``s3://bucket/prefix`` URL or a location from
             :func:`miner.store.root` (which carries the S3 endpoint and profile of the store).
         window: keep only records in ``[since, until)``; local files in the delivery layout outside it are not
@@ -1914,6 +1924,7 @@ def ingest(sources: Sequence[str], store: Path, *, window: Window | None = None,
         engine: where parse tasks run: ``duckdb`` (local processes, the default) or ``spark``.
         spark_master: with ``spark``, the master URL (see :func:`miner.engine.spark_session`).
         spark: with ``spark``, a ready SparkSession (tests); overrides ``spark_master``.
+        cloudtrail_endpoint_url: CloudTrail endpoint override for ``cloudtrail://`` sources.
 
     Returns:
         The :class:`IngestReport` of the run.
@@ -1942,6 +1953,9 @@ def ingest(sources: Sequence[str], store: Path, *, window: Window | None = None,
     for s in sources:
         if s.startswith("s3://"):
             _split_s3(s)
+        elif s.startswith(lookup.SCHEME):
+            with _lookup_errors():
+                lookup.regions_of(s)
         elif not Path(s).expanduser().exists():
             raise IngestError(f"no such file or directory: {s}")
     report = IngestReport(store=str(store))
@@ -1969,6 +1983,11 @@ def ingest(sources: Sequence[str], store: Path, *, window: Window | None = None,
         failed = False
         try:
             for src in sources:
+                if src.startswith(lookup.SCHEME):
+                    with _lookup_errors():
+                        _run_lookup(src, store, window, now, profile, cloudtrail_endpoint_url, filt,
+                                    max_object_size, tmp, run_id, report, committer, prog, progress, pool)
+                    continue
                 if src.startswith("s3://"):
                     bucket, prefix = _split_s3(src)
                     client = s3_client or make_s3_client(profile, endpoint_url, s3_region, workers)
@@ -2021,6 +2040,75 @@ def ingest(sources: Sequence[str], store: Path, *, window: Window | None = None,
 
 
 @contextmanager
+def _lookup_errors() -> Iterator[None]:
+    """A :class:`miner.lookup.LookupEventsError` as an :class:`IngestError` (one line)."""
+    try:
+        yield
+    except lookup.LookupEventsError as e:
+        raise IngestError(str(e)) from None
+
+
+def _run_lookup(src: str, store: Path, window: Window | None, now: datetime, profile: str | None,
+                endpoint_url: str | None, filt, object_limit: int, tmp: str, run_id: str, report: IngestReport,
+                committer: _Committer, prog: Progress, progress: Callable[[Progress], None] | None,
+                pool: list[Executor]) -> None:
+    """Ingest one ``cloudtrail://`` source: the slices no earlier run finished, read through LookupEvents
+    (:func:`miner.lookup.fetch`), each piece parsed and committed as a file source's object is; malformed
+    results are counted as skipped records."""
+    win, note = lookup.clip(window, now)
+    if note and note not in report.notes:
+        report.notes.append(note)
+    report.window = report.window or f"{win} (LookupEvents: at most the last {lookup.MAX_DAYS} days)"
+    spans = lookup.finished_spans(store)
+    work: dict[str, tuple[object, list]] = {}
+    account = None
+    for region in lookup.regions_of(src):
+        client, session = lookup.make_client(region, profile, endpoint_url)
+        account = account or lookup.caller_account(session, region)
+        slices = lookup.day_slices(win, account, region)
+        todo = [s for s in slices if not lookup.is_finished(s, spans)]
+        report.lookup_slices += len(slices)
+        report.lookup_slices_done_before += len(slices) - len(todo)
+        report.lookup_windows.append(f"{account} {region} {win}")
+        prog.days_total += sum((s.end - s.start).total_seconds() for s in todo) / 86400
+        if todo:
+            work[region] = (client, todo)
+    if not work:
+        return
+    stats = lookup.Stats()
+    done_before, read_before = prog.days_done, report.files_read
+
+    def fetched() -> Iterator[tuple[SourceObject, bytes]]:
+        for item in lookup.fetch(work, per_second=lookup.rate(), now=now, stats=stats):
+            prog.requests = report.lookup_requests + stats.requests
+            prog.days_done = done_before + stats.covered / 86400
+            if isinstance(item, lookup.Failed):
+                report.lookup_slices_failed += 1
+                committer.skip(SourceObject(item.slice.uri, 0, ""), f"{R_DOWNLOAD}: {item.reason}")
+            elif isinstance(item, lookup.Chunk):
+                uri = item.slice.uri
+                for reason, n in sorted(item.bad.items()):
+                    report.skipped.append(SkippedInput(uri, reason, n))
+                    report.records_skipped += n
+                    report.records_read += n
+                yield SourceObject(uri, len(item.payload), lookup.COMPLETE if item.complete else lookup.PARTIAL), \
+                    item.payload
+                if item.last:  # (committed by now: the tasks run one by one) publish the slice and record it, so
+                    committer.flush()  # that a killed run loses at most the slices in flight
+                continue
+            if progress:
+                progress(prog)
+
+    try:
+        _run_source(iter(()), None, _window_tuple(win), filt, 1, 1, 1, object_limit, tmp, run_id, {}, report,
+                    committer, prog, progress, pool, fetched=fetched())
+    finally:
+        report.lookup_requests += stats.requests
+        report.lookup_retries += stats.retries
+        report.files_read = read_before  # (pieces of slices are not files: the summary counts slices)
+
+
+@contextmanager
 def _disk_full_is_a_store_error(store: Path) -> Iterator[None]:
     """Turn a full disk (or quota) into one :class:`miner.store.StoreError` line naming the store."""
     try:
@@ -2051,9 +2139,14 @@ def _run_source(objs: Iterator[SourceObject], client, win, filt, workers: int, n
                 object_limit: int, tmp: str, run_id: str, known: dict, report: IngestReport, committer: _Committer,
                 prog: Progress, progress: Callable[[Progress], None] | None, pool: list[Executor],
                 total_est: int | None = None, folders: dict[str, int] | None = None,
-                run_tasks: Callable[[Iterator[_Task]], Iterator[_TaskResult]] | None = None) -> None:
+                run_tasks: Callable[[Iterator[_Task]], Iterator[_TaskResult]] | None = None,
+                fetched: Iterator[tuple[SourceObject, bytes]] | None = None) -> None:
     """Stream one source's objects through download -> parse tasks -> commit (objects larger than
     ``object_limit`` bytes, decompressed, are skipped).
+
+    ``fetched`` (LookupEvents) replaces ``objs`` with objects already in memory, each parsed as a task of its own
+    as soon as it arrives (with ``n_proc`` 1, in order, so the manifest row of a slice's last piece comes after
+    the rows of its other pieces).
 
     ``total_est`` (known for local sources) lets the last tasks shrink so that the workers finish together;
     ``folders`` (compressed bytes per folder, local sources) lets tasks end where a folder ends. ``run_tasks``
@@ -2082,7 +2175,8 @@ def _run_source(objs: Iterator[SourceObject], client, win, filt, workers: int, n
         folder = None
         ratio = gz_ratio
         behind: list = []
-        for obj, payload in _fetch(new_objects(), client, workers, object_limit):
+        source = fetched if fetched is not None else _fetch(new_objects(), client, workers, object_limit)
+        for obj, payload in source:
             if isinstance(payload, str):
                 committer.skip(obj, payload)
                 prog.files_done += 1
@@ -2100,6 +2194,9 @@ def _run_source(objs: Iterator[SourceObject], client, win, filt, workers: int, n
             folder = here
             items.append((obj, payload))
             est += int(obj.size * ratio[0]) if obj.uri.endswith(".gz") else obj.size
+            if fetched is not None:
+                yield _Task(_next_task_number(), items, tmp, run_id, win, filt, [], object_limit)
+                items, est = [], 0
         if items:
             yield _Task(_next_task_number(), items, tmp, run_id, win, filt, behind, object_limit)
 
@@ -2128,7 +2225,7 @@ def _run_source(objs: Iterator[SourceObject], client, win, filt, workers: int, n
             done(res)
         return
     first = next(it, None)
-    second = next(it, None) if first is not None else None
+    second = next(it, None) if first is not None and n_proc > 1 else None
     if second is None or n_proc <= 1:
         if progress:
             progress(prog)

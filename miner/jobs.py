@@ -105,6 +105,30 @@ def window_coverage(store: str | Path, window: Window) -> str | None:
             f"({(hi - lo).total_seconds() / 86400:.0f} of {window.days:.0f} days)")
 
 
+def evidence_notes(store: str | Path, window: Window | None = None, account: str | None = None) -> list[str]:
+    """Say which parts of a window's evidence are management events only (read through CloudTrail LookupEvents,
+    ``miner ingest cloudtrail://REGION``), where data events could not be observed.
+
+    Args:
+        store: the store root.
+        window: the window (``None``: all of the store).
+        account: only this account's evidence (``None``: every account).
+
+    Returns:
+        One note, or none when no part of the window came from LookupEvents.
+    """
+    from miner import lookup
+
+    spans = lookup.stored_spans(store, window, account)
+    if not spans:
+        return []
+    where = "; ".join(f"account {a} {r} {s:%Y-%m-%d %H:%M}Z .. {e:%Y-%m-%d %H:%M}Z" for a, r, s, e in spans)
+    return [f"management events only from CloudTrail LookupEvents ({where}): data events (S3 object-level, Lambda "
+            f"Invoke, DynamoDB items, ...) are not in that evidence, so a granted data-event action counts as "
+            f"unobservable, not unused, unless trail files of the account hold data events of its service in the "
+            f"window"]
+
+
 # ----------------------------------------------------------------------------------------- store and principals
 
 
@@ -252,7 +276,7 @@ class Grants:
         Raises:
             JobError: both a snapshot and live IAM chosen, an unreadable snapshot, or IAM cannot be listed.
         """
-        from miner import iam, review
+        from miner import iam, organizations, review
 
         if self.snapshot is not None and self.is_live:
             raise JobError("--iam-snapshot reads grants from a file and --live/--profile/--endpoint-url from IAM: "
@@ -269,7 +293,8 @@ class Grants:
         where = f"live IAM{' at ' + self.endpoint_url if self.endpoint_url else ''}"
         return review.IamSource(label=where, inventory=[], accounts=set(),
                                 attached=lambda arn: iam.from_live(arn, profile=self.profile,
-                                                                   endpoint_url=self.endpoint_url))
+                                                                   endpoint_url=self.endpoint_url),
+                                org=organizations.live_source(self.profile, self.endpoint_url))
 
 
 def _attached(source: IamSource, arn: str) -> AttachedPolicies:
@@ -575,7 +600,8 @@ def suggest(store: str | Path, window: Window, *, role: str | None = None, user:
         raise JobError(f"{why}; no policy to suggest")
     used = mod.collect(con, who, window)
     coverage = window_coverage(store, window)
-    notes = [coverage] if coverage else []
+    notes = ([coverage] if coverage else []) + evidence_notes(store, window,
+                                                              who.account or iam.principal_parts(who.arn)[0])
     if not used.events:
         raise JobError(f"{who.arn} has no events in the window {window}: widen --since/--until"
                        + (f" ({coverage})" if coverage else ""))
@@ -592,14 +618,51 @@ def suggest(store: str | Path, window: Window, *, role: str | None = None, user:
     if source is None:
         return result
     attached = _attached(source, who.arn)
-    data_sources = mod.data_event_sources(con, window, account=who.account or iam.principal_parts(who.arn)[0])
+    account = who.account or iam.principal_parts(who.arn)[0]
+    data_sources = mod.data_event_sources(con, window, account=account)
     boundary = [attached.boundary.document] if attached.boundary and attached.boundary.document else None
     result.attached = attached
+    org = source.org.evaluator(who.arn, account) if source.org is not None else None
     result.report = diff.compare(attached.documents, suggestion.policies, authorised, boundary=boundary,
                                  denied=used.denied, data_sources=data_sources, principal_arn=who.arn,
                                  principal_account=who.account, missing=attached.missing, source=attached.source,
-                                 policies=attached.refs)
+                                 policies=attached.refs, org=org)
+    _add_evidence(result.report, store, authorised)
+    result.notes += source.org.notes if source.org is not None else []
     return result
+
+
+def advisor_table(store: str | Path) -> pd.DataFrame | None:
+    """The store's IAM Access Advisor table (:func:`miner.advisor.read`), or ``None`` when ``miner advisor`` never
+    wrote to it.
+
+    Args:
+        store: the store root.
+
+    Returns:
+        Each principal's latest report, or ``None``.
+
+    Raises:
+        JobError: the table cannot be read.
+    """
+    from miner import advisor
+
+    try:
+        frame = advisor.read(store)
+    except (OSError, ValueError) as e:  # pyarrow's errors are ValueErrors/OSErrors
+        raise JobError(f"cannot read the store's Access Advisor table ({advisor.ADVISOR_DIR}/): {e}") from None
+    return frame if len(frame) else None
+
+
+def _add_evidence(report: DiffReport, store: str | Path, authorised: pd.DataFrame) -> None:
+    """Give a diff report the evidence of each granted action when the store holds the principal's Access Advisor
+    report (otherwise the report stays as it was)."""
+    from miner import evidence
+
+    witness = evidence.Witness.of(advisor_table(store), report.principal_arn)
+    if witness is not None:
+        report.witness = witness
+        report.evidence = evidence.classify_all(report.classification, evidence.calls_by_action(authorised), witness)
 
 
 # ----------------------------------------------------------------------------------------- review
@@ -633,11 +696,11 @@ class Reviewed:
         grants = (f", {s['unused_actions']:,} unused granted actions, {s['high_risk']} high-risk grants "
                   f"(unused or used far more broadly than granted)"
                   if rv["grants_known"] else " (grants unknown: no --iam-snapshot or --live)")
-        since = (f"; {ch['summary']['changed_principals']} changed, {ch['summary']['new_principals']} new, "
-                 f"{ch['summary']['gone_principals']} gone since the previous review") if ch else ""
+        changed = (f"; {ch['summary']['changed_principals']} changed, {ch['summary']['new_principals']} new, "
+                   f"{ch['summary']['gone_principals']} gone since the previous review") if ch else ""
         since, until = (rv["window"][k][:16].replace("T", " ") for k in ("since", "until"))
         return (f"reviewed {s['principals']} principals in {since}Z .. {until}Z: "
-                f"{s['active']} active, {s['never_used']} never used{grants}{since}")
+                f"{s['active']} active, {s['never_used']} never used{grants}{changed}")
 
 
 def review(store: str | Path, window: Window, *, grants: Grants | None = None, account: str | None = None,
@@ -673,12 +736,12 @@ def review(store: str | Path, window: Window, *, grants: Grants | None = None, a
     source = (grants or Grants()).open(inventory=True)
     con = connect(store, engine, spark_master)
     rv = mod.build_review(con, window, iam_source=source, store=store, account=account,
-                          max_resources=max_resources, wildcards=wildcards)
+                          max_resources=max_resources, wildcards=wildcards, advisor=advisor_table(store))
     coverage = window_coverage(store, window)
     if not rv["principals"]:
         raise JobError(f"no roles or users acted in the window {window} and no IAM source lists any: widen "
                        f"--since/--until" + (f" ({coverage})" if coverage else ""))
-    notes = [coverage] if coverage else []
+    notes = ([coverage] if coverage else []) + evidence_notes(store, window, account)
     rv["notes"].extend(notes)
     return Reviewed(rv, mod.compare_reviews(previous, rv) if previous else None, notes)
 
@@ -803,3 +866,95 @@ def backtest(store: str | Path, *, role: str | None = None, user: str | None = N
         return mod.run_backtest(con, who, train_w, test_w, settings=settings, current=current)
     except ValueError as e:
         raise JobError(str(e)) from None
+
+
+# ----------------------------------------------------------------------------------------- Access Advisor
+
+
+@dataclass
+class AdvisorRun:
+    """What :func:`advisor` read and wrote."""
+
+    source: str
+    rows: int
+    principals: int
+    services: int
+    never_accessed: int  # (principal, service) pairs with no access in the tracking period
+    path: str
+    problems: list[str] = field(default_factory=list)  # principals or accounts whose report could not be had
+
+    def to_dict(self) -> dict:
+        """JSON-ready."""
+        return asdict(self)
+
+
+def advisor(store: str | Path, *, snapshot: str | Path | None = None, profile: str | None = None,
+            endpoint_url: str | None = None, all_accounts: bool = False,
+            assume_role: str = "OrganizationAccountAccessRole", now: datetime | None = None,
+            progress: Callable[[int, int, str], None] | None = None, sleep: Callable[[float], None] | None = None,
+            poll: float = 2.0) -> AdvisorRun:
+    """Read IAM Access Advisor's service- and action-level last-accessed reports of every role and user into the
+    store's advisor table (:mod:`miner.advisor`).
+
+    Args:
+        store: the store root (created when missing).
+        snapshot: a file or folder of ``get-service-last-accessed-details`` output (offline); else live IAM.
+        profile: the AWS profile of live reads.
+        endpoint_url: another endpoint for IAM (and Organizations/STS with ``all_accounts``), e.g. a test server.
+        all_accounts: every account of the organisation (Organizations ``ListAccounts``, then ``sts:AssumeRole``).
+        assume_role: with ``all_accounts``, the role name to assume in each member account.
+        now: the run's time (default: the clock at call time; names the file).
+        progress: called as ``progress(done, total, principal_arn)``.
+        sleep: waits between polls and throttled tries (default ``time.sleep``).
+        poll: the first wait between polls of a job, in seconds.
+
+    Returns:
+        The :class:`AdvisorRun`.
+
+    Raises:
+        JobError: an unreadable snapshot, IAM or Organizations cannot be read, or no report was had at all.
+    """
+    import time
+
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from miner import advisor as adv
+
+    now = now or datetime.now(timezone.utc)
+    sleep = sleep or time.sleep
+    problems: list[str] = []
+    try:
+        if snapshot is not None:
+            if profile or endpoint_url or all_accounts:
+                raise JobError("--snapshot reads reports from files: leave out --profile, --endpoint-url and "
+                               "--all-accounts")
+            source = f"snapshot {snapshot}"
+            rows = adv.load_snapshot(snapshot)
+        else:
+            sessions = [(None, None)]
+            if all_accounts:
+                sessions, problems = adv.organisation_sessions(assume_role, profile=profile,
+                                                               endpoint_url=endpoint_url, sleep=sleep)
+            source = f"live IAM{' at ' + endpoint_url if endpoint_url else ''}"
+            rows = []
+            for account, session in sessions:
+                client = adv.iam_client(profile, endpoint_url, session=session)
+                try:
+                    arns = adv.list_principals(client, sleep=sleep)
+                except (ClientError, BotoCoreError) as e:
+                    if not all_accounts:
+                        raise JobError(f"cannot list IAM roles and users: {e} (set credentials, --profile or "
+                                       f"--endpoint-url, or use --snapshot)") from None
+                    problems.append(f"account {account}: cannot list IAM roles and users: {e}")
+                    continue
+                got, bad = adv.fetch(client, arns, source=source, sleep=sleep, poll=poll, progress=progress)
+                rows += got
+                problems += bad
+    except adv.AdvisorError as e:
+        raise JobError(str(e)) from None
+    if not rows:
+        raise JobError("no Access Advisor report was read" + (": " + "; ".join(problems[:3]) if problems else
+                                                              " (no roles or users)"))
+    written = adv.write(store, rows, now=now)
+    never = sum(1 for r in rows if r["action"] is None and r["last_accessed"] is None)
+    return AdvisorRun(source, written.rows, written.principals, written.services, never, written.path, problems)

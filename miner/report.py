@@ -12,6 +12,7 @@ from pathlib import Path
 from string import Template
 from typing import Any, Iterable
 
+from miner import evidence
 from miner.escape import csv_text, json_safe, markdown_code, markdown_text
 from miner.escape import html as escape
 
@@ -91,6 +92,7 @@ CSV_COLUMNS = [
     "rank", "score", "arn", "name", "kind", "account", "events", "authorised", "denied", "first_seen", "last_seen",
     "never_used", "in_iam", "granted_actions", "used_actions", "unused_actions", "unobservable_actions",
     "unused_services", "high_risk_unused", "high_risk_used_broadly", "suggested_actions", "policies",
+    "blocked_by_org", "org_blocked_calls",
 ]
 
 
@@ -115,6 +117,8 @@ def render_csv(review: dict) -> str:
             ";".join(_finding_name(h) for h in p.get("high_risk_unused") or []),
             ";".join(_finding_name(h) for h in p.get("high_risk_used_broadly") or []),
             _blank(p.get("suggested_actions")), ";".join(g.get("policies") or []),
+            _blank(p.get("blocked_count")),
+            ";".join(f"{c['action']} on {c['resource']} ({c['kind']} {c['policy']})" for c in _org_errors(p)),
         ])
     return csv_text(CSV_COLUMNS, rows)
 
@@ -491,6 +495,24 @@ def _actionable(p: dict) -> list[dict]:
     return (p.get("high_risk_unused") or []) + (p.get("high_risk_used_broadly") or [])
 
 
+def _org_blocked(p: dict) -> list[dict]:
+    """The groups of a principal's granted actions that SCPs or RCPs block (one per denying statement)."""
+    return (p.get("organizations") or {}).get("blocked") or []
+
+
+def _org_errors(p: dict) -> list[dict]:
+    """A principal's authorised calls that an SCP or RCP denies: errors (the calls should not exist)."""
+    return (p.get("organizations") or {}).get("blocked_calls") or []
+
+
+#: The lead of the reports' section on SCPs and RCPs.
+ORG_LEAD = ("Granted actions that an SCP or RCP of the organization denies (an unconditional Deny, or a level of "
+            "the organization without an Allow): they cannot be used, so they are not counted as unused nor as "
+            "high-risk grants. Denies under a Condition are not counted as blocks.")
+ORG_ERROR_LEAD = ("Authorised calls that an SCP or RCP denies: they should not exist. A policy changed during the "
+                  "window, or the organization snapshot is not the one in force.")
+
+
 def _tags(items: Iterable[str], cls: str = "", limit: int = 12) -> str:
     items = list(items)
     out = "".join(f'<span class="tag {cls}">{breakable(i)}</span>' for i in items[:limit])
@@ -703,8 +725,16 @@ def _principal_details(p: dict, known: bool) -> str:
                 if n > len(listed):
                     block += f'<p class="sub">\u2026 and {number(n - len(listed))} more</p>'
             cols.append(block + "</div>")
+        if p.get("evidence"):
+            cols.append(evidence.html_principal(p))
         if p.get("used_not_granted"):
             cols.append("<div><h3>Used but not granted</h3>" + _tags(p["used_not_granted"], "idle", 30) + "</div>")
+        if _org_blocked(p):
+            cols.append("<div><h3>Blocked by SCP or RCP</h3><ul class=\"compact\">" + "".join(
+                f"<li><code>{breakable(b['policy'])}</code> <span class=\"sub\">{escape(b['kind'])} at "
+                f"{breakable(b['target'])}</span>: {number(b['count'])} action"
+                f"{'s' if b['count'] != 1 else ''}" + _tags(b["actions"], "", 6) + "</li>"
+                for b in _org_blocked(p)[:10]) + "</ul></div>")
     if p.get("denied_attempts"):
         cols.append("<div><h3>Denied attempts</h3><ul class=\"compact\">" + "".join(
             f"<li><code>{escape(d.get('action') or d.get('event') or '?')}</code> \u00d7{number(d.get('count', 1))}"
@@ -793,6 +823,32 @@ def grants_chart(review: dict, max_rows: int = 40) -> str:
             "</span></figcaption>" + svg_granted_vs_used(rows) + "</figure>")
 
 
+def _org_html(principals: list[dict]) -> list[str]:
+    """The HTML sections on SCPs and RCPs: calls they deny (errors), then the grants they block."""
+    out = []
+    errors = [(p, c) for p in principals for c in _org_errors(p)]
+    if errors:
+        out.append('<h2 id="org-errors">Calls an SCP or RCP denies (errors)</h2><p class="lead">'
+                   f"{escape(ORG_ERROR_LEAD)}</p><table id=\"org-errors-table\"><thead><tr><th>Principal</th>"
+                   "<th>Action</th><th>Resource</th><th class=\"num\">Calls</th><th>Denied by</th></tr></thead><tbody>"
+                   + "".join(f"<tr><td>{breakable(_label(p))}</td><td><code>{breakable(c['action'])}</code></td>"
+                             f"<td><code>{breakable(c['resource'])}</code></td><td class=\"num\">{number(c['calls'])}"
+                             f"</td><td>{escape(c['kind'])} <code>{breakable(c['policy'])}</code> "
+                             f"<span class=\"sub\">{breakable(c['target'])}, statement {escape(c['statement'])}"
+                             "</span></td></tr>" for p, c in errors[:200]) + "</tbody></table>")
+    blocked = [(p, b) for p in principals for b in _org_blocked(p)]
+    if blocked:
+        out.append('<h2 id="org-blocked">Blocked by SCP or RCP</h2><p class="lead">'
+                   f"{escape(ORG_LEAD)}</p><table id=\"org-blocked-table\"><thead><tr><th>Principal</th>"
+                   "<th>Policy</th><th>Attached to</th><th class=\"num\">Actions</th><th>Examples</th></tr></thead>"
+                   "<tbody>" + "".join(
+                       f"<tr><td>{breakable(_label(p))}</td><td>{escape(b['kind'])} <code>{breakable(b['policy'])}"
+                       f"</code></td><td>{breakable(b['target'])}</td><td class=\"num\">{number(b['count'])}"
+                       f"</td><td>{_tags(b['actions'], '', 4)}</td></tr>" for p, b in blocked[:200])
+                   + "</tbody></table>")
+    return out
+
+
 def render_html(review: dict, changes: dict | None = None, max_chart_rows: int = 40) -> str:
     """The review as ONE self-contained HTML page (inline CSS and SVG; no scripts, fonts or external requests).
 
@@ -832,6 +888,7 @@ def render_html(review: dict, changes: dict | None = None, max_chart_rows: int =
     if charts:
         sections.append('<h2 id="charts">At a glance</h2><div class="charts">' + "".join(charts) + "</div>")
 
+    sections.append(evidence.html_section(review, wrap=breakable))  # Access Advisor's proof (or nothing)
     never = [p for p in principals if p.get("never_used")]
     if never:
         sections.append('<h2 id="removal">Removal candidates: no activity in the window</h2><table id="never"><thead>'
@@ -856,6 +913,7 @@ def render_html(review: dict, changes: dict | None = None, max_chart_rows: int =
                         '<div class="tablewrap"><table id="risky"><thead><tr><th>Principal</th><th>Grant</th>'
                         "<th>Status</th><th>Policy and statement</th><th>Remedy</th></tr></thead><tbody>" + "".join(rows)
                         + "</tbody></table></div>")
+    sections += _org_html(principals)
     denied = [(p, d) for p in principals for d in p.get("denied_attempts") or []]
     if denied:
         denied.sort(key=lambda pd: -int(pd[1].get("count", 1)))
@@ -896,6 +954,24 @@ def _code(s: Any, in_table: bool = True) -> str:
 
 def _codes(items: Iterable[Any], in_table: bool = True) -> str:
     return ", ".join(_code(i, in_table) for i in items)
+
+
+def _org_markdown(principals: list[dict]) -> list[str]:
+    """The Markdown sections on SCPs and RCPs: calls they deny (errors), then the grants they block."""
+    errors = [f"| {_code(_label(p))} | {_code(c['action'])} | {_code(c['resource'])} | {number(c['calls'])} | "
+              f"{_md(c['kind'])} {_code(c['policy'])} at {_code(c['target'])} |"
+              for p in principals for c in _org_errors(p)]
+    blocked = [f"| {_code(_label(p))} | {_md(b['kind'])} {_code(b['policy'])} | {_code(b['target'])} | "
+               f"{number(b['count'])} | {_codes(b['actions'][:4])} |" for p in principals for b in _org_blocked(p)]
+    lines = []
+    for title, lead, head, rows in (
+            ("Calls an SCP or RCP denies (errors)", ORG_ERROR_LEAD, "| Principal | Action | Resource | Calls | "
+             "Denied by |\n|---|---|---|---:|---|", errors),
+            ("Blocked by SCP or RCP", ORG_LEAD, "| Principal | Policy | Attached to | Actions | Examples |\n"
+             "|---|---|---|---:|---|", blocked)):
+        if rows:
+            lines += [f"## {title}", "", _md(lead), "", *head.split("\n"), *rows, ""]
+    return lines
 
 
 def render_markdown(review: dict, changes: dict | None = None) -> str:
@@ -964,6 +1040,7 @@ def render_markdown(review: dict, changes: dict | None = None) -> str:
                          f"{number(len(p.get('used_actions') or []))} | {_codes(p.get('services_used') or [])} | "
                          f"{_date(p.get('last_seen')) or 'never'} | {number(p.get('denied', 0))} |")
     lines.append("")
+    lines += evidence.markdown_section(review)  # IAM Access Advisor's proof (empty without `miner advisor`)
     never = [p for p in review.get("principals", []) if p.get("never_used")]
     if never:
         lines += ["## Removal candidates (no activity in the window)", ""]
@@ -976,6 +1053,7 @@ def render_markdown(review: dict, changes: dict | None = None) -> str:
                   "|---|---|---|---|---|"]
         lines += [f"| {_code(_label(p))} | {_code(_rule(h))} | {_md(FINDING_STATUS.get(h.get('status'), ''))} | "
                   f"{_code(_where(h))} | {_md(h.get('remedy') or h.get('reason', ''))} |" for p, h in risky] + [""]
+    lines += _org_markdown(review.get("principals", []))
     denied = [(p, d) for p in review.get("principals", []) for d in p.get("denied_attempts") or []]
     if denied:
         lines += ["## Denied attempts", "", "| Principal | Action | Error | Count |", "|---|---|---|---:|"]

@@ -21,6 +21,8 @@ REVIEW_SCHEMA = 1
 #: Weight of one unused granted action by access level, for the ranking score.
 LEVEL_WEIGHTS = {"Permissions management": 5.0, "Tagging": 2.0, "Write": 2.0, "List": 1.0, "Read": 1.0}
 HIGH_RISK_WEIGHT = 100.0
+#: How many actions of each group an SCP or RCP blocks the review keeps (the group's ``count`` counts them all).
+ORG_ACTIONS_KEPT = 50
 
 
 # ----------------------------------------------------------------------------------------- IAM sources
@@ -35,6 +37,7 @@ class IamSource:
     accounts: set[str]
     attached: Callable[[str], Any]  # principal ARN -> miner.iam.AttachedPolicies
     notes: list[str] = field(default_factory=list)
+    org: Any = None  # miner.organizations.OrgSource: the SCPs and RCPs, when known
 
 
 def _iso(v: Any) -> str | None:
@@ -66,7 +69,7 @@ def snapshot_source(path: str | Path) -> IamSource:
     Raises:
         miner.iam.IamError: when the snapshot cannot be read.
     """
-    from miner import iam
+    from miner import iam, organizations
 
     path = Path(path)
     snaps = iam.load_snapshot(path)
@@ -76,7 +79,8 @@ def snapshot_source(path: str | Path) -> IamSource:
             inventory += [_inventory_entry(kind, e, name_key) for e in data.get(key) or []]
     accounts = {inv["account"] for inv in inventory}
     return IamSource(f"snapshot {path}", inventory, accounts - {""},
-                     lambda arn: iam.from_snapshot(path, arn, snapshots=snaps))
+                     lambda arn: iam.from_snapshot(path, arn, snapshots=snaps),
+                     org=organizations.snapshot_source(path))
 
 
 def live_source(profile: str | None = None, endpoint_url: str | None = None, client=None) -> IamSource:
@@ -95,7 +99,7 @@ def live_source(profile: str | None = None, endpoint_url: str | None = None, cli
     """
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from miner import iam
+    from miner import iam, organizations
 
     client = client or iam.iam_client(profile, endpoint_url)
     inventory: list[dict] = []
@@ -109,7 +113,8 @@ def live_source(profile: str | None = None, endpoint_url: str | None = None, cli
                            f"or use --iam-snapshot)") from None
     accounts = {inv["account"] for inv in inventory}
     where = f"live IAM{' at ' + endpoint_url if endpoint_url else ''}{' (profile ' + profile + ')' if profile else ''}"
-    return IamSource(where, inventory, accounts - {""}, lambda arn: iam.from_live(arn, client=client))
+    return IamSource(where, inventory, accounts - {""}, lambda arn: iam.from_live(arn, client=client),
+                     org=organizations.live_source(profile, endpoint_url))
 
 
 # ----------------------------------------------------------------------------------------- scoring
@@ -284,7 +289,7 @@ def _finding_entry(h: dict) -> dict:
 
 def _principal_entry(arn: str, meta: dict, inv: dict | None, iam_source: IamSource | None, used, activity: list,
                      data_sources: Callable[[str], set[str]], *, max_resources: int, wildcards: bool, catalog,
-                     grants: dict | None) -> dict:
+                     grants: dict | None, witness=None) -> dict:
     """One principal of the review from its usage (a :class:`miner.usage.Usage`, ``None`` without events in the
     window); ``grants`` caches the granted sets of :func:`miner.diff.compare`."""
     from miner import diff, iam, synthesize
@@ -350,7 +355,8 @@ def _principal_entry(arn: str, meta: dict, inv: dict | None, iam_source: IamSour
                               boundary=boundary, denied=denied if len(denied) else None,
                               data_sources=data_sources(account), principal_arn=arn, principal_account=account,
                               missing=attached.missing, source=attached.source, policies=attached.refs,
-                              catalog=catalog, cache=grants)
+                              catalog=catalog, cache=grants,
+                              org=iam_source.org.evaluator(arn, account) if iam_source.org else None)
         cls = report.classification
         status = report.statuses
         unused = sorted(a for a, st in status.items() if st == "unused")
@@ -378,13 +384,47 @@ def _principal_entry(arn: str, meta: dict, inv: dict | None, iam_source: IamSour
         ung = report.used_not_granted
         entry["used_not_granted"] = sorted({r.action for r in ung.itertuples(index=False) if r.outcome == "authorised"})
         entry["notes"] = list(report.notes)
+        if report.org is not None:
+            # each blocked group keeps its count and first actions (an allow-list SCP can block thousands)
+            entry["organizations"] = {**report.org, "blocked": [{**b, "actions": b["actions"][:ORG_ACTIONS_KEPT]}
+                                                                for b in report.org["blocked"]]}
+            entry["blocked_count"] = report.count("blocked")
         entry["score"] = _score(weights, len(entry["high_risk_unused"]) + len(entry["high_risk_used_broadly"]))
+        if witness is not None:  # IAM Access Advisor as a second witness (miner advisor): evidence per action
+            from miner import evidence
+
+            ev = evidence.classify_all(cls, evidence.calls_by_action(authorised), witness)
+            entry["evidence"] = evidence.summary(ev, witness)
+            entry["unused_services"] = evidence.rank_services(
+                entry["unused_services"], [n["service"] for n in entry["evidence"]["never_accessed_services"]])
     return entry
+
+
+def _org_notes(org, principals: list[dict]) -> list[str]:
+    """The review's notes on SCPs and RCPs: what was read, what they block, the calls they deny (errors)."""
+    notes = list(org.notes)
+    blocked = [(p, int(p.get("blocked_count") or 0)) for p in principals if p.get("blocked_count")]
+    if blocked:
+        policies = sorted({b["policy"] for p, _ in blocked for b in p["organizations"]["blocked"]})
+        notes.append(f"SCPs and RCPs ({org.label}) block {sum(n for _, n in blocked):,} granted actions of "
+                     f"{len(blocked)} principal(s) ({', '.join(policies)}): shown as blocked, not counted as unused "
+                     f"nor as high-risk grants")
+    calls = [(p, c) for p in principals for c in (p.get("organizations") or {}).get("blocked_calls") or []]
+    if calls:
+        notes.append(f"ERROR: {len(calls)} authorised (action, resource) pair(s) that an SCP or RCP denies, of "
+                     + ", ".join(sorted({p['name'] for p, _ in calls})) + ": the calls should not exist (a policy "
+                     "changed in the window, or the organization snapshot is not the one in force)")
+    exempt = sorted({f"{p['name']} ({p['organizations']['exempt']})" for p in principals
+                     if (p.get("organizations") or {}).get("exempt")})
+    if exempt:
+        notes.append("SCPs are not evaluated for " + ", ".join(exempt) + ": they do not apply there")
+    return notes
 
 
 def build_review(con, window: Window, *, iam_source: IamSource | None = None, store: str | Path | None = None,
                  account: str | None = None, max_resources: int | None = None, wildcards: bool = True,
-                 catalog=None, now: datetime | None = None, progress: Callable[[str], None] | None = None) -> dict:
+                 catalog=None, now: datetime | None = None, progress: Callable[[str], None] | None = None,
+                 advisor: pd.DataFrame | None = None) -> dict:
     """Gather the right-sizing review of every role and user.
 
     Principals are the roles and users that acted in the window plus, with an IAM source, every role and user it
@@ -403,6 +443,8 @@ def build_review(con, window: Window, *, iam_source: IamSource | None = None, st
         catalog: the IAM catalogue (default: the pinned one).
         now: the generation time (default: the clock at call time).
         progress: called with a short message per principal.
+        advisor: the store's IAM Access Advisor table (:func:`miner.advisor.read`): with it, each principal it
+            reports on gets the evidence of each granted action (:mod:`miner.evidence`).
 
     Returns:
         The review dict (JSON-ready; the input of :mod:`miner.report` and of a later :func:`compare_reviews`).
@@ -448,6 +490,12 @@ def build_review(con, window: Window, *, iam_source: IamSource | None = None, st
         return ds_cache[acct]
 
     principals = []
+    witnesses = {}
+    if advisor is not None and len(advisor):
+        from miner.evidence import Witness
+
+        witnesses = {str(a).lower(): Witness.of(rows, str(a))
+                     for a, rows in advisor.groupby("principal_arn", sort=False)}
     # What is alive now (modules, the catalogue, the mapper's caches, every principal's usage) outlives the loop: kept
     # out of the cyclic collector's full passes (gc.freeze) while the loop builds tens of thousands of short-lived
     # objects per admin-like role, and handed back to it afterwards (gc.unfreeze), so nothing stays uncollectable
@@ -460,7 +508,8 @@ def build_review(con, window: Window, *, iam_source: IamSource | None = None, st
                 progress(arn)
             principals.append(_principal_entry(
                 arn, metas.get(arn, {}), inventory.get(arn.lower()), iam_source, usages.get(arn), act.get(arn, []),
-                data_sources, max_resources=max_resources, wildcards=wildcards, catalog=catalog, grants=grants))
+                data_sources, max_resources=max_resources, wildcards=wildcards, catalog=catalog, grants=grants,
+                witness=witnesses.get(arn.lower())))
     finally:
         gc.unfreeze()
     known = iam_source is not None
@@ -473,6 +522,8 @@ def build_review(con, window: Window, *, iam_source: IamSource | None = None, st
     if outside:
         notes.append("the IAM source does not cover account(s) " + ", ".join(outside) +
                      ": grants of their principals are unknown")
+    if iam_source is not None and iam_source.org is not None:
+        notes += _org_notes(iam_source.org, principals)
     errors = [f"{p['name']}: {p['iam_error']}" for p in principals if p.get("iam_error")]
     if errors:
         notes.append("grants could not be read for " + "; ".join(errors))
@@ -487,7 +538,18 @@ def build_review(con, window: Window, *, iam_source: IamSource | None = None, st
         "high_risk_unused": sum(len(p.get("high_risk_unused") or []) for p in principals),
         "high_risk_used_broadly": sum(len(p.get("high_risk_used_broadly") or []) for p in principals),
         "denied": sum(int(p["denied"]) for p in principals),
+        "blocked_by_org": sum(int(p.get("blocked_count") or 0) for p in principals),
+        "org_blocked_calls": sum(len((p.get("organizations") or {}).get("blocked_calls") or []) for p in principals),
     }
+    extra = {}
+    if witnesses:
+        from miner.evidence import removal_candidates
+
+        extra["removal_proven"] = removal_candidates(principals)
+        summary["services_never_accessed"] = sum(len(c["services"]) for c in extra["removal_proven"])
+        covered = sum(1 for p in principals if "evidence" in p)
+        notes.append(f"IAM Access Advisor reports (miner advisor) cover {covered} of the principals: their granted "
+                     f"actions carry evidence from both witnesses")
     return {
         "kind": REVIEW_KIND, "schema": REVIEW_SCHEMA,
         "generated_at": now.astimezone(timezone.utc).isoformat(timespec="seconds"),
@@ -496,7 +558,7 @@ def build_review(con, window: Window, *, iam_source: IamSource | None = None, st
         "catalog_version": catalog.version, "mapping_version": _mapping_version(), "miner_version": __version__,
         "iam_source": iam_source.label if iam_source else None, "grants_known": known,
         "settings": {"max_resources": max_resources, "wildcards": wildcards, "account": account},
-        "summary": summary, "notes": notes, "principals": principals,
+        "summary": summary, "notes": notes, "principals": principals, **extra,
     }
 
 

@@ -264,6 +264,8 @@ class ServiceReference:
     services: dict[str, str] = field(default_factory=dict)  # prefix -> file name
     version: str = ""
     problems: list[str] = field(default_factory=list)
+    #: ``prefix:action`` (lower-case) -> its ``SupportedBy."IAM Action Last Accessed"`` flag, where the files give one
+    last_accessed: dict[str, bool] = field(default_factory=dict)
 
     def authorized_actions(self, prefix: str, operation: str) -> tuple[str, ...] | None:
         """The ``service:Action`` names an operation needs, or ``None`` when the files do not say.
@@ -324,6 +326,10 @@ def load_service_reference(directory: str | os.PathLike) -> ServiceReference:
                 if isinstance(a, dict) and a.get("Name"):
                     acts.append(((a.get("Service") or prefix).lower(), a["Name"]))
             ref.operations[(prefix, op["Name"].lower())] = tuple(dict.fromkeys(acts))
+        for act in doc.get("Actions") or []:
+            flag = (act.get("SupportedBy") or {}).get("IAM Action Last Accessed") if isinstance(act, dict) else None
+            if isinstance(flag, bool) and isinstance(act.get("Name"), str):
+                ref.last_accessed[f"{prefix}:{act['Name'].lower()}"] = flag
     ref.version = f"{len(ref.services)} services, sha256 {digest.hexdigest()[:12]}" if ref.services else "empty"
     return ref
 

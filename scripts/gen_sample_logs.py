@@ -1451,6 +1451,79 @@ _AWS_MANAGED = {
 }
 
 
+#: The organization's management account (no logs of its own in the sample).
+ACCT_MANAGEMENT = "999988887777"
+
+
+def _organizations_snapshot() -> dict:
+    """``iam/organizations.json``: the SCPs and RCPs of the organization (the format of docs/organizations.md).
+
+    Prod (111122223333) sits in Workloads/Prod, whose ``ProtectProdData`` SCP denies destructive S3, DynamoDB, KMS
+    and CloudTrail actions: part of what orders-api-task (``s3:*``, ``dynamodb:*``) and legacy-batch
+    (AdministratorAccess) are granted. The audit account (012345678901) sits in Security, whose allow-list SCP
+    ``SecurityAuditOnly`` replaces FullAWSAccess. The root's ``RegionGuard`` SCP and ``DataPerimeter`` RCP deny
+    only under Conditions, so they block nothing for certain.
+    """
+    root, workloads, prod, tooling, security = ("r-a1b2", "ou-a1b2-workload", "ou-a1b2-prod0001",
+                                                "ou-a1b2-tooling1", "ou-a1b2-security")
+
+    def pol(pid: str, name: str, ptype: str, doc: dict, targets: list[str], managed: bool = False) -> dict:
+        return {"PolicySummary": {"Id": pid, "Name": name, "Type": ptype, "AwsManaged": managed},
+                "Content": json.dumps(doc, separators=(",", ":")), "Targets": targets}
+
+    scp, rcp = "SERVICE_CONTROL_POLICY", "RESOURCE_CONTROL_POLICY"
+    regions = ["us-east-1", "eu-west-1", "us-west-2"]
+    return {
+        "Organization": {"Id": ORG_ID, "MasterAccountId": ACCT_MANAGEMENT},
+        "Roots": [{"Id": root, "Name": "Root"}],
+        "OrganizationalUnits": [
+            {"Id": workloads, "Name": "Workloads", "ParentId": root},
+            {"Id": prod, "Name": "Prod", "ParentId": workloads},
+            {"Id": tooling, "Name": "Tooling", "ParentId": root},
+            {"Id": security, "Name": "Security", "ParentId": root},
+        ],
+        "Accounts": [
+            {"Id": ACCT_MANAGEMENT, "Name": "management", "ParentId": root},
+            {"Id": ACCT_PROD, "Name": "prod", "ParentId": prod},
+            {"Id": ACCT_CI, "Name": "ci-tooling", "ParentId": tooling},
+            {"Id": ACCT_AUDIT, "Name": "audit", "ParentId": security},
+        ],
+        "Policies": [
+            pol("p-FullAWSAccess", "FullAWSAccess", scp, _doc(_allow("*", "*")),
+                [root, workloads, prod, tooling, ACCT_MANAGEMENT, ACCT_PROD, ACCT_CI, ACCT_AUDIT], managed=True),
+            pol("p-regionguard1", "RegionGuard", scp, _doc(
+                {"Sid": "DenyOutsideOurRegions", "Effect": "Deny",
+                 "NotAction": ["iam:*", "organizations:*", "sts:*", "cloudfront:*", "route53:*", "support:*",
+                               "budgets:*", "health:*", "account:*"], "Resource": "*",
+                 "Condition": {"StringNotEquals": {"aws:RequestedRegion": regions}}}), [root]),
+            pol("p-protectprod1", "ProtectProdData", scp, _doc(
+                {"Sid": "NoDataDestruction", "Effect": "Deny", "Action": [
+                    "s3:DeleteBucket", "s3:DeleteBucketPolicy", "s3:PutBucketPolicy", "s3:PutBucketAcl",
+                    "s3:PutBucketPublicAccessBlock", "s3:PutAccountPublicAccessBlock", "s3:PutLifecycleConfiguration",
+                    "s3:PutBucketObjectLockConfiguration", "dynamodb:DeleteTable", "dynamodb:DeleteBackup",
+                    "dynamodb:UpdateContinuousBackups", "kms:ScheduleKeyDeletion", "kms:DisableKey",
+                    "kms:PutKeyPolicy"], "Resource": "*"},
+                {"Sid": "KeepTheTrail", "Effect": "Deny", "Action": [
+                    "cloudtrail:StopLogging", "cloudtrail:DeleteTrail", "cloudtrail:UpdateTrail",
+                    "organizations:LeaveOrganization"], "Resource": "*"}), [prod]),
+            pol("p-securityro1", "SecurityAuditOnly", scp, _doc(_allow(
+                ["config:Describe*", "config:Get*", "config:List*", "cloudtrail:Describe*", "cloudtrail:Get*",
+                 "cloudtrail:List*", "cloudtrail:LookupEvents", "iam:Get*", "iam:List*", "iam:Generate*",
+                 "access-analyzer:Get*", "access-analyzer:List*", "sts:GetCallerIdentity"], "*",
+                sid="AuditReadsOnly")), [security]),
+            pol("p-RCPFullAWSAccess", "RCPFullAWSAccess", rcp,
+                _doc({"Effect": "Allow", "Principal": "*", "Action": "*", "Resource": "*"}),
+                [root, workloads, prod, tooling, security, ACCT_MANAGEMENT, ACCT_PROD, ACCT_CI, ACCT_AUDIT],
+                managed=True),
+            pol("p-perimeter01", "DataPerimeter", rcp, _doc(
+                {"Sid": "OnlyOurOrganization", "Effect": "Deny", "Principal": "*",
+                 "Action": ["s3:*", "sqs:*", "kms:*", "secretsmanager:*", "sts:AssumeRole"], "Resource": "*",
+                 "Condition": {"StringNotEqualsIfExists": {"aws:PrincipalOrgID": ORG_ID},
+                               "BoolIfExists": {"aws:PrincipalIsAWSService": "false"}}}), [root]),
+        ],
+    }
+
+
 def _aws_policy_arn(name: str) -> str:
     return f"arn:aws:iam::aws:policy{_AWS_MANAGED[name][0]}{name}"
 
@@ -1791,6 +1864,9 @@ def generate(out_dir: str, seed: int = DEFAULT_SEED, days: int = DEFAULT_DAYS, s
         with open(os.path.join(out_dir, "iam", f"{acct}.json"), "w", encoding="utf-8") as fh:
             json.dump(snaps[acct], fh, indent=4)
             fh.write("\n")
+    with open(os.path.join(out_dir, "iam", "organizations.json"), "w", encoding="utf-8") as fh:
+        json.dump(_organizations_snapshot(), fh, indent=4)
+        fh.write("\n")
 
     for name, info in oddities.items():
         eid = info["eventID"]
@@ -1868,6 +1944,12 @@ def _readme(s: dict) -> str:
         "- `iam/<account>.json`: `aws iam get-account-authorization-details` snapshots taken after the window "
         "(documents as JSON objects, as the CLI prints them; attached AWS managed policies are included in "
         "`Policies`, with reduced documents for the large ones).",
+        f"- `iam/organizations.json`: the organization {ORG_ID} (management account {ACCT_MANAGEMENT}, no logs) and "
+        "its SCPs and RCPs (docs/organizations.md). Prod sits in Workloads/Prod, whose SCP `ProtectProdData` denies "
+        "destructive S3, DynamoDB, KMS and CloudTrail actions: part of orders-api-task's `s3:*`/`dynamodb:*` and "
+        "legacy-batch's AdministratorAccess, shown as blocked by SCP rather than unused. The audit account sits "
+        "in Security, whose allow-list SCP `SecurityAuditOnly` replaces FullAWSAccess. The root's `RegionGuard` SCP "
+        "and `DataPerimeter` RCP deny only under Conditions (conditional, never counted as a block).",
         "",
         "## Principals",
         "",

@@ -349,8 +349,10 @@ def test_sample_review_ranks_unused_privilege_and_finds_removal_candidates(sampl
     assert scores == sorted(scores, reverse=True)
     orders = by["orders-api-task"]
     assert orders["suggested_policy"] and orders["used_actions"] and orders["activity"]
-    assert orders["unused_count"] + orders["unobservable_count"] + len(orders["used_granted"]) == \
-        orders["granted"]["actions"]
+    # the sample's ProtectProdData SCP blocks 11 of its grants: neither unused nor unobservable, but blocked
+    assert orders["blocked_count"] == 11
+    assert orders["unused_count"] + orders["unobservable_count"] + len(orders["used_granted"]) + \
+        orders["blocked_count"] == orders["granted"]["actions"]
     denied = {d["action"] for d in by["alice"]["denied_attempts"]}
     assert "ec2:TerminateInstances" in denied
     suggested = json.dumps(by["alice"].get("suggested_policy"))
@@ -429,9 +431,12 @@ def test_cli_review_formats_compare_and_errors(sample_store, sample_logs, tmp_pa
     res = runner.invoke(app, base + ["--out", str(last)])
     assert res.exit_code == 0, res.output
     assert json.loads(last.read_text())["kind"] == "miner-review"
+    line = next(x for x in res.stderr.splitlines() if x.startswith("reviewed "))
+    assert "previous review" not in line and line.endswith(f"-> {last}")  # (the window was once glued on here)
     page = tmp_path / "review.html"
     res = runner.invoke(app, base + ["--out", str(page), "--compare", str(last)])
     assert res.exit_code == 0, res.output
+    assert " gone since the previous review -> " in res.stderr
     assert "Changes since the review of 2026-08-01 \u2192" in page.read_text() and "ci-bot" in page.read_text()
     res = runner.invoke(app, base[:-2] + ["--format", "md"])
     assert res.exit_code == 0 and "Grants unknown" in res.stdout

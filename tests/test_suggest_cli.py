@@ -286,6 +286,7 @@ def test_golden_diff(sample_store, role):
                                           for h in rep[f"high_risk_{status}"]]
     summary["used_not_granted"] = [(u["action"], u["resource"], u["likely_path"]) for u in rep["used_not_granted"]]
     summary["conditions"] = rep["conditions"]
+    summary["blocked"] = rep["blocked"]  # by the sample organization's SCPs (sample_logs/iam/organizations.json)
     _golden(f"diff-{role}", json.loads(json.dumps(summary)))
     if role == "orders-api-task":
         assert "logs:PutLogEvents" in summary["unobservable"]  # granted, used, never logged: not "unused"
