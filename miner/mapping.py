@@ -704,7 +704,8 @@ class Mapper:
         self._static: dict[tuple, MappingResult] = {}
         self._prefix_cache: dict[str, tuple[str, ...]] = {}
         self._best_cache: dict[tuple[str, str], frozenset] = {}
-        self._slot_fixed: tuple[frozenset, tuple[str, ...]] | None = None
+        self._slot_fixed: tuple[frozenset, tuple[str, ...]] = (frozenset(), ())
+        self._slot_heads: dict[tuple, tuple | bool] = {}
 
     # -- versions ---------------------------------------------------------------------------
     @property
@@ -941,24 +942,18 @@ class Mapper:
                    partition="", event_type=None) -> tuple[tuple, tuple[dict, Any], tuple] | None:
         """(structure key, (slotted request parameters, slotted resources), slot values) of an event, or ``None``
         when it is mapped on its own."""
-        if not (isinstance(request_parameters, str) and (resources is None or isinstance(resources, str))) or \
-                any(_has_slot(x) for x in (event_source, event_name, event_type, account, region, partition)
-                    if isinstance(x, str)) or _SLOT_IN_JSON.search(request_parameters) or \
-                (resources is not None and _SLOT_IN_JSON.search(resources)):
+        if not isinstance(request_parameters, str) or not (resources is None or isinstance(resources, str)) or \
+                _may_hold_slot(request_parameters) or (resources is not None and _may_hold_slot(resources)):
             return None  # no request value to slot, or text that may hold a slot character
-        plan = self.plan(event_source, event_name, event_type)
-        if plan.status != "mapped" or any(s.strategy for s in plan.steps):
-            return None  # plan-wide results are cached by map(); strategies parse values
-        account = "" if account is None else str(account)
-        region = region or ""
-        if not partition:
-            from miner.models import partition_of
-
-            partition = partition_of(region)
-        if (event_source, event_name, event_type, account, region, partition) in self._static:
+        head = (event_source, event_name, event_type, account, region, partition)
+        try:
+            found = self._slot_heads.get(head)
+        except TypeError:  # pragma: no cover - unhashable exotic input
             return None
-        if self._slot_fixed is None:
-            self._slot_fixed = _slot_fixed_keys(self.rules)
+        if found is None:
+            found = self._slot_heads[head] = self._slot_head(*head)
+        if not found:
+            return None
         params = _loads(request_parameters)
         if not isinstance(params, dict):
             return None
@@ -970,11 +965,27 @@ class Mapper:
         import orjson
 
         try:
-            key = (event_source, event_name, event_type, account, region, partition, orjson.dumps(skeleton),
-                   orjson.dumps(res))
+            key = (*found, orjson.dumps(skeleton), orjson.dumps(res))
         except TypeError:  # pragma: no cover - orjson refuses what it cannot write
             return None
         return key, (skeleton, res), tuple(slots)
+
+    def _slot_head(self, event_source, event_name, event_type, account, region, partition) -> tuple | bool:
+        """(event_source, event_name, event_type, account, region, partition) as :meth:`map` reads them when events
+        of this kind may share structures, else False."""
+        if any(_has_slot(x) for x in (event_source, event_name, event_type, account, region, partition)
+               if isinstance(x, str)):
+            return False  # a slot character outside the values: filling it in would change it
+        plan = self.plan(event_source, event_name, event_type)
+        if plan.status != "mapped" or any(s.strategy for s in plan.steps):
+            return False  # results that do not read values are cached by map(); strategies parse values
+        if not self._slot_fixed[0]:
+            self._slot_fixed = _slot_fixed_keys(self.rules)
+        if not partition:
+            from miner.models import partition_of
+
+            partition = partition_of(region or "")
+        return event_source, event_name, event_type, "" if account is None else str(account), region or "", partition
 
     def _map_structure(self, key: tuple, skeleton: tuple[dict, Any],
                        slots: tuple) -> Callable[[tuple], MappingResult | None] | None:
@@ -1613,6 +1624,13 @@ def _has_slot(text: str) -> bool:
 _SLOT_IN_JSON = re.compile(r"[\ue000-\uf8ff]|\\u[eEfF]")
 
 
+def _may_hold_slot(text: str) -> bool:
+    """May JSON ``text`` decode to a slot character?"""
+    if text.isascii():
+        return "\\u" in text and _SLOT_IN_JSON.search(text) is not None
+    return _SLOT_IN_JSON.search(text) is not None
+
+
 def _slottable(text: str) -> bool:
     """A non-empty value that is not an ARN and holds no :data:`_UNSLOTTABLE` character."""
     if not text or text.startswith("arn:"):
@@ -1678,33 +1696,32 @@ def _slot_arns(resources: Any, slots: list[str]) -> Any:
     """A copy of a record's ``resources`` (holding no slot character) whose ARNs have the slotted values in their
     resource part replaced by their slot characters (longest value first); partition, service, region and account
     are kept."""
-    order = sorted(((v, chr(_SLOT_BASE + i)) for i, v in enumerate(slots)), key=lambda p: -len(p[0]))
+    order = [(v, chr(_SLOT_BASE + i)) for i, v in enumerate(slots)]
+    if len(order) > 1:
+        order.sort(key=lambda p: -len(p[0]))
 
     def arn(text: str) -> str:
-        if text.startswith("arn:") and text.count(":") >= 5:
-            head, tail = _split_arn(text)
-            for value, char in order:
-                if value in tail:
-                    tail = tail.replace(value, char)
-            return head + tail
-        return text
+        if not text.startswith("arn:"):
+            return text
+        parts = text.split(":", 5)
+        if len(parts) < 6:
+            return text
+        tail = parts[5]
+        for value, char in order:
+            if value in tail:
+                tail = tail.replace(value, char)
+        return text if tail is parts[5] else text[:len(text) - len(parts[5])] + tail
 
     def walk(node: Any) -> Any:
         if isinstance(node, str):
             return arn(node)
         if isinstance(node, dict):
-            return {k: arn(v) if type(v) is str else walk(v) for k, v in node.items()}
+            return {k: (arn(v) if v.startswith("arn:") else v) if type(v) is str else walk(v) for k, v in node.items()}
         if isinstance(node, list):
             return [walk(v) for v in node]
         return node
 
     return walk(resources)
-
-
-def _split_arn(arn: str) -> tuple[str, str]:
-    """(``arn:partition:service:region:account:``, resource part)."""
-    parts = arn.split(":", 5)
-    return ":".join(parts[:5]) + ":", parts[5]
 
 
 def _filler(obj: Any) -> Callable[[tuple], Any] | None:
