@@ -706,6 +706,7 @@ class Mapper:
         self._best_cache: dict[tuple[str, str], frozenset] = {}
         self._slot_fixed: tuple[frozenset, tuple[str, ...]] = (frozenset(), ())
         self._slot_heads: dict[tuple, tuple | bool] = {}
+        self._slot_texts: dict[tuple, list[tuple[re.Pattern, tuple, tuple[dict, Any], frozenset]]] = {}
 
     # -- versions ---------------------------------------------------------------------------
     @property
@@ -922,13 +923,16 @@ class Mapper:
         groups: dict[tuple, list[tuple[int, tuple]]] = {}
         skeletons: dict[tuple, tuple[dict, Any]] = {}
         for i, args in enumerate(inputs):
-            found = self._structure(*args)
+            found = self._structure_by_text(*args) or self._structure(*args)
             if found is None:
                 out[i] = self.map(*args)
-            else:
-                key, skeleton, slots = found
-                groups.setdefault(key, []).append((i, slots))
-                skeletons.setdefault(key, skeleton)
+                continue
+            key, skeleton, slots = found
+            members = groups.setdefault(key, [])
+            if len(members) == 1:  # a structure seen twice: later events of it are recognised by their text
+                self._learn_text(args, key, skeleton, slots)
+            members.append((i, slots))
+            skeletons.setdefault(key, skeleton)
         for key, members in groups.items():
             if len(members) == 1:
                 out[members[0][0]] = self.map(*inputs[members[0][0]])
@@ -969,6 +973,42 @@ class Mapper:
         except TypeError:  # pragma: no cover - orjson refuses what it cannot write
             return None
         return key, (skeleton, res), tuple(slots)
+
+    def _structure_by_text(self, event_source, event_name, request_parameters=None, resources=None, account="",
+                           region="", partition="", event_type=None) -> tuple[tuple, tuple[dict, Any], tuple] | None:
+        """:meth:`_structure` of an event whose texts match a structure already seen (:func:`_text_pattern`), else
+        ``None``."""
+        try:
+            patterns = self._slot_texts.get((event_source, event_name, event_type, account, region, partition))
+        except TypeError:  # pragma: no cover - unhashable exotic input
+            return None
+        if not patterns or not isinstance(request_parameters, str) or \
+                not (resources is None or isinstance(resources, str)) or _may_hold_slot(request_parameters) or \
+                (resources is not None and _may_hold_slot(resources)):
+            return None
+        text = request_parameters + "\x00" + (resources if resources is not None else "\x01")
+        for rx, key, skeleton, fixed in patterns:
+            m = rx.fullmatch(text)
+            if m is not None:
+                values = m.groups()
+                if len(set(values)) == len(values) and all(_slottable(v) and v not in fixed for v in values):
+                    return key, skeleton, values
+                return None
+        return None
+
+    def _learn_text(self, args: tuple, key: tuple, skeleton: tuple[dict, Any], slots: tuple) -> None:
+        """Remember the text pattern of a structure (at most 16 per event kind) from one of its events."""
+        params, resources = args[2], args[3]
+        try:
+            patterns = self._slot_texts.setdefault((args[0], args[1], args[7], *args[4:7]), [])
+        except TypeError:  # pragma: no cover - unhashable exotic input
+            return
+        if len(patterns) >= 16:
+            return
+        rx = _text_pattern(params, resources, skeleton, slots)
+        if rx is not None:
+            fixed = {v for v in _leaves(skeleton[0]) if not _has_slot(v)}
+            patterns.append((rx, key, skeleton, frozenset(fixed)))
 
     def _slot_head(self, event_source, event_name, event_type, account, region, partition) -> tuple | bool:
         """(event_source, event_name, event_type, account, region, partition) as :meth:`map` reads them when events
@@ -1722,6 +1762,66 @@ def _slot_arns(resources: Any, slots: list[str]) -> Any:
         return node
 
     return walk(resources)
+
+
+#: A JSON string literal (its raw content in group 1), and what follows a key.
+_JSON_STRING = re.compile(r'"((?:[^"\\]|\\.)*)"', re.S)
+_AFTER_KEY = re.compile(r"\s*:")
+
+
+def _leaves(node: Any, strings: bool = False) -> list[str]:
+    """The scalar values of parsed JSON in document order as :meth:`EventContext.values` reads them (integers as
+    text), or only its strings (``strings``)."""
+    if isinstance(node, dict):
+        return [x for v in node.values() for x in _leaves(v, strings)]
+    if isinstance(node, list):
+        return [x for v in node for x in _leaves(v, strings)]
+    if isinstance(node, str) or (not strings and isinstance(node, int) and not isinstance(node, bool)):
+        return [str(node)]
+    return []
+
+
+def _text_pattern(params: str, resources: str | None, skeleton: tuple[dict, Any],
+                  slots: tuple) -> re.Pattern | None:
+    """A regular expression over ``params + "\\x00" + resources`` (``"\\x01"`` for none) that matches the texts of
+    the events of a structure: the texts of this event with each slotted value captured (in request parameters) or
+    referred back to (in record ARNs), or ``None`` when the texts cannot be read that way (escapes around values,
+    keys given twice).
+
+    A text that matches holds the same JSON around other values at the same places, so it parses to the skeleton
+    with those values in its slots; the caller still checks the values are slottable.
+    """
+    pieces: list[str] = []
+    for part, tree, captured in ((params, skeleton[0], True), (resources, skeleton[1], False)):
+        if pieces:
+            pieces.append(re.escape("\x00"))
+        if part is None:
+            pieces.append(re.escape("\x01"))
+            continue
+        tokens = [m for m in _JSON_STRING.finditer(part) if not _AFTER_KEY.match(part, m.end())]
+        values = _leaves(tree, strings=True)
+        if len(tokens) != len(values):
+            return None  # a key given twice, or text the JSON reader took otherwise
+        pos = 0
+        for m, value in zip(tokens, values):
+            pieces.append(re.escape(part[pos:m.start()]))
+            pos = m.end()
+            if not _has_slot(value):
+                pieces.append(re.escape(m.group(0)))
+            elif "\\" in m.group(1) or (captured and len(value) != 1):
+                return None
+            elif captured:  # the value, raw: no quote, backslash or control character, so it reads as written
+                pieces.append('"(?P<s%d>[^"\\\\\\x00-\\x1f]+)"' % (ord(value) - _SLOT_BASE))
+            else:
+                pieces.append('"' + "".join("(?P=s%d)" % (ord(c) - _SLOT_BASE) if _has_slot(c) else re.escape(c)
+                                            for c in value) + '"')
+        pieces.append(re.escape(part[pos:]))
+    try:
+        rx = re.compile("".join(pieces), re.S)
+    except (re.error, RecursionError, OverflowError):
+        return None
+    m = rx.fullmatch(params + "\x00" + (resources if resources is not None else "\x01"))
+    return rx if m is not None and m.groups() == tuple(slots) else None
 
 
 def _filler(obj: Any) -> Callable[[tuple], Any] | None:
