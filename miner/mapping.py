@@ -987,6 +987,11 @@ class Mapper:
                 (resources is not None and _may_hold_slot(resources)):
             return None
         text = request_parameters + "\x00" + (resources if resources is not None else "\x01")
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                return None  # a lone surrogate: the JSON reader refuses the text, so the event is mapped as it reads
         for rx, key, skeleton, fixed in patterns:
             m = rx.fullmatch(text)
             if m is not None:
