@@ -1188,8 +1188,7 @@ class Mapper:
                 got = [(a, "template", "ARN given in the request parameters") for a in ctx.param_arns
                        if self._fits(a, tmpls, prefix)]
             if got:
-                complete.extend((rt.name, arn, der, why, (tmpls[ctx.decide(_template_index, arn, tmpls)] if len(tmpls) > 1 else tmpls[0]))
-                                for arn, der, why in got)
+                complete.extend((rt.name, arn, der, why, _template_of(arn, tmpls, ctx)) for arn, der, why in got)
             else:
                 pending.append((rt, tmpls))
         for rt, tmpls in pending:  # 2. templates filled from request parameters
@@ -1201,7 +1200,7 @@ class Mapper:
             if missing:
                 needs.append(f"{rt.name} ({', '.join(missing)})")
             for arn, der, why in full:
-                complete.append((rt.name, arn, der, why, (tmpls[ctx.decide(_template_index, arn, tmpls)] if len(tmpls) > 1 else tmpls[0])))
+                complete.append((rt.name, arn, der, why, _template_of(arn, tmpls, ctx)))
         if complete:
             # a call on a sub-resource (table/t/index/i) is authorised on it, not on its parent (table/t)
             if len(complete) > 1:
@@ -1446,6 +1445,11 @@ def _generic_keys(var: str, rtype: str) -> tuple[str, ...]:
         for suffix in suffixes:
             keys += [camel + suffix, camel + suffix + "s"]
     return tuple(dict.fromkeys(keys))
+
+
+def _template_of(arn: str, tmpls: tuple[ArnTemplate, ...], ctx: EventContext) -> ArnTemplate:
+    """The first of a type's templates that the ARN matches (the first template when none does)."""
+    return tmpls[ctx.decide(_template_index, arn, tmpls)] if len(tmpls) > 1 else tmpls[0]
 
 
 def _template_index(arn: str, tmpls: tuple[ArnTemplate, ...]) -> int:
