@@ -923,13 +923,16 @@ class Mapper:
         groups: dict[tuple, list[tuple[int, tuple]]] = {}
         skeletons: dict[tuple, tuple[dict, Any]] = {}
         for i, args in enumerate(inputs):
-            found = self._structure_by_text(*args) or self._structure(*args)
+            found = self._structure_by_text(*args)
+            by_text = found is not None
+            if not by_text:
+                found = self._structure(*args)
             if found is None:
                 out[i] = self.map(*args)
                 continue
             key, skeleton, slots = found
             members = groups.setdefault(key, [])
-            if len(members) == 1:  # a structure seen twice: later events of it are recognised by their text
+            if members and not by_text:  # a structure seen twice: later events of it are recognised by their text
                 self._learn_text(args, key, skeleton, slots)
             members.append((i, slots))
             skeletons.setdefault(key, skeleton)
@@ -1002,13 +1005,13 @@ class Mapper:
         return None
 
     def _learn_text(self, args: tuple, key: tuple, skeleton: tuple[dict, Any], slots: tuple) -> None:
-        """Remember the text pattern of a structure (at most 16 per event kind) from one of its events."""
+        """Remember the text pattern of a structure from one of its events (one per structure, 16 per event kind)."""
         params, resources = args[2], args[3]
         try:
             patterns = self._slot_texts.setdefault((args[0], args[1], args[7], *args[4:7]), [])
         except TypeError:  # pragma: no cover - unhashable exotic input
             return
-        if len(patterns) >= 16:
+        if len(patterns) >= 16 or any(known == key for _rx, known, _s, _f in patterns):
             return
         rx = _text_pattern(params, resources, skeleton, slots)
         if rx is not None:
