@@ -1870,6 +1870,22 @@ def _slots_in(obj: Any) -> set[int]:
     return set()
 
 
+def _once_per_values(check: Callable[[tuple], bool], about: Any) -> Callable[[tuple], bool]:
+    """``check``, computed once per distinct combination of the values of the slots ``about`` holds (a check on a
+    bucket's ARN is the same for every key of the bucket)."""
+    key = operator.itemgetter(*sorted(_slots_in(about)))
+    seen: dict[Any, bool] = {}
+
+    def once(values: tuple) -> bool:
+        k = key(values)
+        got = seen.get(k)
+        if got is None:
+            got = seen[k] = check(values)
+        return got
+
+    return once
+
+
 def _apart(a: Any, b: Any) -> bool:
     """True when ``a`` and ``b`` (strings or tuples of them, with slot characters) differ whatever non-empty values
     fill their slots: a component differs without slots, or one holds the other's slots and more characters."""
@@ -1929,23 +1945,12 @@ class _SlotContext(EventContext):
             self._opaque = False
 
     def decide(self, fn: Callable, *args: Any) -> Any:
-        """``fn`` on the real values; a guard checks another event's values give the same answer (once per
-        distinct combination of the slots ``args`` hold)."""
+        """``fn`` on the real values; a guard checks another event's values give the same answer."""
         fill = _filler(args)
         if fill is None:
             return fn(*args)
         answer = fn(*fill(self.slots))
-        key = operator.itemgetter(*sorted(_slots_in(args)))
-        seen: dict[Any, bool] = {}
-
-        def same(values: tuple) -> bool:
-            k = key(values)
-            got = seen.get(k)
-            if got is None:
-                got = seen[k] = fn(*fill(values)) == answer
-            return got
-
-        self.guards.append(same)
+        self.guards.append(_once_per_values(lambda values: fn(*fill(values)) == answer, args))
         return answer
 
     def commute(self, fn: Callable, arg: Any) -> Any:
@@ -1955,7 +1960,7 @@ class _SlotContext(EventContext):
         if fill is None:
             return got
         fill_got = _filler(got) or (lambda values: got)
-        self._guard(lambda values: fill_got(values) == fn(fill(values)))
+        self._guard(_once_per_values(lambda values: fill_got(values) == fn(fill(values)), arg))
         return got
 
     def distinct(self, items: list) -> None:
@@ -1967,7 +1972,7 @@ class _SlotContext(EventContext):
         fill = _filler(items)
         if fill is not None:
             n = len(items)
-            self._guard(lambda values: len(set(fill(values))) == n)
+            self._guard(_once_per_values(lambda values: len(set(fill(values))) == n, items))
 
     def read(self, value: Any) -> None:
         """A value read outside the hooks: unsafe when slotted."""
