@@ -1840,7 +1840,7 @@ def _filler(obj: Any) -> Callable[[tuple], Any] | None:
     """A function giving ``obj`` (strings, tuples, lists, dicts of them) with its slot characters replaced by the
     values of a slot tuple, or ``None`` when ``obj`` holds no slot character (worked out once, applied per event)."""
     if isinstance(obj, str):
-        if _SLOT_CHARS.search(obj) is None:
+        if not _has_slot(obj):
             return None
         fmt = _SLOT_CHARS.sub(lambda m: "{%d}" % (ord(m.group()) - _SLOT_BASE),
                               obj.replace("{", "{{").replace("}", "}}")).format
@@ -1932,7 +1932,7 @@ class _SlotContext(EventContext):
     def values(self, key: str) -> list[str]:
         """:meth:`EventContext.values`; a slotted value outside an opaque :meth:`lookup` makes the context unsafe."""
         out = super().values(key)
-        if not self._opaque and any(_SLOT_CHARS.search(v) for v in out):
+        if not self._opaque and any(_has_slot(v) for v in out):
             self.unsafe = True
         return out
 
