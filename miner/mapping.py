@@ -32,6 +32,7 @@ import csv
 import fnmatch
 import hashlib
 import itertools
+import operator
 import re
 from collections import deque
 from dataclasses import dataclass, field, replace
@@ -393,8 +394,9 @@ class EventContext:
                     out.append(str(x))
         return list(dict.fromkeys(out))
 
-    def lookup(self, keys: Iterable[str]) -> tuple[str | None, list[str]]:
-        """The first key (in order) that has values, and its values."""
+    def lookup(self, keys: Iterable[str], opaque: bool = False) -> tuple[str | None, list[str]]:
+        """The first key (in order) that has values, and its values (``opaque``: the caller only copies them into
+        resource strings; see :class:`_SlotContext`)."""
         for key in keys:
             vals = self.values(key)
             if vals:
@@ -423,6 +425,25 @@ class EventContext:
         """Every (key as logged, value) pair at any depth, breadth first."""
         _ = self.index
         return self._items
+
+    # Hooks at every decision that reads a request value or a record ARN beyond copying it (see _SlotContext):
+    # here they only compute.
+    slotted = False
+
+    def decide(self, fn: Callable, *args: Any) -> Any:
+        """``fn(*args)``: a decision on values (a :class:`_SlotContext` decides on its real values and records it)."""
+        return fn(*args)
+
+    def commute(self, fn: Callable, arg: Any) -> Any:
+        """``fn(arg)``: a computation whose result flows on (a :class:`_SlotContext` checks it commutes with filling
+        its slots)."""
+        return fn(arg)
+
+    def distinct(self, items: list) -> None:
+        """Nothing: a :class:`_SlotContext` records that ``items`` (deduplicated) stay distinct once filled."""
+
+    def read(self, value: Any) -> None:
+        """Nothing: a :class:`_SlotContext` gives up when a value is read outside the hooks above."""
 
 
 # ----------------------------------------------------------------------------- value transforms
@@ -571,6 +592,11 @@ _TRANSFORM_FUNCS: dict[str, Callable[[str, EventContext], list[Value]]] = {
 }
 
 
+#: Transforms that only copy a value into a resource string (``literal(v)``, ``literal(v) + "-??????"``), given a
+#: value that is not an ARN: the only ones a value of a :class:`_SlotContext` slot may pass through.
+_OPAQUE_TRANSFORMS = frozenset({"", "arn_or_name", "secret_id", "log_group"})
+
+
 # ----------------------------------------------------------------------------- plans
 
 @dataclass(frozen=True)
@@ -678,6 +704,9 @@ class Mapper:
         self._static: dict[tuple, MappingResult] = {}
         self._prefix_cache: dict[str, tuple[str, ...]] = {}
         self._best_cache: dict[tuple[str, str], frozenset] = {}
+        self._slot_fixed: tuple[frozenset, tuple[str, ...]] = (frozenset(), ())
+        self._slot_heads: dict[tuple, tuple | bool] = {}
+        self._slot_texts: dict[tuple, list[tuple[re.Pattern, tuple, tuple[dict, Any], frozenset]]] = {}
 
     # -- versions ---------------------------------------------------------------------------
     @property
@@ -871,6 +900,175 @@ class Mapper:
                 return Plan("mapped", found.steps, f"versioned name {name} -> {op}", "versioned", found.prefix)
         return None
 
+    # -- mapping many events ----------------------------------------------------------------
+    def map_many(self, inputs: Iterable[tuple]) -> list[MappingResult]:
+        """Map distinct events, each as :meth:`map` would, mapping one event per shape structure.
+
+        Events whose mapping can differ only in request values that flow into resource strings (an S3 bucket and
+        key, a table name) share a structure: one of them is mapped with a slot character in place of each such
+        value, and every event of the structure gets that result with its own values filled in. Every decision
+        the mapping takes on a slotted value (a name rule, an ARN template match, a dedup, a parent ARN) is
+        recorded, re-checked on each event's own values, and an event whose checks differ is mapped on its own;
+        see :class:`_SlotContext`.
+
+        Args:
+            inputs: tuples of :meth:`map`'s positional arguments (event_source, event_name, request_parameters,
+                resources, account, region, partition, event_type).
+
+        Returns:
+            One :class:`MappingResult` per input, in order; equal to ``[self.map(*i) for i in inputs]``.
+        """
+        inputs = list(inputs)
+        out: list[MappingResult | None] = [None] * len(inputs)
+        groups: dict[tuple, list[tuple[int, tuple]]] = {}
+        skeletons: dict[tuple, tuple[dict, Any]] = {}
+        for i, args in enumerate(inputs):
+            found = self._structure_by_text(*args)
+            by_text = found is not None
+            if not by_text:
+                found = self._structure(*args)
+            if found is None:
+                out[i] = self.map(*args)
+                continue
+            key, skeleton, slots = found
+            members = groups.setdefault(key, [])
+            if members and not by_text:  # a structure seen twice: later events of it are recognised by their text
+                self._learn_text(args, key, skeleton, slots)
+            members.append((i, slots))
+            skeletons.setdefault(key, skeleton)
+        for key, members in groups.items():
+            if len(members) == 1:
+                out[members[0][0]] = self.map(*inputs[members[0][0]])
+                continue
+            shared = self._map_structure(key, skeletons[key], members[0][1])
+            for i, slots in members:
+                out[i] = (shared(slots) if shared else None) or self.map(*inputs[i])
+        return out  # type: ignore[return-value]
+
+    def _structure(self, event_source, event_name, request_parameters=None, resources=None, account="", region="",
+                   partition="", event_type=None) -> tuple[tuple, tuple[dict, Any], tuple] | None:
+        """(structure key, (slotted request parameters, slotted resources), slot values) of an event, or ``None``
+        when it is mapped on its own."""
+        if not isinstance(request_parameters, str) or not (resources is None or isinstance(resources, str)) or \
+                _may_hold_slot(request_parameters) or (resources is not None and _may_hold_slot(resources)):
+            return None  # no request value to slot, or text that may hold a slot character
+        head = (event_source, event_name, event_type, account, region, partition)
+        try:
+            found = self._slot_heads.get(head)
+        except TypeError:  # pragma: no cover - unhashable exotic input
+            return None
+        if found is None:
+            found = self._slot_heads[head] = self._slot_head(*head)
+        if not found:
+            return None
+        params = _loads(request_parameters)
+        if not isinstance(params, dict):
+            return None
+        slots: list[str] = []
+        skeleton = _slot_params(params, self._slot_fixed, slots)
+        if not slots or len(slots) > _SLOT_LIMIT:
+            return None
+        res = _slot_arns(_loads(resources), slots)
+        import orjson
+
+        try:
+            key = (*found, orjson.dumps(skeleton), orjson.dumps(res))
+        except TypeError:  # pragma: no cover - orjson refuses what it cannot write
+            return None
+        return key, (skeleton, res), tuple(slots)
+
+    def _structure_by_text(self, event_source, event_name, request_parameters=None, resources=None, account="",
+                           region="", partition="", event_type=None) -> tuple[tuple, tuple[dict, Any], tuple] | None:
+        """:meth:`_structure` of an event whose texts match a structure already seen (:func:`_text_pattern`), else
+        ``None``."""
+        try:
+            patterns = self._slot_texts.get((event_source, event_name, event_type, account, region, partition))
+        except TypeError:  # pragma: no cover - unhashable exotic input
+            return None
+        if not patterns or not isinstance(request_parameters, str) or \
+                not (resources is None or isinstance(resources, str)) or _may_hold_slot(request_parameters) or \
+                (resources is not None and _may_hold_slot(resources)):
+            return None
+        text = request_parameters + "\x00" + (resources if resources is not None else "\x01")
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                return None  # a lone surrogate: the JSON reader refuses the text, so the event is mapped as it reads
+        for rx, key, skeleton, fixed in patterns:
+            m = rx.fullmatch(text)
+            if m is not None:
+                values = m.groups()
+                if len(set(values)) == len(values) and all(_slottable(v) and v not in fixed for v in values):
+                    return key, skeleton, values
+                return None
+        return None
+
+    def _learn_text(self, args: tuple, key: tuple, skeleton: tuple[dict, Any], slots: tuple) -> None:
+        """Remember the text pattern of a structure from one of its events (one per structure, 16 per event kind)."""
+        params, resources = args[2], args[3]
+        try:
+            patterns = self._slot_texts.setdefault((args[0], args[1], args[7], *args[4:7]), [])
+        except TypeError:  # pragma: no cover - unhashable exotic input
+            return
+        if len(patterns) >= 16 or any(known == key for _rx, known, _s, _f in patterns):
+            return
+        rx = _text_pattern(params, resources, skeleton, slots)
+        if rx is not None:
+            fixed = {v for v in _leaves(skeleton[0]) if not _has_slot(v)}
+            patterns.append((rx, key, skeleton, frozenset(fixed)))
+
+    def _slot_head(self, event_source, event_name, event_type, account, region, partition) -> tuple | bool:
+        """(event_source, event_name, event_type, account, region, partition) as :meth:`map` reads them when events
+        of this kind may share structures, else False."""
+        if any(_has_slot(x) for x in (event_source, event_name, event_type, account, region, partition)
+               if isinstance(x, str)):
+            return False  # a slot character outside the values: filling it in would change it
+        plan = self.plan(event_source, event_name, event_type)
+        if plan.status != "mapped" or any(s.strategy for s in plan.steps):
+            return False  # results that do not read values are cached by map(); strategies parse values
+        if not self._slot_fixed[0]:
+            self._slot_fixed = _slot_fixed_keys(self.rules)
+        if not partition:
+            from miner.models import partition_of
+
+            partition = partition_of(region or "")
+        return event_source, event_name, event_type, "" if account is None else str(account), region or "", partition
+
+    def _map_structure(self, key: tuple, skeleton: tuple[dict, Any],
+                       slots: tuple) -> Callable[[tuple], MappingResult | None] | None:
+        """Map a structure once (``slots``: one event's slot values); returns a function that fills in another
+        event's values (``None`` where its checks differ), or ``None`` when the structure cannot be shared."""
+        source, name, etype, account, region, partition, _params, _resources = key
+        ctx = _SlotContext(skeleton[0], skeleton[1], account, region, partition, slots)
+        result, _static = self._apply(self.plan(source, name, etype), ctx)
+        if ctx.unsafe or result.status == "invalid":
+            return None
+        guards = ctx.guards
+        if _SLOT_CHARS.search(result.note or "") or any(
+                _SLOT_CHARS.search(x) for a in result.actions
+                for x in (a.action, a.resource_type, a.condition_key, a.condition_value) if x):
+            return None  # only resources and reasons are filled in
+
+        fillers = [(i, _filler(a.resource), _filler(a.reason)) for i, a in enumerate(result.actions)]
+        fillers = [(i, r, w) for i, r, w in fillers if r or w]
+
+        def fill(values: tuple) -> MappingResult | None:
+            for guard in guards:
+                if not guard(values):
+                    return None
+            if not fillers:
+                return result
+            actions = list(result.actions)
+            for i, resource, reason in fillers:
+                a = actions[i]
+                actions[i] = MappedAction(a.action, resource(values) if resource else a.resource, a.derivation,
+                                          reason(values) if reason else a.reason, a.implicit, a.resource_type,
+                                          a.condition_key, a.condition_value)
+            return MappingResult(result.status, tuple(actions), result.note, result.via)
+
+        return fill
+
     # -- mapping one event ------------------------------------------------------------------
     def map(self, event_source: str, event_name: str, request_parameters=None, resources=None,
             account: str = "", region: str = "", partition: str = "", event_type: str | None = None) -> MappingResult:
@@ -945,6 +1143,8 @@ class Mapper:
             if k not in seen:
                 seen.add(k)
                 uniq.append(a)
+        if ctx.slotted:
+            ctx.distinct([(a.action, a.resource, a.condition_key, a.condition_value) for a in uniq])
         return MappingResult("mapped", tuple(uniq), plan.note, plan.via), static
 
     # -- resources --------------------------------------------------------------------------
@@ -986,13 +1186,12 @@ class Mapper:
         pending = []
         for rt, tmpls in typed:  # 1. ARNs the record or the request names
             got = [(a, "record_arn", "ARN from the record's resources[]") for a in ctx.record_arns
-                   if self._fits(a, tmpls, prefix)]
+                   if ctx.decide(self._fits, a, tmpls, prefix)]
             if not got:
                 got = [(a, "template", "ARN given in the request parameters") for a in ctx.param_arns
                        if self._fits(a, tmpls, prefix)]
             if got:
-                complete.extend((rt.name, arn, der, why, _template_of(arn, tmpls))
-                                for arn, der, why in got)
+                complete.extend((rt.name, arn, der, why, _template_of(arn, tmpls, ctx)) for arn, der, why in got)
             else:
                 pending.append((rt, tmpls))
         for rt, tmpls in pending:  # 2. templates filled from request parameters
@@ -1004,11 +1203,12 @@ class Mapper:
             if missing:
                 needs.append(f"{rt.name} ({', '.join(missing)})")
             for arn, der, why in full:
-                complete.append((rt.name, arn, der, why, _template_of(arn, tmpls)))
+                complete.append((rt.name, arn, der, why, _template_of(arn, tmpls, ctx)))
         if complete:
             # a call on a sub-resource (table/t/index/i) is authorised on it, not on its parent (table/t)
-            arns = {c[1] for c in complete}
-            complete = [c for c in complete if not any(o != c[1] and o.startswith(c[1] + "/") for o in arns)]
+            if len(complete) > 1:
+                keep = ctx.decide(_not_parents, tuple(c[1] for c in complete))
+                complete = [c for c, k in zip(complete, keep) if k]
             out = [MappedAction(step.action, arn, der, why, step.implicit, rtype) for rtype, arn, der, why, _t in complete]
             have = {c[0] for c in complete}
             have_tmpls = [c[4].template for c in complete]
@@ -1092,7 +1292,7 @@ class Mapper:
         Whole ARNs are not checked here: they are used as literals, so they can name nothing but themselves.
         """
         rule = self.name_rule(prefix, rtype, var)
-        if rule is None or value.startswith("arn:") or rule[0].fullmatch(value):
+        if rule is None or value.startswith("arn:") or ctx.decide(_fullmatches, rule[0], value):
             return True
         ctx.invalid.append((var, value, rule[1]))
         return False
@@ -1103,13 +1303,13 @@ class Mapper:
             keys, transform = b.parameters, b.transform
         else:  # generic: the variable's own name (singular, plural, *List), then names made from the type
             keys, transform = _generic_keys(var, rtype), ""
-        key, raw = ctx.lookup(keys)
+        key, raw = ctx.lookup(keys, opaque=transform in _OPAQUE_TRANSFORMS)
         out: list[Value] = []
         for v in raw[:50]:
             if self.valid(prefix, rtype, var, v, ctx):
                 out.extend(_TRANSFORM_FUNCS[transform](v, ctx))
         if prefix == "ec2" and var in _EC2_PREFIXES:
-            out = [v for v in out if v.is_arn or v.text.startswith(_EC2_PREFIXES[var])]
+            out = [v for v in out if v.is_arn or ctx.decide(str.startswith, v.text, _EC2_PREFIXES[var])]
         return key, out
 
     def _fill(self, prefix: str, rtype: str, tmpls: tuple[ArnTemplate, ...], ctx: EventContext, required: bool = False,
@@ -1122,7 +1322,7 @@ class Mapper:
             base = ctx.location()
             anchored = False
             for arn in itertools.chain(ctx.record_arns, ctx.param_arns):
-                m = t.match_prefix(arn)
+                m = ctx.commute(t.match_prefix, arn)
                 if m:
                     base.update(m)
                     anchored = True
@@ -1169,7 +1369,11 @@ class Mapper:
                     missing_any.extend(missing)
                 else:
                     missing_any.extend(missing)
-        return list(dict.fromkeys(full)), list(dict.fromkeys(partial)), list(dict.fromkeys(missing_any))
+        full, partial = list(dict.fromkeys(full)), list(dict.fromkeys(partial))
+        if ctx.slotted:
+            ctx.distinct(full)
+            ctx.distinct(partial)
+        return full, partial, list(dict.fromkeys(missing_any))
 
     # -- implicit iam:PassRole --------------------------------------------------------------
     def _passrole(self, steps: list[Step], ctx: EventContext) -> list[MappedAction] | None:
@@ -1194,6 +1398,7 @@ class Mapper:
         for orig, value in ctx.items():
             key = orig.lower()
             if key in profiles:
+                ctx.read(value)
                 label = value
                 if isinstance(value, dict):
                     label = value.get("arn") or value.get("Arn") or value.get("name") or value.get("Name")
@@ -1204,6 +1409,7 @@ class Mapper:
                 continue
             if not (key in exact or key in name_ok or key.endswith(suffixes)):
                 continue
+            ctx.read(value)
             for v in (value if isinstance(value, list) else [value]):
                 if not isinstance(v, str):
                     continue
@@ -1244,9 +1450,23 @@ def _generic_keys(var: str, rtype: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(keys))
 
 
-def _template_of(arn: str, tmpls: tuple[ArnTemplate, ...]) -> ArnTemplate:
+def _template_of(arn: str, tmpls: tuple[ArnTemplate, ...], ctx: EventContext) -> ArnTemplate:
     """The first of a type's templates that the ARN matches (the first template when none does)."""
-    return next((t for t in tmpls if t.match(arn) is not None), tmpls[0])
+    return tmpls[ctx.decide(_template_index, arn, tmpls)] if len(tmpls) > 1 else tmpls[0]
+
+
+def _template_index(arn: str, tmpls: tuple[ArnTemplate, ...]) -> int:
+    """The index of the first of a type's templates that the ARN matches (0 when none does)."""
+    return next((i for i, t in enumerate(tmpls) if t.match(arn) is not None), 0)
+
+
+def _not_parents(arns: tuple[str, ...]) -> tuple[bool, ...]:
+    """Per ARN: False when another ARN of the list is a sub-resource of it (``table/t`` beside ``table/t/index/i``)."""
+    return tuple(not any(o != a and o.startswith(a + "/") for o in arns) for a in arns)
+
+
+def _fullmatches(rx: re.Pattern, value: str) -> bool:
+    return rx.fullmatch(value) is not None
 
 
 def _hashable(value: Any):
@@ -1418,6 +1638,353 @@ _STRATEGY_FUNCS: dict[str, Callable[[Mapper, Step, EventContext], list[MappedAct
 }
 
 
+# ----------------------------------------------------------------------------- mapping by shape structure
+
+#: Slot characters stand for request values in a :class:`_SlotContext`: one private-use character per value.
+_SLOT_BASE = 0xE000
+_SLOT_LIMIT = 0x1900
+_SLOT_CHARS = re.compile("[\ue000-\uf8ff]")
+#: A value is slotted only without these: IAM wildcard characters and ``${`` change what ``literal`` writes
+#: around it, and a slot character in a value could not be told from a slot.
+_UNSLOTTABLE = re.compile("[*?${}\ue000-\uf8ff]")
+
+
+def _slot_fixed_keys(rules: Rules) -> tuple[frozenset, tuple[str, ...]]:
+    """(keys, key suffixes), lower case, whose values are read beyond copying (``eq:``/``partiql``/``copy_version``
+    conditions, iam:PassRole parameters): never slotted, nor anything under them."""
+    keys: set[str] = set()
+    for when in [r.when for r in rules.all_rules()] + [e.when for es in (*rules.extras.values(),
+                                                                          *rules.extra_patterns.values()) for e in es]:
+        for _neg, kind, arg in _conditions(when):
+            if kind == "eq":
+                keys.add(arg.partition("=")[0].lower())
+            elif kind == "partiql":
+                keys.add("statement")
+            elif kind == "copy_version":
+                keys.update(("x-amz-copy-source", "copysource"))
+    for kind in ("param", "param_or_name", "instance_profile"):
+        keys.update(rules.passrole.get(kind, {}))
+    return frozenset(keys), tuple(rules.passrole.get("param_suffix", {}))
+
+
+def _has_slot(text: str) -> bool:
+    """Does ``text`` hold a slot character? (ASCII text cannot: answered without a search.)"""
+    return not text.isascii() and _SLOT_CHARS.search(text) is not None
+
+
+#: JSON text that may decode to a slot character: one written raw, or a ``\uE...``/``\uF...`` escape.
+_SLOT_IN_JSON = re.compile(r"[\ue000-\uf8ff]|\\u[eEfF]")
+
+
+def _may_hold_slot(text: str) -> bool:
+    """May JSON ``text`` decode to a slot character?"""
+    if text.isascii():
+        return "\\u" in text and _SLOT_IN_JSON.search(text) is not None
+    return _SLOT_IN_JSON.search(text) is not None
+
+
+def _slottable(text: str) -> bool:
+    """A non-empty value that is not an ARN and holds no :data:`_UNSLOTTABLE` character."""
+    if not text or text.startswith("arn:"):
+        return False
+    if text.isascii():
+        return not ("*" in text or "?" in text or "$" in text or "{" in text or "}" in text)
+    return _UNSLOTTABLE.search(text) is None
+
+
+def _slot_params(params: dict, fixed: tuple[frozenset, tuple[str, ...]], slots: list[str]) -> dict:
+    """A copy of ``params`` (holding no slot character) with each slottable value replaced by a slot character (the
+    values are appended to ``slots``).
+
+    Slottable (:func:`_slottable`): a non-empty string that is not an ARN, holds no :data:`_UNSLOTTABLE` character,
+    occurs once among the request's scalar values (so no dedup differs) and is not under a key of
+    :func:`_slot_fixed_keys`.
+    """
+    keys, suffixes = fixed
+    counts: dict[str, int] = {}
+    candidates: list[tuple[Any, Any, str]] = []  # (container copy, key or index, value)
+
+    def leaf(node: Any, out: Any, at: Any, free: bool) -> Any:
+        if type(node) is str:
+            counts[node] = counts.get(node, 0) + 1
+            if free and _slottable(node):
+                candidates.append((out, at, node))
+            return node
+        if isinstance(node, dict):
+            return walk_dict(node, free)
+        if isinstance(node, list):
+            copy: list = [None] * len(node)
+            for i, v in enumerate(node):
+                copy[i] = leaf(v, copy, i, free)
+            return copy
+        if isinstance(node, (int, str)) and not isinstance(node, bool):  # a str subclass is never slotted
+            text = str(node)
+            counts[text] = counts.get(text, 0) + 1
+        return node
+
+    def walk_dict(node: dict, free: bool) -> dict:
+        copy: dict = {}
+        for k, v in node.items():
+            low = str(k).lower()
+            here = free and low not in keys and not low.endswith(suffixes)
+            if type(v) is str:  # inline of leaf(): most values are
+                counts[v] = counts.get(v, 0) + 1
+                if here and _slottable(v):
+                    candidates.append((copy, k, v))
+                copy[k] = v
+            else:
+                copy[k] = leaf(v, copy, k, here)
+        return copy
+
+    skeleton = walk_dict(params, True)
+    for out, at, value in candidates:
+        if counts[value] == 1:
+            out[at] = chr(_SLOT_BASE + len(slots))
+            slots.append(value)
+    return skeleton
+
+
+def _slot_arns(resources: Any, slots: list[str]) -> Any:
+    """A copy of a record's ``resources`` (holding no slot character) whose ARNs have the slotted values in their
+    resource part replaced by their slot characters (longest value first); partition, service, region and account
+    are kept."""
+    order = [(v, chr(_SLOT_BASE + i)) for i, v in enumerate(slots)]
+    if len(order) > 1:
+        order.sort(key=lambda p: -len(p[0]))
+
+    def arn(text: str) -> str:
+        if not text.startswith("arn:"):
+            return text
+        parts = text.split(":", 5)
+        if len(parts) < 6:
+            return text
+        tail = parts[5]
+        for value, char in order:
+            if value in tail:
+                tail = tail.replace(value, char)
+        return text if tail is parts[5] else text[:len(text) - len(parts[5])] + tail
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, str):
+            return arn(node)
+        if isinstance(node, dict):
+            return {k: (arn(v) if v.startswith("arn:") else v) if type(v) is str else walk(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    return walk(resources)
+
+
+#: A JSON string literal (its raw content in group 1), and what follows a key.
+_JSON_STRING = re.compile(r'"((?:[^"\\]|\\.)*)"', re.S)
+_AFTER_KEY = re.compile(r"\s*:")
+
+
+def _leaves(node: Any, strings: bool = False) -> list[str]:
+    """The scalar values of parsed JSON in document order as :meth:`EventContext.values` reads them (integers as
+    text), or only its strings (``strings``)."""
+    if isinstance(node, dict):
+        return [x for v in node.values() for x in _leaves(v, strings)]
+    if isinstance(node, list):
+        return [x for v in node for x in _leaves(v, strings)]
+    if isinstance(node, str) or (not strings and isinstance(node, int) and not isinstance(node, bool)):
+        return [str(node)]
+    return []
+
+
+def _text_pattern(params: str, resources: str | None, skeleton: tuple[dict, Any],
+                  slots: tuple) -> re.Pattern | None:
+    """A regular expression over ``params + "\\x00" + resources`` (``"\\x01"`` for none) that matches the texts of
+    the events of a structure: the texts of this event with each slotted value captured (in request parameters) or
+    referred back to (in record ARNs), or ``None`` when the texts cannot be read that way (escapes around values,
+    keys given twice).
+
+    A text that matches holds the same JSON around other values at the same places, so it parses to the skeleton
+    with those values in its slots; the caller still checks the values are slottable.
+    """
+    pieces: list[str] = []
+    for part, tree, captured in ((params, skeleton[0], True), (resources, skeleton[1], False)):
+        if pieces:
+            pieces.append(re.escape("\x00"))
+        if part is None:
+            pieces.append(re.escape("\x01"))
+            continue
+        tokens = [m for m in _JSON_STRING.finditer(part) if not _AFTER_KEY.match(part, m.end())]
+        values = _leaves(tree, strings=True)
+        if len(tokens) != len(values):
+            return None  # a key given twice, or text the JSON reader took otherwise
+        pos = 0
+        for m, value in zip(tokens, values):
+            pieces.append(re.escape(part[pos:m.start()]))
+            pos = m.end()
+            if not _has_slot(value):
+                pieces.append(re.escape(m.group(0)))
+            elif "\\" in m.group(1) or (captured and len(value) != 1):
+                return None
+            elif captured:  # the value, raw: no quote, backslash or control character, so it reads as written
+                pieces.append('"(?P<s%d>[^"\\\\\\x00-\\x1f]+)"' % (ord(value) - _SLOT_BASE))
+            else:
+                pieces.append('"' + "".join("(?P=s%d)" % (ord(c) - _SLOT_BASE) if _has_slot(c) else re.escape(c)
+                                            for c in value) + '"')
+        pieces.append(re.escape(part[pos:]))
+    try:
+        rx = re.compile("".join(pieces), re.S)
+    except (re.error, RecursionError, OverflowError):
+        return None
+    m = rx.fullmatch(params + "\x00" + (resources if resources is not None else "\x01"))
+    return rx if m is not None and m.groups() == tuple(slots) else None
+
+
+def _filler(obj: Any) -> Callable[[tuple], Any] | None:
+    """A function giving ``obj`` (strings, tuples, lists, dicts of them) with its slot characters replaced by the
+    values of a slot tuple, or ``None`` when ``obj`` holds no slot character (worked out once, applied per event)."""
+    if isinstance(obj, str):
+        if not _has_slot(obj):
+            return None
+        fmt = _SLOT_CHARS.sub(lambda m: "{%d}" % (ord(m.group()) - _SLOT_BASE),
+                              obj.replace("{", "{{").replace("}", "}}")).format
+        return lambda values: fmt(*values)
+    if isinstance(obj, (tuple, list, dict)):
+        items = list(obj.items()) if isinstance(obj, dict) else list(enumerate(obj))
+        parts = [(k, _filler(v)) for k, v in items]
+        if not any(f for _k, f in parts):
+            return None
+        if isinstance(obj, dict):
+            return lambda values: {k: f(values) if f else obj[k] for k, f in parts}
+        fills = [(f, v) for (_k, f), v in zip(parts, obj)]
+        if isinstance(obj, list):
+            return lambda values: [f(values) if f else v for f, v in fills]
+        return lambda values: tuple([f(values) if f else v for f, v in fills])
+    return None
+
+
+def _slots_in(obj: Any) -> set[int]:
+    """The slot numbers in ``obj`` (strings, tuples, lists, dicts of them)."""
+    if isinstance(obj, str):
+        return {ord(c) - _SLOT_BASE for c in _SLOT_CHARS.findall(obj)}
+    if isinstance(obj, dict):
+        obj = list(obj.values())
+    if isinstance(obj, (tuple, list)):
+        return set().union(*[_slots_in(x) for x in obj])
+    return set()
+
+
+def _once_per_values(check: Callable[[tuple], bool], about: Any) -> Callable[[tuple], bool]:
+    """``check``, computed once per distinct combination of the values of the slots ``about`` holds (a check on a
+    bucket's ARN is the same for every key of the bucket)."""
+    key = operator.itemgetter(*sorted(_slots_in(about)))
+    seen: dict[Any, bool] = {}
+
+    def once(values: tuple) -> bool:
+        k = key(values)
+        got = seen.get(k)
+        if got is None:
+            got = seen[k] = check(values)
+        return got
+
+    return once
+
+
+def _apart(a: Any, b: Any) -> bool:
+    """True when ``a`` and ``b`` (strings or tuples of them, with slot characters) differ whatever non-empty values
+    fill their slots: a component differs without slots, or one holds the other's slots and more characters."""
+    if isinstance(a, tuple) and isinstance(b, tuple):
+        return len(a) != len(b) or any(_apart(x, y) for x, y in zip(a, b))
+    if not (isinstance(a, str) and isinstance(b, str)):
+        return a != b
+    sa, sb = _SLOT_CHARS.findall(a), _SLOT_CHARS.findall(b)
+    if not sa and not sb:
+        return a != b
+    fa, fb = len(a) - len(sa), len(b) - len(sb)  # characters that are not slots
+    if sorted(sa) == sorted(sb):
+        return fa != fb
+    big, small, fbig, fsmall = (sa, sb, fa, fb) if len(sa) >= len(sb) else (sb, sa, fb, fa)
+    rest = list(big)
+    for c in small:
+        if c not in rest:
+            return False
+        rest.remove(c)
+    return fbig >= fsmall  # the bigger one has the same slots, more of them (each non-empty), and no fewer others
+
+
+class _SlotContext(EventContext):
+    """An event context whose slottable request values are slot characters, mapped once for a shape structure.
+
+    Slotted values are copied into resource strings as they are (``literal`` of a value without ``*?${}`` is the
+    value); every other use goes through a hook: :meth:`decide` takes the decision on the real values of the
+    event the structure was built from and records a guard that the decision is the same for another event's
+    values; :meth:`commute` and :meth:`distinct` record that a computation on slotted text gives, once filled,
+    what it gives on filled text. A slotted value read anywhere else (a condition, a parsing transform, a
+    strategy, iam:PassRole) makes the structure :attr:`unsafe`: its events are then mapped one by one.
+    """
+
+    slotted = True
+
+    def __init__(self, params: dict, resources: Any, account: str, region: str, partition: str, slots: tuple):
+        self.slots = slots
+        self.guards: list[Callable[[tuple], bool]] = []
+        self.unsafe = False
+        self._opaque = False
+        super().__init__(params, resources, account, region, partition)
+        self.distinct(self.record_arns)
+
+    def values(self, key: str) -> list[str]:
+        """:meth:`EventContext.values`; a slotted value outside an opaque :meth:`lookup` makes the context unsafe."""
+        out = super().values(key)
+        if not self._opaque and any(_has_slot(v) for v in out):
+            self.unsafe = True
+        return out
+
+    def lookup(self, keys: Iterable[str], opaque: bool = False) -> tuple[str | None, list[str]]:
+        """:meth:`EventContext.lookup`, whose values may be slotted when ``opaque`` (the caller copies them)."""
+        self._opaque = opaque
+        try:
+            return super().lookup(keys)
+        finally:
+            self._opaque = False
+
+    def decide(self, fn: Callable, *args: Any) -> Any:
+        """``fn`` on the real values; a guard checks another event's values give the same answer."""
+        fill = _filler(args)
+        if fill is None:
+            return fn(*args)
+        answer = fn(*fill(self.slots))
+        self.guards.append(_once_per_values(lambda values: fn(*fill(values)) == answer, args))
+        return answer
+
+    def commute(self, fn: Callable, arg: Any) -> Any:
+        """``fn`` on slotted text; guards check that filling its result equals ``fn`` on filled text."""
+        got = fn(arg)
+        fill = _filler(arg)
+        if fill is None:
+            return got
+        fill_got = _filler(got) or (lambda values: got)
+        self._guard(_once_per_values(lambda values: fill_got(values) == fn(fill(values)), arg))
+        return got
+
+    def distinct(self, items: list) -> None:
+        """Guards check that the (distinct) ``items`` stay distinct once filled, unless no values can make two of
+        them equal (:func:`_apart`)."""
+        items = tuple(items)
+        if len(items) < 2 or all(_apart(a, b) for i, a in enumerate(items) for b in items[i + 1:]):
+            return
+        fill = _filler(items)
+        if fill is not None:
+            n = len(items)
+            self._guard(_once_per_values(lambda values: len(set(fill(values))) == n, items))
+
+    def read(self, value: Any) -> None:
+        """A value read outside the hooks: unsafe when slotted."""
+        if _filler(value) is not None:
+            self.unsafe = True
+
+    def _guard(self, check: Callable[[tuple], bool]) -> None:
+        if not check(self.slots):
+            self.unsafe = True
+        self.guards.append(check)
+
+
 # ----------------------------------------------------------------------------- module-level API
 
 @lru_cache(maxsize=8)
@@ -1552,8 +2119,9 @@ def map_frame(df, mapper: Mapper | None = None):
                                                  "account_id", "aws_region", "partition", "event_type")))
     rows: list[tuple] = []  # one per output row, in FRAME_OUTPUTS order
     counts = np.zeros(len(uniq_codes), dtype=np.int64)
-    for u, (src, name, params, res, acct, region, part, etype) in enumerate(inputs):
-        r = mapper.map(src, name, params, res, acct or "", region or "", part or "", etype)
+    results = mapper.map_many((src, name, params, res, acct or "", region or "", part or "", etype)
+                              for src, name, params, res, acct, region, part, etype in inputs)
+    for u, r in enumerate(results):
         if r.actions:
             counts[u] = len(r.actions)
             rows.extend((a.action, a.resource, a.derivation, a.reason, a.implicit, a.resource_type, a.condition_key,

@@ -3,7 +3,8 @@
 Usage:
     python scripts/bench_suggest.py build --events 10000000 --out /tmp/miner-bench/store-10M [--principals 1000]
     python scripts/bench_suggest.py run --store /tmp/miner-bench/store-10M [--store ...]
-    python scripts/bench_suggest.py phases --store /tmp/miner-bench/store-10M   # time per step, fresh process
+    python scripts/bench_suggest.py phases --store /tmp/miner-bench/store-10M [--base /tmp/base] [--rounds 5]
+        # time per step, fresh process, best of the rounds
     python scripts/bench_suggest.py scan --store /tmp/miner-bench/store-10M     # what the usage query reads
     python scripts/bench_suggest.py latency --store /tmp/miner-bench/store-10M [--base /tmp/base] [--rounds 7]
         # suggest beside its own usage query, each in a fresh process, interleaved; medians, wall and CPU
@@ -277,39 +278,50 @@ def run(stores: list[Path], repeat: int = 5) -> str:
 
 _PHASES_CHILD = r"""
 import json, sys, time
-t0 = time.perf_counter()
+t0 = (time.perf_counter(), time.process_time())
 import miner.cli  # noqa: F401  (what the CLI imports)
 from datetime import datetime, timezone
 from miner import diff, models, synthesize, usage  # noqa: F401
 from miner.store import connect
-marks = [("imports", time.perf_counter())]
+def mark(name):
+    marks.append((name, (time.perf_counter(), time.process_time())))
+marks = []
+mark("imports")
 win = models.make_window("2026-06-01", "2026-08-29", datetime(2026, 9, 1, tzinfo=timezone.utc))
-con = connect(sys.argv[1]); con.execute("SET parquet_metadata_cache = true"); marks.append(("connect", time.perf_counter()))
-who = usage.resolve_principal(con, win, role=sys.argv[2]); marks.append(("resolve", time.perf_counter()))
-shapes = usage.call_shapes(con, who.arn, win); marks.append(("shapes query", time.perf_counter()))
-mapped = usage.map_shapes(shapes); marks.append(("map", time.perf_counter()))
-actions = usage.aggregate(mapped); marks.append(("aggregate", time.perf_counter()))
-synthesize.synthesize(actions[actions["outcome_class"] == "authorised"]); marks.append(("synthesize", time.perf_counter()))
+con = connect(sys.argv[1]); con.execute("SET parquet_metadata_cache = true"); mark("connect")
+who = usage.resolve_principal(con, win, role=sys.argv[2]); mark("resolve")
+shapes = usage.call_shapes(con, who.arn, win); mark("shapes query")
+mapped = usage.map_shapes(shapes); mark("map")
+actions = usage.aggregate(mapped); mark("aggregate")
+synthesize.synthesize(actions[actions["outcome_class"] == "authorised"]); mark("synthesize")
 out, prev = {"shapes": len(shapes)}, t0
 for k, v in marks:
-    out[k], prev = v - prev, v
+    out[k], prev = [v[0] - prev[0], v[1] - prev[1]], v
 print(json.dumps(out))
 """
 
 
-def phases(store: Path, role: str, repeat: int = 5) -> str:
-    """Time each step of ``suggest`` in a fresh process (cold, as the CLI runs); best of ``repeat``; a table row."""
-    best: dict[str, float] = {}
+def phases(store: Path, role: str, repeat: int = 5, base: Path | None = None) -> list[str]:
+    """Time each step of ``suggest`` in a fresh process (cold, as the CLI runs): wall (CPU of the process) seconds, each
+    the best of ``repeat``; a table row for this tree, and one for ``base`` (another checkout, run through
+    ``PYTHONPATH``, interleaved round by round)."""
+    here = str(Path(__file__).resolve().parent.parent)
+    trees = [("this tree", here)] + ([("base", str(base))] if base else [])
+    best: dict[str, dict[str, float]] = {label: {} for label, _ in trees}
     shapes = 0
     for _ in range(repeat):
-        res = subprocess.run([sys.executable, "-c", _PHASES_CHILD, str(store), role], capture_output=True, text=True,
-                             check=True)
-        got = json.loads(res.stdout)
-        shapes = got.pop("shapes")
-        for k, v in got.items():
-            best[k] = min(best.get(k, 9e9), v)
-    total = sum(best.values())
-    return f"| {store.name} | {role} | {shapes:,} | " + " | ".join(f"{v:.2f}" for v in best.values()) + f" | {total:.2f} |"
+        for label, tree in trees:
+            res = subprocess.run([sys.executable, "-P", "-c", _PHASES_CHILD, str(store), role],  # -P: PYTHONPATH
+                                 capture_output=True, text=True, check=True, env=dict(os.environ, PYTHONPATH=tree))
+            got = json.loads(res.stdout.strip().splitlines()[-1])  # the last line: DuckDB may draw on stdout
+            shapes = got.pop("shapes")
+            for k, (wall, cpu) in got.items():
+                was = best[label].get(k, (9e9, 9e9))
+                best[label][k] = (min(was[0], wall), min(was[1], cpu))
+    return [f"| {store.name} | {role} | {label} | {shapes:,} | " +
+            " | ".join(f"{w:.2f} ({c:.2f})" for w, c in b.values()) +
+            f" | {sum(w for w, _c in b.values()):.2f} ({sum(c for _w, c in b.values()):.2f}) |"
+            for label, b in best.items()]
 
 
 def scan(store: Path, role: str) -> str:
@@ -418,6 +430,8 @@ def main() -> None:
     r.add_argument("--store", type=Path, action="append", required=True)
     ph = sub.add_parser("phases")
     ph.add_argument("--store", type=Path, action="append", required=True)
+    ph.add_argument("--rounds", type=int, default=5, help="best of this many fresh processes per tree")
+    ph.add_argument("--base", type=Path, help="another checkout to time beside this tree")
     sc = sub.add_parser("scan")
     sc.add_argument("--store", type=Path, action="append", required=True)
     lt = sub.add_parser("latency")
@@ -440,11 +454,12 @@ def main() -> None:
             for role in ("bench-heavy", "bench-light"):
                 print(scan(store, role))
     elif args.cmd == "phases":
-        print("| store | role | call shapes | imports | connect | resolve | shapes query | map | aggregate | synthesize | sum |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        print("| store | role | tree | call shapes | imports | connect | resolve | shapes query | map | aggregate | "
+              "synthesize | sum |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
         for store in args.store:
             for role in ("bench-heavy", "bench-light"):
-                print(phases(store, role))
+                print("\n".join(phases(store, role, args.rounds, args.base)))
     else:
         stores = [build(n, args.dir / f"store-{n // 1_000_000}M") for n in (5_000_000, 10_000_000)]
         print(run(stores))
