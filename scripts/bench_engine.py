@@ -159,6 +159,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| {ENGINES[e][-1]} | {median([x['session'] for x in xs]):.1f} | "
                   f"{median([x['first_job'] for x in xs]):.1f} | {median([x['wall'] for x in xs]):.1f} | "
                   f"{median([x['cpu'] for x in xs]):.1f} |")
+    if "spark1" in results and "spark2" in results:
+        w1, w2 = (median([x["wall"] for x in results[e]]) for e in ("spark1", "spark2"))
+        line = f"\nSpark local[1] -> local[2]: {w1 / w2:.2f}x on wall"
+        if "spark1" in startup and "spark2" in startup:  # the work itself, each engine's start-up taken off
+            s1, s2 = (median([x["first_job"] for x in startup[e]]) for e in ("spark1", "spark2"))
+            line += (f"; {(w1 - s1) / (w2 - s2):.2f}x without start-up and first job "
+                     f"({w1 - s1:.1f} s -> {w2 - s2:.1f} s)")
+        print(line)
     if args.job == "review":
         print(f"\nreview JSON identical across engines (generated_at aside): {same}")
     if args.json:
