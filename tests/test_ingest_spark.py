@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pytest
 from typer.testing import CliRunner
@@ -21,7 +22,7 @@ from typer.testing import CliRunner
 from miner import ingest as ig
 from miner import s3store
 from miner.cli import app
-from miner.models import Window
+from miner.models import EVENT_SCHEMA, Window
 
 pytestmark = pytest.mark.spark
 
@@ -203,3 +204,39 @@ def test_spark_ingest_killed_mid_way_then_rerun_has_no_duplicates_and_no_missing
     assert len({row[0] for row in rows}) == len(rows)  # no event id twice
     assert rows == _store_rows(str(sample_store))  # none missing
     assert set(ig.read_manifest(target)["source"]) == set(ig.read_manifest(sample_store)["source"])
+
+
+@pytest.mark.parametrize("kind", ["local", "s3"])
+def test_part_writer_dedupes_against_the_store_and_publishes_only_under_the_drivers_lock(kind, aws_env, monkeypatch,
+                                                                                         sample_store, tmp_path):
+    from miner import store as st
+
+    if kind == "s3":
+        import boto3
+
+        boto3.client("s3", endpoint_url=aws_env).create_bucket(Bucket="store")
+        monkeypatch.setenv(s3store.ENDPOINT_ENV, aws_env)
+    target = st.root("s3://store/w" if kind == "s3" else tmp_path / "w")
+    table = ds.dataset(str(sample_store / "events"), format="parquet", partitioning="hive").to_table()
+    biggest = table.group_by(["account", "region", "date"]).aggregate([([], "count_all")]).sort_by(
+        [("count_all", "descending")]).slice(0, 1).to_pylist()[0]
+    some = table.filter(pc.and_(pc.and_(pc.equal(table["account"], biggest["account"]),
+                                        pc.equal(table["region"], biggest["region"])),
+                                pc.equal(table["date"], biggest["date"]))).slice(0, 50)
+    rows = some.select([f.name for f in EVENT_SCHEMA]).cast(EVENT_SCHEMA)
+    key = "/".join(str(biggest[c]) for c in ("account", "region", "date"))
+    twice = pa.concat_tables([rows.slice(0, 30), rows.slice(20, 30)])  # ids 20..29 twice in the wave
+    with st.write_lock(target) as lock:
+        stranger = ig._PartWriter(st.location(target), "run", "someone else")
+        with pytest.raises(st.StoreError, match="no longer holds the lock"):
+            stranger.write(key, [twice], 1)
+        assert not st.event_files(target) if kind == "local" else not s3store.event_files(target)
+        writer = ig._PartWriter(st.location(target), "run", lock.owner)
+        assert writer.write(key, [twice], 1)[3:] == ("part-run-00001.parquet", 50, 10)
+        assert writer.write(key, [rows.slice(40, 10), rows], 2)[3:] == (None, 0, 60)  # all stored already
+    files = st.event_files(target) if kind == "local" else s3store.event_files(target)
+    assert [str(f).rpartition("/")[2] for f in files] == ["part-run-00001.parquet"]
+    stored = st.connect(target).execute("select event_id from events order by event_id").fetchall()
+    assert [r[0] for r in stored] == sorted(rows.column("event_id").to_pylist())
+    if kind == "local":
+        assert not list((tmp_path / "w" / "_tmp").glob("*"))  # the refused part left nothing behind
