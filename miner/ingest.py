@@ -1168,14 +1168,19 @@ class _IpcTable:
         self.table = table
 
     def __reduce__(self):
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, self.table.schema) as w:
-            w.write_table(self.table)
-        return _IpcTable._load, (sink.getvalue().to_pybytes(),)
+        return _IpcTable._load, (_ipc_bytes(self.table),)
 
     @staticmethod
     def _load(data: bytes) -> "_IpcTable":
         return _IpcTable(pa.ipc.open_stream(data).read_all())
+
+
+def _ipc_bytes(table: pa.Table, compression: str | None = None) -> bytes:
+    """A table as an Arrow IPC stream (``compression``: ``lz4``, ``zstd`` or none)."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema, options=pa.ipc.IpcWriteOptions(compression=compression)) as w:
+        w.write_table(table)
+    return sink.getvalue().to_pybytes()
 
 
 def _write_parts(chunks: list[dict[str, pa.Array]], codes: _Codes, uris: list[str], task: _Task) -> list[tuple]:
@@ -1389,10 +1394,19 @@ class _Committer:
         if entry is not None:  # (an evicted partition is re-read from disk, this file included)
             entry[final] = ids
             self.cached += len(ids)
+        self._count(d, n)
+
+    def _count(self, d: Path, n: int) -> None:
         self.report.records_written += n
         self.report.data_files_written += 1
         self.partitions.add(d)
         self.report.partitions_written = len(self.partitions)
+
+    def count_published(self, account: str, region: str, day: str, name: str | None, n: int, dups: int) -> None:
+        """Count a part that a Spark executor published (``name`` None: every row was a duplicate)."""
+        self.report.duplicates += dups
+        if name is not None:
+            self._count(st.partition_dir(self.store, account, region, day), n)
 
     def commit_part(self, account: str, region: str, day: str, tmp: str | None, n: int, ids: pa.Array,
                     small: _IpcTable | None = None) -> None:
@@ -1895,8 +1909,9 @@ def ingest(sources: Sequence[str], store: Path, *, window: Window | None = None,
     """Ingest CloudTrail logs into the store: new objects only, deduplicated, committed atomically.
 
     With ``engine="spark"`` the parse tasks run on Spark executors instead of local processes (an executor
-    downloads its S3 objects with its own client, built from ``profile``/``endpoint_url``/``s3_region``); listing,
-    dedupe, publishing and the manifest stay on the driver, exactly as with the local engine.
+    downloads its S3 objects with its own client, built from ``profile``/``endpoint_url``/``s3_region``), and the
+    executors also dedupe and publish the parts, each store partition of a wave by one Spark task; listing, the
+    lock and the manifest stay on the driver, with the same rules as the local engine.
 
     A ``cloudtrail://REGION[,REGION...]`` source reads the event history of the caller's account through CloudTrail
     ``LookupEvents`` (:mod:`miner.lookup`): management events only, the last 90 days at most (the window is clipped,
@@ -2017,8 +2032,8 @@ def ingest(sources: Sequence[str], store: Path, *, window: Window | None = None,
                         folders[k] = folders.get(k, 0) + (o.size if o.uri.endswith(".gz") else o.size // GZIP_RATIO)
                 if spark is not None:
                     _run_source_spark(spark, objs, (profile, endpoint_url, s3_region, workers), win, filt, n_proc,
-                                      task_bytes, max_object_size, tmp, run_id, known, report, committer, prog,
-                                      progress, total_est, folders)
+                                      task_bytes, max_object_size, run_id, known, report, committer, prog,
+                                      progress, total_est, folders, (st.location(store), run_id, lock.owner))
                 else:
                     _run_source(objs, client, win, filt, workers, n_proc, task_bytes, max_object_size, tmp, run_id,
                                 known, report, committer, prog, progress, pool, total_est, folders)
@@ -2253,67 +2268,201 @@ def _run_source(objs: Iterator[SourceObject], client, win, filt, workers: int, n
 
 
 def _run_source_spark(spark, objs: Iterator[SourceObject], s3: tuple, win, filt, n_proc: int, task_bytes: int,
-                      object_limit: int, tmp: str, run_id: str, known: dict, report: IngestReport,
-                      committer: _Committer, prog: Progress, progress: Callable[[Progress], None] | None,
-                      total_est: int | None, folders: dict[str, int] | None) -> None:
-    """:func:`_run_source` with the parse tasks on Spark executors: S3 objects are not downloaded here (tasks carry
-    references, an executor fetches them with its own client from ``s3`` = (profile, endpoint, region, threads)),
-    and every part comes back in memory; the big ones are written to ``_tmp/`` here, then committed as usual."""
+                      object_limit: int, run_id: str, known: dict, report: IngestReport, committer: _Committer,
+                      prog: Progress, progress: Callable[[Progress], None] | None, total_est: int | None,
+                      folders: dict[str, int] | None, target: tuple) -> None:
+    """:func:`_run_source` with parsing and writing on Spark executors, in waves (see :func:`_spark_waves`).
+
+    S3 objects are not downloaded here: tasks carry references, an executor fetches them with its own client from
+    ``s3`` = (profile, endpoint, region, threads). ``target`` = (:func:`miner.store.location` of the store, run id,
+    :attr:`miner.store.WriteLock.owner`) tells the writers where to publish, and under whose lock. Only counts, part
+    names and the tasks' file reports come back; the driver counts them and writes the manifest.
+    """
     try:
         slots = int(spark.sparkContext.defaultParallelism)
     except Exception:  # Spark Connect: no SparkContext
         slots = n_proc
 
     def run(tasks: Iterator[_Task]) -> Iterator[_TaskResult]:
-        for res in _spark_waves(spark, tasks, s3, max(2, 2 * slots)):
-            _spill_parts(res, tmp, run_id)
-            yield res
+        for results, parts in _spark_waves(spark, tasks, s3, target, slots, committer):
+            for p in parts:  # every part of the wave is published: its sources may enter the manifest now
+                committer.count_published(*p)
+            yield from results
 
     _run_source(objs, None, win, filt, s3[3], max(n_proc, slots), task_bytes, object_limit, None, run_id, known,
                 report, committer, prog, progress, [], total_est, folders, run_tasks=run)
 
 
-#: The rows of the Spark job of a wave: a task's number and its pickled :class:`_TaskResult` (whose tables pickle
-#: as Arrow IPC streams, see :class:`_IpcTable`).
-_SPARK_RESULT = "i long, result binary"
+#: Parse tasks per Spark job ("wave"), per executor slot. A wave's store partitions are each written by one task;
+#: the next wave starts once they are published (its dedupe reads them), so a wave ends with idle slots: big waves
+#: keep that short, small ones publish (and record in the manifest) sooner.
+SPARK_WAVE_TASKS_PER_SLOT = 8
+#: Write tasks of a wave per executor slot (store partitions are hashed to them).
+SPARK_WRITERS_PER_SLOT = 4
+
+#: Rows of a wave's parse stage: a part of one store partition (``key`` = ``account/region/date``, ``blob`` an
+#: Arrow IPC stream) or, with ``report``, the task's pickled :class:`_TaskResult` without its parts.
+_SPARK_PARSED = "key string, task long, report boolean, blob binary"
+#: Rows of a wave's write stage: a task's report, passed through, or a pickled :meth:`_PartWriter.write` result.
+_SPARK_WRITTEN = "task long, report boolean, blob binary"
 
 
-def _spark_waves(spark, tasks: Iterator[_Task], s3: tuple, wave: int) -> Iterator[_TaskResult]:
-    """Run tasks on Spark, ``wave`` tasks per job (one task per partition), the next wave computing while the
-    caller commits this one; results in task order. Memory on the driver: one wave's results."""
+def _spark_waves(spark, tasks: Iterator[_Task], s3: tuple, target: tuple, slots: int,
+                 committer: _Committer) -> Iterator[tuple[list[_TaskResult], list[tuple]]]:
+    """Run tasks on Spark, one job per wave of :data:`SPARK_WAVE_TASKS_PER_SLOT` tasks per slot; yield each wave's
+    task results (in task order, without parts) and the parts its writers published.
+
+    A wave is one job of two stages: parse (one Spark task per parse task, ``mapInArrow``), then a shuffle on the
+    store partition (``repartition`` on ``account/region/date``) into :data:`SPARK_WRITERS_PER_SLOT` write tasks
+    per slot, so each store partition of the wave is written by one task (:class:`_PartWriter`): the dedupe on
+    eventID needs no other step. The next wave's tasks are cut while this one runs; it is submitted once this one
+    is published.
+    """
     import pickle
     from itertools import islice
 
-    def submit(batch: list[_Task]):
+    wave = max(2, SPARK_WAVE_TASKS_PER_SLOT * slots)
+    writers = max(1, SPARK_WRITERS_PER_SLOT * slots)
+
+    def submit(batch: list[_Task], number: int):
         rows = [(i, pickle.dumps(t, protocol=pickle.HIGHEST_PROTOCOL)) for i, t in enumerate(batch)]
         df = spark.createDataFrame(rows, "i long, task binary").repartitionByRange(len(rows), "i")
-        out = df.mapInArrow(partial(_spark_tasks, s3=s3), _SPARK_RESULT)
-        return sorted(((r["i"], r["result"]) for r in out.collect()), key=lambda r: r[0])
+        parsed = df.mapInArrow(partial(_spark_parse, s3=s3), _SPARK_PARSED)
+        out = parsed.repartition(writers, "key").mapInArrow(partial(_spark_write, target=target, wave=number),
+                                                            _SPARK_WRITTEN)
+        try:
+            got = out.collect()
+        except Exception as e:  # a writer's StoreError (lock lost, S3 refused) as its one line
+            line = re.search(r"miner\.store\.StoreError: ([^\n]+)", str(e))
+            if line:
+                raise st.StoreError(line.group(1)) from None
+            raise
+        reports = sorted((r["task"], r["blob"]) for r in got if r["report"])
+        return [pickle.loads(b) for _, b in reports], [pickle.loads(r["blob"]) for r in got if not r["report"]]
+
+    def number() -> int:  # waves are numbered run-wide: part-<run>-<wave>.parquet is unique in its partition
+        committer.seq += 1
+        return committer.seq
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="miner-spark") as ex:
         batch = list(islice(tasks, wave))
-        fut = ex.submit(submit, batch) if batch else None
+        fut = ex.submit(submit, batch, number()) if batch else None
         while fut is not None:
             nxt = list(islice(tasks, wave))  # (listing the next wave while this one runs)
-            results = fut.result()
-            fut = ex.submit(submit, nxt) if nxt else None
-            for _, blob in results:
-                yield pickle.loads(blob)
-            results = None
+            done = fut.result()
+            fut = ex.submit(submit, nxt, number()) if nxt else None
+            yield done
 
 
 _EXECUTOR_S3: dict = {}  # one S3 client per executor process and source settings
+_EXECUTOR_WRITERS: dict = {}  # one _PartWriter per executor process and target
 
 
-def _spark_tasks(batches: Iterator[pa.RecordBatch], s3: tuple) -> Iterator[pa.RecordBatch]:
-    """Executor side (``mapInArrow``): run each pickled :class:`_Task` of the batches; one row per task."""
+def _spark_parse(batches: Iterator[pa.RecordBatch], s3: tuple) -> Iterator[pa.RecordBatch]:
+    """Executor side, parse stage (``mapInArrow``): run each pickled :class:`_Task`; one row per part it made
+    (keyed by store partition) and one with its report (see :data:`_SPARK_PARSED`)."""
     import pickle
 
-    schema = pa.schema([("i", pa.int64()), ("result", pa.binary())])
+    schema = pa.schema([("key", pa.string()), ("task", pa.int64()), ("report", pa.bool_()), ("blob", pa.binary())])
     for b in batches:
-        for i, blob in zip(b.column("i").to_pylist(), b.column("task").to_pylist()):
+        for blob in b.column("task").to_pylist():
             res = _executor_task(pickle.loads(blob), s3)
-            yield pa.RecordBatch.from_pydict({"i": [i], "result": [pickle.dumps(res, protocol=5)]}, schema)
+            keys = ["/".join(st.partition_value(v) for v in p[:3]) for p in res.parts]
+            blobs = [_ipc_bytes(p[6].table, "lz4") for p in res.parts]
+            res.parts = []
+            keys.append(f"#{res.number}")
+            blobs.append(pickle.dumps(res, protocol=5))
+            yield pa.RecordBatch.from_arrays(
+                [pa.array(keys, pa.string()), pa.array([res.number] * len(keys), pa.int64()),
+                 pa.array([False] * (len(keys) - 1) + [True], pa.bool_()), pa.array(blobs, pa.binary())],
+                schema=schema)
+
+
+def _spark_write(batches: Iterator[pa.RecordBatch], target: tuple, wave: int) -> Iterator[pa.RecordBatch]:
+    """Executor side, write stage (``mapInArrow`` after the shuffle): pass the task reports through; gather the
+    parts of each store partition (every part of the wave for that partition lands here) and write them as one
+    file with :class:`_PartWriter` (see :data:`_SPARK_WRITTEN`)."""
+    import pickle
+
+    schema = pa.schema([("task", pa.int64()), ("report", pa.bool_()), ("blob", pa.binary())])
+    parts: dict[str, list[tuple[int, bytes]]] = {}
+    for b in batches:
+        cols = [b.column(c).to_pylist() for c in ("key", "task", "report", "blob")]
+        for key, task, report, blob in zip(*cols):
+            if report:
+                yield pa.RecordBatch.from_pydict({"task": [task], "report": [True], "blob": [blob]}, schema)
+            else:
+                parts.setdefault(key, []).append((task, blob))
+    if not parts:
+        return
+    writer = _EXECUTOR_WRITERS.get(target)
+    if writer is None:
+        writer = _EXECUTOR_WRITERS[target] = _PartWriter(*target)
+    for key in sorted(parts):
+        blobs = sorted(parts.pop(key), key=lambda p: p[0])  # task order: the first copy of an event id wins
+        done = writer.write(key, [pa.ipc.open_stream(blob).read_all() for _, blob in blobs], wave)
+        yield pa.RecordBatch.from_pydict({"task": [-1], "report": [False], "blob": [pickle.dumps(done)]}, schema)
+
+
+class _PartWriter:
+    """Executor side: writes one wave's rows of a store partition as one part, under the driver's lock.
+
+    The same rules as :class:`_Committer`: no event id twice in a partition (the first copy in task order wins
+    within the wave; the copies already published win over new ones, read from the ``event_id`` column of the
+    partition's files), write in the store's scratch (``_tmp/``, or the local scratch of a store on S3), then
+    publish whole (a rename, or one PutObject), never rewriting a published file. Before each publish it checks that
+    the driver still holds the store lock (a task left running by a killed driver publishes nothing once another
+    run has taken the lock over).
+    """
+
+    def __init__(self, location: tuple, run_id: str, owner: str | None):
+        self.root = st.reopen(location)
+        self.run_id = run_id
+        self.owner = owner
+
+    def write(self, key: str, tables: list[pa.Table], wave: int) -> tuple:
+        """Dedupe and publish one partition's rows of a wave.
+
+        Returns:
+            ``(account, region, day, part name or None, rows written, duplicates dropped)`` (partition values as
+            in the store's paths).
+        """
+        import hashlib
+
+        account, region, day = key.split("/")
+        d = st.partition_dir(self.root, account, region, day)
+        table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+        n = table.num_rows
+        table = _first_copies(table)
+        known = [st.file_event_ids(f) for f in sorted(d.glob("*.parquet"))]
+        if known:
+            dup = pc.is_in(table.column("event_id"), value_set=pa.chunked_array(known, pa.string()).combine_chunks())
+            if pc.any(dup).as_py():  # the stored copies win: published files are never rewritten
+                table = table.filter(pc.invert(dup))
+        if not table.num_rows:
+            return account, region, day, None, 0, n
+        name = f"part-{self.run_id}-{wave:05d}.parquet"
+        tmp = st.tmp_dir(self.root) / f"{self.run_id}-w{wave:05d}-{hashlib.sha1(key.encode()).hexdigest()[:16]}.parquet"
+        try:
+            idx = pc.sort_indices(table, sort_keys=[("principal_arn", "ascending"), ("event_time", "ascending")])
+            st.write_parquet(table.take(idx), tmp)
+            if not st.lock_held_by(self.root, self.owner):
+                raise st.StoreError(f"the ingest that started this Spark job no longer holds the lock of the store "
+                                    f"{self.root}; its parts are not published")
+            st.publish(tmp, d / name)
+        finally:
+            Path(tmp).unlink(missing_ok=True)  # (gone once published; a failed write leaves nothing behind)
+        return account, region, day, name, table.num_rows, n - table.num_rows
+
+
+def _first_copies(table: pa.Table) -> pa.Table:
+    """The rows of ``table`` whose ``event_id`` was not met in an earlier row (order kept)."""
+    ids = table.column("event_id")
+    if pc.count_distinct(ids).as_py() == table.num_rows:
+        return table
+    first = pa.table({"id": ids, "i": pa.array(range(table.num_rows), pa.int64())}).group_by(
+        "id", use_threads=False).aggregate([("i", "min")]).column("i_min")
+    return table.take(first.take(pc.sort_indices(first)))
 
 
 def _executor_task(task: _Task, s3: tuple) -> _TaskResult:
@@ -2335,19 +2484,6 @@ def _executor_task(task: _Task, s3: tuple) -> _TaskResult:
     res = _result(task, partial(_process_task, task)) if task.items else _TaskResult(task.number, [], [])
     res.unread = unread
     return res
-
-
-def _spill_parts(res: _TaskResult, tmp: str, run_id: str) -> None:
-    """Write a result's big in-memory parts to ``_tmp/`` (as a local worker does): the committer publishes those
-    by a rename and buffers only the small ones."""
-    parts = []
-    for k, p in enumerate(res.parts):
-        if p[3] is None and p[4] > FOREIGN_PART_ROWS:
-            path = os.path.join(tmp, f"{run_id}-{res.number:06d}-{k:04d}.parquet")
-            st.write_parquet(p[6].table, Path(path))
-            p = (*p[:3], path, p[4], p[5])
-        parts.append(p)
-    res.parts = parts
 
 
 def _result(task: _Task, get: Callable[[], _TaskResult]) -> _TaskResult:

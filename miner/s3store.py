@@ -567,6 +567,29 @@ class _Heartbeat(threading.Thread):
                 # a transient error: try again at the next beat (the lock lasts LOCK_TTL seconds)
 
 
+def lock_owner(root: S3Path) -> str | None:
+    """The ``owner`` token of the store's lock object (one GET), or None when there is no lock.
+
+    Args:
+        root: the store root.
+
+    Returns:
+        The token the holder's :func:`write_lock` wrote.
+    """
+    conn = root.conn
+    try:
+        raw = conn.client.get_object(Bucket=conn.bucket, Key=(root / LOCK_FILE).key)["Body"].read()
+    except Exception as e:  # noqa: BLE001
+        if _code(e) in ("NoSuchKey", "404"):
+            return None
+        raise s3_error(e, str(root), "reading the store lock") from None
+    try:
+        rec = json.loads(raw or b"{}")
+    except ValueError:
+        return None
+    return rec.get("owner") if isinstance(rec, dict) else None
+
+
 @contextmanager
 def write_lock(root: S3Path) -> Iterator[WriteLock]:
     """Hold the store's writer lock: a ``.ingest.lock`` object created with ``If-None-Match: *`` (only one writer
@@ -589,7 +612,7 @@ def write_lock(root: S3Path) -> Iterator[WriteLock]:
     body = {"pid": os.getpid(), "start": _process_start(os.getpid()), "host": socket.gethostname(),
             "owner": secrets.token_hex(8), "since": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "ttl": LOCK_TTL}
-    lock = WriteLock(root / LOCK_FILE)  # type: ignore[arg-type]
+    lock = WriteLock(root / LOCK_FILE, owner=body["owner"])  # type: ignore[arg-type]
     client = conn.client
     etag = None
     for _ in range(3):

@@ -323,6 +323,9 @@ class WriteLock:
     path: Path
     #: Set when the lock of a writer that is gone was taken over (a line for the user), else ``None``.
     took_over: str | None = None
+    #: Who holds the lock, as its record names them (see :func:`lock_held_by`): Spark executors check it before
+    #: they publish, so a task left running by a killed driver never publishes into a store another run writes.
+    owner: str | None = None
 
 
 #: Lock descriptors this process holds; closed in forked children so that a worker never keeps the lock alive.
@@ -521,6 +524,7 @@ def _acquire(store: Path, fd: int, lock: WriteLock) -> int:
                              "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}).encode()
         os.ftruncate(fd, 0)
         os.pwrite(fd, record, 0)
+        lock.owner = _owner_of(json.loads(record))
     except BaseException as e:
         os.close(fd)
         if isinstance(e, OSError):
@@ -530,6 +534,68 @@ def _acquire(store: Path, fd: int, lock: WriteLock) -> int:
         os.register_at_fork(after_in_child=_close_held_locks_in_child)
         _AT_FORK.append(True)
     return fd
+
+
+def _owner_of(record: dict) -> str:
+    """The owner named by a local lock file's record."""
+    return f"{record.get('pid')}@{record.get('host')}:{record.get('start')}"
+
+
+def lock_held_by(store: StoreLoc, owner: str | None) -> bool:
+    """Whether the store's writer lock is still held by ``owner`` (:attr:`WriteLock.owner` of the holder).
+
+    Read from the lock's record (a local lock file, or the lock object on S3), so any process can ask, e.g. a Spark
+    executor about to publish for its driver.
+
+    Args:
+        store: the store root.
+        owner: the owner to look for.
+
+    Returns:
+        False when the lock is free or another writer holds it.
+    """
+    if owner is None:
+        return False
+    if is_s3(store):
+        from miner import s3store
+
+        return s3store.lock_owner(root(store)) == owner
+    try:
+        record = json.loads((Path(store) / LOCK_FILE).read_bytes() or b"{}")
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and _owner_of(record) == owner
+
+
+def location(store: StoreLoc) -> tuple:
+    """A picklable reference to a store location, for another process (a Spark executor): see :func:`reopen`.
+
+    Args:
+        store: the store root.
+
+    Returns:
+        ``(path,)`` for a local store, ``(url, endpoint_url, profile, region)`` for a store on S3.
+    """
+    if is_s3(store):
+        conn = store.conn
+        return (f"s3://{conn.bucket}/{conn.prefix}".rstrip("/"), conn.endpoint_url, conn.profile, conn.region)
+    return (str(store),)
+
+
+def reopen(ref: tuple) -> StoreLoc:
+    """The store location of a :func:`location` reference.
+
+    Args:
+        ref: the reference.
+
+    Returns:
+        A ``Path`` or a :class:`miner.s3store.S3Path`.
+    """
+    if len(ref) == 1:
+        return Path(ref[0])
+    from miner import s3store
+
+    return s3store.open_store(ref[0], endpoint_url=ref[1], profile=ref[2], region=ref[3])
 
 
 def write_parquet(table: pa.Table, path: Path, *, sync: bool = True) -> None:

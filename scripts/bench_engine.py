@@ -9,7 +9,10 @@ Usage:
 Each round runs every engine once, interleaved (duckdb, spark local[1], spark local[2], ...), so a noisy machine
 slows all of them alike; the table gives medians of wall and CPU seconds. CPU is user + system of the whole process
 tree, the JVM included: the wrapper process makes itself a child subreaper (prctl PR_SET_CHILD_SUBREAPER), so the JVM
-that outlives the Python process is reaped by it and counted in getrusage(RUSAGE_CHILDREN). Spark's session start-up
+that outlives the Python process is reaped by it and counted in getrusage(RUSAGE_CHILDREN). Processes whose parent
+never waits for them (Spark's Python workers) escape getrusage, so the wrapper also samples every process of the
+command's session from /proc four times a second and reports the larger of the two sums (the sample misses at most
+the last quarter second of each process). Spark's session start-up
 (JVM launch, SparkContext, a one-row job) is timed on its own, in fresh processes too.
 
 Build a store with: python scripts/bench_suggest.py build --events 1000000 --principals 100 --out DIR
@@ -38,20 +41,39 @@ LABELS = {"duckdb": "DuckDB", "spark1": "Spark local[1]", "spark2": "Spark local
 
 # The wrapper: a child subreaper, so every descendant (the JVM too) is reaped here and counted in RUSAGE_CHILDREN.
 _WRAPPER = r"""
-import ctypes, json, os, resource, subprocess, sys, time
+import ctypes, json, os, resource, subprocess, sys, threading, time
 ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+tck = os.sysconf("SC_CLK_TCK")
+seen = {}  # pid -> its own user + system seconds, last seen (processes of the command's session)
+def sample(sid):
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                f = open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(f[3]) == sid:
+                seen[p] = (int(f[11]) + int(f[12])) / tck
 t = time.perf_counter()
-r = subprocess.run(sys.argv[1:], capture_output=True)
+proc = subprocess.Popen(sys.argv[1:], stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+done = threading.Event()
+def watch():
+    while not done.wait(0.25):
+        sample(proc.pid)
+threading.Thread(target=watch, daemon=True).start()
+out, err = proc.communicate()
 wall = time.perf_counter() - t
 while True:  # orphaned descendants (the JVM) were re-parented to us: reap them so their CPU counts
     try:
         os.waitpid(-1, 0)
     except ChildProcessError:
         break
+done.set()
 tree = time.perf_counter() - t
 u = resource.getrusage(resource.RUSAGE_CHILDREN)
-print(json.dumps({'wall': wall, 'tree_wall': tree, 'cpu': u.ru_utime + u.ru_stime, 'rss': u.ru_maxrss / 1024,
-                  'rc': r.returncode, 'err': r.stderr.decode()[-2000:]}))
+print(json.dumps({'wall': wall, 'tree_wall': tree, 'cpu': max(u.ru_utime + u.ru_stime, sum(seen.values())),
+                  'rusage_cpu': u.ru_utime + u.ru_stime, 'sampled_cpu': sum(seen.values()), 'rss': u.ru_maxrss / 1024,
+                  'rc': proc.returncode, 'err': err.decode()[-2000:]}))
 """
 
 _STARTUP = r"""
@@ -159,6 +181,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| {ENGINES[e][-1]} | {median([x['session'] for x in xs]):.1f} | "
                   f"{median([x['first_job'] for x in xs]):.1f} | {median([x['wall'] for x in xs]):.1f} | "
                   f"{median([x['cpu'] for x in xs]):.1f} |")
+    if "spark1" in results and "spark2" in results:
+        w1, w2 = (median([x["wall"] for x in results[e]]) for e in ("spark1", "spark2"))
+        line = f"\nSpark local[1] -> local[2]: {w1 / w2:.2f}x on wall"
+        if "spark1" in startup and "spark2" in startup:  # the work itself, each engine's start-up taken off
+            s1, s2 = (median([x["first_job"] for x in startup[e]]) for e in ("spark1", "spark2"))
+            line += (f"; {(w1 - s1) / (w2 - s2):.2f}x without start-up and first job "
+                     f"({w1 - s1:.1f} s -> {w2 - s2:.1f} s)")
+        print(line)
     if args.job == "review":
         print(f"\nreview JSON identical across engines (generated_at aside): {same}")
     if args.json:
