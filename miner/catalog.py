@@ -5,10 +5,12 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
+from collections import Counter
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from importlib import metadata
 from pathlib import Path
+from typing import Iterable
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ class Catalog:
         self._service_templates: dict[str, tuple[tuple[str, ArnTemplate], ...]] = {}
         self._expanded: dict[str, frozenset[str]] = {}  # action pattern -> the actions it expands to
         self._level: dict[str, dict[str, str]] = {}  # prefix -> action name -> access level (see access_level)
+        self._level_of: dict[str, str | None] = {}  # action as asked -> access level (see access_levels)
 
     # -- versions ---------------------------------------------------------------------------
     @cached_property
@@ -201,13 +204,40 @@ class Catalog:
         Returns:
             The level, or ``None`` when the action is unknown.
         """
-        prefix, sep, name = action.partition(":")
-        if not sep:
-            return None
-        levels = self._level.get(prefix)
-        if levels is None:
-            levels = self._service_levels(prefix.lower())
-        return levels.get(name) or levels.get(name.lower())
+        return self.access_levels((action,))[0]
+
+    def access_levels(self, actions: Iterable[str]) -> list[str | None]:
+        """:meth:`access_level` of many actions at once (a review asks it for every unused grant of an admin role).
+
+        Args:
+            actions: ``prefix:Name`` actions in any case.
+
+        Returns:
+            Their levels in the same order (``None`` for an unknown action).
+        """
+        actions = list(actions)
+        known = self._level_of
+        out = list(map(known.get, actions))
+        if None in out:  # not asked before (or unknown): from the service's levels
+            for i, action in enumerate(actions):
+                if out[i] is None and action not in known:
+                    prefix, sep, name = action.partition(":")
+                    levels = self._service_levels(prefix.lower()) if sep else {}
+                    if action not in known:  # (a canonical name is known once its service's levels are)
+                        known[action] = levels.get(name) or levels.get(name.lower())
+                out[i] = known[action]
+        return out
+
+    def level_counts(self, actions: list[str]) -> Counter:
+        """How many of ``actions`` there are per service and access level (a review weighs unused grants by them).
+
+        Args:
+            actions: ``prefix:Name`` actions.
+
+        Returns:
+            ``(prefix as written, level)`` -> count; the level is ``None`` for an action the catalogue does not know.
+        """
+        return Counter(zip([a.partition(":")[0] for a in actions], self.access_levels(actions)))
 
     def _service_levels(self, prefix: str) -> dict[str, str]:
         """Name -> the most privileged access level, for every action of one service (lower-cased and canonical
@@ -215,7 +245,8 @@ class Catalog:
         if prefix not in self._level:
             levels = {}
             for key, entry in self._service_actions(prefix).items():
-                levels[key] = levels[entry["name"]] = _top_level(_levels(entry))
+                levels[key] = levels[entry["name"]] = self._level_of[f"{prefix}:{entry['name']}"] = \
+                    _top_level(_levels(entry))
             self._level[prefix] = levels
         return self._level[prefix]
 

@@ -131,7 +131,97 @@ class _Argument(typer.core.TyperArgument):
         return self.display_name_raw
 
 
-class _Command(typer.core.TyperCommand):
+#: What :func:`_plain_value` returns for a value it leaves to typer.
+_TYPER = object()
+#: typer's defaults for a path parameter; with others (``exists=True``, ``resolve_path`` ...) typer converts it.
+_PLAIN_PATH = {"exists": False, "file_okay": True, "dir_okay": True, "writable": False, "readable": True,
+               "resolve_path": False, "allow_dash": False, "path_type": None}
+
+
+def _plain_value(kind: type, value):
+    """``value`` as typer would convert a command-line word to ``kind`` (``str``, ``int``, ``bool``, ``Path``), for the
+    plain words this CLI takes; :data:`_TYPER` for anything else (typer decides, and words its own error)."""
+    if kind is str and type(value) is str:
+        return value
+    if kind is int and (type(value) is int or type(value) is str and value.isascii() and value.isdigit()
+                        and len(value) < 19):
+        return int(value)
+    if kind is bool and type(value) is bool:
+        return value
+    if kind is Path and type(value) is str and value:
+        path = Path(value)
+        try:
+            os.stat(path)
+        except OSError:
+            return path  # need not exist
+        except ValueError:
+            return _TYPER  # NUL in the name
+        return path if os.access(path, os.R_OK) else _TYPER
+    return _TYPER
+
+
+class _Coercion:
+    """typer's coercion of one parameter (``str``, ``int``, ``bool``, ``Path``, or a list of one of them) without the
+    pydantic validator typer 0.29 builds for each parameter first (with pydantic's import for the first one: about
+    0.25 s of every command's start-up); any value :func:`_plain_value` does not take goes to typer's own coercion."""
+
+    def __init__(self, kind: type, many: bool):
+        self._kind, self._many, self._typer = kind, many, None
+
+    def coerce(self, value, param, ctx):
+        """The value typer would pass to the command (typer's ``RuntimeParam.coerce``)."""
+        if value is None:
+            return () if param.multiple or param.nargs == -1 else None
+        if self._many and type(value) in (tuple, list):
+            got = [_plain_value(self._kind, v) for v in value]
+            if _TYPER not in got:
+                return got
+        elif not self._many:
+            got = _plain_value(self._kind, value)
+            if got is not _TYPER:
+                return got
+        if self._typer is None:
+            from typer._coercion import build_runtime_param
+
+            self._typer = build_runtime_param(param.type_descriptor)
+        return self._typer.coerce(value, param=param, ctx=ctx)
+
+    @staticmethod
+    def install(param) -> None:
+        """Use it for ``param`` when typer coerces through a pydantic validator (typer 0.29+) and the parameter is of a
+        kind it knows, without a parser, choices or path checks; otherwise leave typer's."""
+        desc = getattr(param, "type_descriptor", None)
+        if desc is None or getattr(param, "_runtime_param", False) is not None:
+            return
+        info, kind = desc.parameter_info, desc.annotation
+        many = desc.is_list
+        if many:
+            args = getattr(kind, "__args__", ())
+            kind = args[0] if len(args) == 1 else None
+        plain_path = all(getattr(info, k, v) == v for k, v in _PLAIN_PATH.items())
+        if kind not in (str, int, bool, Path) or info.parser is not None or desc.is_choice or desc.is_file or \
+                (kind is Path and not plain_path) or (kind is not Path and desc.is_path) or \
+                (kind is int and (info.min is not None or info.max is not None)):
+            return
+        param._runtime_param = _Coercion(kind, many)
+
+
+class _Coerced:
+    """A command or group whose parameters (``-h/--help`` too) are coerced by :class:`_Coercion`."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for p in self.params:
+            _Coercion.install(p)
+
+    def get_help_option(self, ctx: click.Context):
+        option = super().get_help_option(ctx)
+        if option is not None:
+            _Coercion.install(option)
+        return option
+
+
+class _Command(_Coerced, typer.core.TyperCommand):
     """A command whose arguments print as :class:`_Argument` does."""
 
     def __init__(self, *args, **kwargs):
@@ -141,7 +231,7 @@ class _Command(typer.core.TyperCommand):
                 p.__class__ = _Argument
 
 
-class _Group(typer.core.TyperGroup):
+class _Group(_Coerced, typer.core.TyperGroup):
     """The ``miner`` group: ``--debug`` anywhere on the line, and every error turned into its exit status.
 
     A user error is one line and exit 2; an unexpected one is one line, its traceback saved to a file (printed with

@@ -8,8 +8,9 @@ import fnmatch
 import ipaddress
 import json
 import re
-from dataclasses import dataclass, field
-from functools import lru_cache
+from collections import Counter
+from dataclasses import dataclass, field, fields
+from functools import cached_property, lru_cache
 from importlib import resources
 from typing import Iterable
 
@@ -50,6 +51,18 @@ class Statement:
     sid: str | None = None
     index: int = 0  # 1-based position in its document
     condition: tuple = ()  # ((operator, key, values), ...): see :func:`parse_condition`
+
+    def __hash__(self) -> int:
+        # the dataclass hash of every field, worked out once: statements key the dicts of a granted set, tens of
+        # thousands of times for an admin role
+        return self._hash
+
+    @cached_property
+    def _hash(self) -> int:
+        return hash(tuple(getattr(self, f.name) for f in fields(self)))
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_hash"}  # a hash is only good in this process
 
     def matches_action(self, action: str) -> bool:
         """True when the statement applies to ``action`` (Action or NotAction; case-insensitive)."""
@@ -553,6 +566,17 @@ class Evaluator:
         pairs = [d if isinstance(d, tuple) else ("", d) for d in docs]
         self._stmts = [s for label, d in pairs for s in statements(d, label)]
         self._boundary = [s for d in boundary for s in statements(d, "boundary")] if boundary else None
+        self._for_action: dict[str, tuple[list[Statement], list[Statement] | None]] = {}
+
+    def _matching(self, action: str) -> tuple[list[Statement], list[Statement] | None]:
+        """The statements (of the policies, of the boundary) whose Action or NotAction applies to ``action``, worked
+        out once per action: a principal's usage names few actions on many resources."""
+        got = self._for_action.get(action)
+        if got is None:
+            own = [s for s in self._stmts if s.matches_action(action)]
+            bound = None if self._boundary is None else [s for s in self._boundary if s.matches_action(action)]
+            got = self._for_action[action] = (own, bound)
+        return got
 
     def __call__(self, action: str, resource: str) -> bool:
         """Would the documents allow ``action`` on ``resource``?
@@ -564,9 +588,10 @@ class Evaluator:
         Returns:
             True when allowed (see :func:`is_allowed`).
         """
-        if not _allows(self._stmts, action, resource):
+        own, bound = self._matching(action)
+        if not _allows(own, action, resource):
             return False
-        return self._boundary is None or _allows(self._boundary, action, resource)
+        return bound is None or _allows(bound, action, resource)
 
     @property
     def conditional(self) -> bool:
@@ -587,10 +612,11 @@ class Evaluator:
         Returns:
             The :class:`Decision`.
         """
-        own = _decide(self._stmts, action, resource, context)
-        if self._boundary is None or own.verdict == "denied":
+        mine, theirs = self._matching(action)
+        own = _decide(mine, action, resource, context)
+        if theirs is None or own.verdict == "denied":
             return own
-        bound = _decide(self._boundary, action, resource, context)
+        bound = _decide(theirs, action, resource, context)
         checks = own.checks + bound.checks
         if bound.verdict == "denied":
             return Decision("denied", checks)
@@ -791,13 +817,6 @@ def _unobservable_reason(action: str, data_sources: frozenset[str]) -> str | Non
     return unobservable_reason(action, data_sources)
 
 
-def _unobservable_reason_fast(action: str, data_sources: frozenset[str]) -> str | None:
-    """:func:`_unobservable_reason`, answering at once for the actions of services no rule names (most of them)."""
-    if action.split(":", 1)[0].lower() not in _unobservable_services():
-        return None
-    return _unobservable_reason(action, data_sources)
-
-
 def classify(grants: dict[str, Grant], used: set[str], data_sources: set[str]) -> pd.DataFrame:
     """Classify each granted action as used, unused or unobservable.
 
@@ -810,7 +829,7 @@ def classify(grants: dict[str, Grant], used: set[str], data_sources: set[str]) -
         Columns action, service, status (``used``/``unused``/``unobservable``), reason, all_resources,
         conditional, sources (comma-joined policy labels); sorted by action.
     """
-    return _Classes(grants).of(used, data_sources)[0]
+    return _Classes(grants).of(used, data_sources).frame
 
 
 _CLASS_COLUMNS = ["action", "service", "status", "reason", "all_resources", "conditional", "sources"]
@@ -826,37 +845,99 @@ class _Classes:
         self._at: dict[str, list[int]] = {}  # lower-cased action -> its positions
         for i, a in enumerate(self._actions):
             self._at.setdefault(a.lower(), []).append(i)
-        self._unused: dict[frozenset, tuple[pd.DataFrame, dict[str, str]]] = {}
+        self._unused: dict[frozenset, _Base] = {}
 
-    def of(self, used: set[str], data_sources: set[str]) -> tuple[pd.DataFrame, dict[str, str]]:
-        """The classification (as :func:`classify` returns it) and action -> status."""
+    @cached_property
+    def _columns(self) -> dict[str, list]:
+        """The classification's columns that the grants alone decide (the same for every set of data sources)."""
+        labels: dict[frozenset, str] = {}  # a policy set's labels, joined once
+        grants = [self._grants[a] for a in self._actions]
+        return {"action": self._actions, "service": [a.split(":", 1)[0] for a in self._actions],
+                "all_resources": ["*" in g.resources for g in grants], "conditional": [g.conditional for g in grants],
+                "sources": [labels.get(k) or labels.setdefault(k, ",".join(sorted(k)))
+                            for k in (frozenset(g.sources) for g in grants)]}
+
+    def _base(self, sources: frozenset) -> "_Base":
+        """The classification before any action is marked used (every action unused, or unobservable and why)."""
+        acts = self._actions
+        rules = _unobservable_services()
+        whys = [_unobservable_reason(a, sources) if a.split(":", 1)[0].lower() in rules else None for a in acts]
+        statuses = ["unobservable" if why else "unused" for why in whys]
+        columns = self._columns
+        if acts:  # column by column: the same frame as from rows, without a tuple per action
+            frame = pd.DataFrame({**columns, "status": statuses, "reason": [why or "" for why in whys]},
+                                 columns=_CLASS_COLUMNS)
+        else:
+            frame = pd.DataFrame([], columns=_CLASS_COLUMNS)
+        return _Base(frame, dict(zip(acts, statuses)), Counter(zip(columns["service"], statuses)))
+
+    def of(self, used: set[str], data_sources: set[str]) -> "_Marked":
+        """The classification (as :func:`classify` returns it) with the used actions marked."""
         sources = frozenset(data_sources)
-        if sources not in self._unused:
-            acts = self._actions
-            whys = [_unobservable_reason_fast(a, sources) for a in acts]
-            statuses = ["unobservable" if why else "unused" for why in whys]
-            if acts:  # column by column: the same frame as from rows, without a tuple per action
-                labels: dict[frozenset, str] = {}  # a policy set's labels, joined once
-                grants = [self._grants[a] for a in acts]
-                frame = pd.DataFrame({
-                    "action": acts, "service": [a.split(":", 1)[0] for a in acts], "status": statuses,
-                    "reason": [why or "" for why in whys], "all_resources": ["*" in g.resources for g in grants],
-                    "conditional": [g.conditional for g in grants],
-                    "sources": [labels.get(k) or labels.setdefault(k, ",".join(sorted(k)))
-                                for k in (frozenset(g.sources) for g in grants)],
-                }, columns=_CLASS_COLUMNS)
-            else:
-                frame = pd.DataFrame([], columns=_CLASS_COLUMNS)
-            self._unused[sources] = (frame, dict(zip(acts, statuses)))
-        frame, statuses = self._unused[sources]
-        frame = frame.copy()
-        status = dict(statuses)
+        base = self._unused.get(sources)
+        if base is None:
+            base = self._unused[sources] = self._base(sources)
+        frame = base.frame.copy()
+        status = dict(base.status)
+        counts = Counter(base.counts)
         at = sorted(i for u in {u.lower() for u in used} for i in self._at.get(u, ()))
+        marked = [self._actions[i] for i in at]
         if at:
             frame.iloc[at, _CLASS_COLUMNS.index("status")] = "used"
             frame.iloc[at, _CLASS_COLUMNS.index("reason")] = ""
-            status.update((self._actions[i], "used") for i in at)
-        return frame, status
+            for a in marked:
+                service = a.split(":", 1)[0]
+                counts[(service, status[a])] -= 1
+                counts[(service, "used")] += 1
+                status[a] = "used"
+        return _Marked(frame, status, +counts, base, frozenset(marked))
+
+
+@dataclass
+class _Base:
+    """What :class:`_Classes` works out once per set of data-event sources."""
+
+    frame: pd.DataFrame
+    status: dict[str, str]  # action -> unused or unobservable
+    counts: Counter  # (service, status) -> actions
+    split: dict = field(default_factory=dict)  # id of an action list -> (the list, _by_status of it, its set)
+    levels: Counter | None = None  # (service, access level) -> unused actions (see _Marked.unused_levels)
+
+
+@dataclass
+class _Marked:
+    """A classification (:meth:`_Classes.of`): the frame, action -> status, (service, status) -> how many actions."""
+
+    frame: pd.DataFrame
+    status: dict[str, str]
+    counts: Counter
+    base: _Base
+    used: frozenset[str]  # the actions marked used
+
+    def unused_levels(self, catalog) -> Counter:
+        """(service, access level) -> how many unused actions (the level ``None`` for an action the catalogue does
+        not know): counted once before any action was marked used, then the few marked ones taken off."""
+        base = self.base
+        if base.levels is None:
+            base.levels = catalog.level_counts([a for a, st in base.status.items() if st == "unused"])
+        gone = [a for a in self.used if base.status.get(a) == "unused"]
+        if not gone:
+            return Counter(base.levels)
+        out = Counter(base.levels)
+        out.subtract(catalog.level_counts(gone))
+        return +out
+
+    def by_status(self, actions: list[str]) -> tuple[list[str], list[str], list[str]]:
+        """:func:`_by_status` of ``actions`` (a list that lives as long as the granted set's), from its split before
+        any action was marked used (worked out once) and the few marked ones."""
+        got = self.base.split.get(id(actions))
+        if got is None or got[0] is not actions:
+            got = self.base.split[id(actions)] = (actions, _by_status(actions, self.base.status), set(actions))
+        _, (unused, unobs, _), members = got
+        hit = {a for a in self.used if a in members}
+        if not hit:
+            return list(unused), list(unobs), []
+        return [a for a in unused if a not in hit], [a for a in unobs if a not in hit], [a for a in actions if a in hit]
 
 
 _STATUS_ORDER = {"unused": 0, "used_broadly": 1, "unobservable": 2}
@@ -890,14 +971,14 @@ def _by_status(actions, status: dict[str, str]) -> tuple[list[str], list[str], l
     return out["unused"], out["unobservable"], out["used"]
 
 
-def _finding(s: Statement, fired: dict[int, list[str]], rules: list[dict], status: dict[str, str],
-             observed: dict[str, set[str]], granted_by: list[str], ref: dict,
-             acts: list[str] | None = None) -> dict | None:
+def _finding(s: Statement, fired: dict[int, list[str]], rules: list[dict], by_status, observed: dict[str, set[str]],
+             granted_by: list[str], ref: dict, acts: list[str] | None = None) -> dict | None:
     """The high-risk finding of one granting statement, or ``None`` when everything it grants was used in scope.
-    ``acts``: the actions the rules matched, sorted (worked out here when not given)."""
+    ``by_status``: :func:`_by_status` over the granted actions' statuses; ``acts``: the actions the rules matched,
+    sorted (worked out here when not given)."""
     if acts is None:
         acts = sorted({a for lst in fired.values() for a in lst})
-    unused, unobs, used = _by_status(acts, status)
+    unused, unobs, used = by_status(acts)
     used_on: dict[str, list[str]] = {}
     for a in used:
         covered = sorted(r for r in observed.get(a.lower(), ()) if s.matches_resource(r))
@@ -912,7 +993,7 @@ def _finding(s: Statement, fired: dict[int, list[str]], rules: list[dict], statu
     rule = rules[first]
     policy = ref.get("policy") or s.origin
     where = f"statement {s.name} of " + (policy if policy.startswith("arn:") else s.origin or policy)
-    _, stmt_unobs, stmt_used = _by_status(granted_by, status)
+    _, stmt_unobs, stmt_used = by_status(granted_by)
     stmt_unobs.sort()  # granted_by is in set order
     seen = sorted({r for lst in used_on.values() for r in lst})
     if st == "unused" and not stmt_used:
@@ -1011,10 +1092,12 @@ def _fired_rules(grants: dict[str, Grant], catalog) -> tuple[dict[Statement, dic
 
 
 def _findings(fired: dict[Statement, dict[int, list[str]]], granted_by: dict[Statement, list[str]],
-              status: dict[str, str], observed: dict[str, set[str]] | None,
+              status: dict[str, str] | _Marked, observed: dict[str, set[str]] | None,
               policies: dict[str, dict] | None, matched: dict[Statement, list[str]] | None = None) -> list[dict]:
-    """The findings of :func:`high_risk` from the rules that fired and each granted action's status; ``matched``
-    remembers each statement's sorted matched actions across calls on the same ``fired``."""
+    """The findings of :func:`high_risk` from the rules that fired and each granted action's status (a dict, or the
+    :class:`_Marked` classification); ``matched`` remembers each statement's sorted matched actions across calls on
+    the same ``fired``."""
+    by_status = status.by_status if isinstance(status, _Marked) else lambda acts: _by_status(acts, status)
     rules = high_risk_rules()
     observed = {a.lower(): {r for r in res if r != "*"} for a, res in (observed or {}).items()}
     refs = policies or {}
@@ -1023,7 +1106,7 @@ def _findings(fired: dict[Statement, dict[int, list[str]]], granted_by: dict[Sta
         if s not in matched:
             matched[s] = sorted({a for lst in by_rule.values() for a in lst})
     out = [f for s, by_rule in fired.items()
-           if (f := _finding(s, by_rule, rules, status, observed, granted_by.get(s, []), refs.get(s.origin, {}),
+           if (f := _finding(s, by_rule, rules, by_status, observed, granted_by.get(s, []), refs.get(s.origin, {}),
                              matched[s]))]
     order = {_rule_label(r): i for i, r in enumerate(rules)}
     out.sort(key=lambda f: (_STATUS_ORDER[f["status"]], order[f["rule"]], f["policy_label"], f["statement"]))
@@ -1147,6 +1230,12 @@ class DiffReport:
     evidence: pd.DataFrame | None = None
     witness: object = None  # the principal's miner.evidence.Witness
     org: dict | None = None  # the SCPs and RCPs: miner.organizations.OrgEvaluator.review's section
+    #: :attr:`classification` as plain data: action -> status (in action order), and (service, status) -> how many
+    #: granted actions (a review reads these for every principal; an admin role has tens of thousands of actions)
+    statuses: dict[str, str] = field(default_factory=dict, repr=False)
+    service_counts: dict[tuple[str, str], int] = field(default_factory=dict, repr=False)
+    #: (service, access level) -> how many unused granted actions (level ``None``: not in the catalogue)
+    unused_levels: dict[tuple[str, str | None], int] = field(default_factory=dict, repr=False)
 
     @property
     def reduction(self) -> float:
@@ -1284,6 +1373,16 @@ class _Attached:
     services: int  # how many services the grants span
     matched: dict = field(default_factory=dict)  # statement -> the actions its fired rules matched, sorted
 
+    @cached_property
+    def conditional(self) -> bool:
+        """Some grant carries a Condition."""
+        return any(g.conditional for g in self.grants.values())
+
+    @cached_property
+    def partially_denied(self) -> bool:
+        """Some grant is partly denied."""
+        return any(g.partially_denied for g in self.grants.values())
+
 
 def _attached(current: list[tuple[str, dict]], boundary: list[dict] | None, catalog, cache: dict | None) -> _Attached:
     """The :class:`_Attached` of a set of documents, from ``cache`` when the same documents were seen before (the
@@ -1339,10 +1438,15 @@ def compare(current: list[tuple[str, dict]], suggested: list[dict], usage: pd.Da
     attached = _attached(current, boundary, catalog, cache)
     grants, identity, full = attached.grants, attached.identity, attached.full
     used = set(usage["action"].tolist()) if len(usage) else set()
-    cls, status = attached.classes.of(used, data_sources)
+    marked = attached.classes.of(used, data_sources)
+    cls, status, counts, levels = marked.frame, marked, marked.counts, None
     org_section = None
     if org is not None:  # before the findings: a grant an SCP blocks is no unused risk
-        cls, status, org_section = org.review(grants, cls, status, usage)
+        cls, blocked, org_section = org.review(grants, cls, marked.status, usage)
+        if org_section["blocked"]:  # some statuses changed (in marked.status too): counted again from them
+            status = blocked
+            counts = Counter((a.split(":", 1)[0], st) for a, st in blocked.items())
+            levels = catalog.level_counts([a for a, st in blocked.items() if st == "unused"])
     risky = _findings(attached.fired, attached.granted_by, status, _observed(usage), policies, attached.matched)
     with_conditions = full.conditional
     rows, found = [], {}
@@ -1375,15 +1479,17 @@ def compare(current: list[tuple[str, dict]], suggested: list[dict], usage: pd.Da
     notes = []
     if missing:
         notes.append("not read: " + "; ".join(missing))
-    if any(g.conditional for g in grants.values()):
+    if attached.conditional:
         notes.append("some grants carry Conditions: counted as granted; evaluated against the calls where the log "
                      "records the keys (see conditions)")
-    if any(g.partially_denied for g in grants.values()):
+    if attached.partially_denied:
         notes.append("some grants are partly denied by Deny statements on specific resources")
     suggested_n = len(suggested_actions(suggested, catalog))
     labelled = [(f"suggested {i}" if len(suggested) > 1 else "suggested", d) for i, d in enumerate(suggested, 1)]
     return DiffReport(principal_arn, len(grants), attached.services, suggested_n, cls, risky,
-                      ung, unified_diff(current, labelled), notes, source, conditions, org=org_section)
+                      ung, unified_diff(current, labelled), notes, source, conditions, org=org_section,
+                      statuses=marked.status, service_counts=counts,
+                      unused_levels=marked.unused_levels(catalog) if levels is None else levels)
 
 
 def _finding_lines(h: dict) -> list[str]:

@@ -132,10 +132,28 @@ def risk_score(unused_actions: list[str], high_risk_unused: int, catalog) -> flo
     Returns:
         Sum of :data:`LEVEL_WEIGHTS` over the unused actions + :data:`HIGH_RISK_WEIGHT` per high-risk finding.
     """
-    total = 0.0
-    for a in unused_actions:
-        total += LEVEL_WEIGHTS.get(catalog.access_level(a) or "", 1.0)
-    return round(total + HIGH_RISK_WEIGHT * high_risk_unused, 1)
+    return _score(_service_weights(unused_actions, catalog), high_risk_unused)
+
+
+def _score(weights: dict[str, tuple[int, float]], high_risk_unused: int) -> float:
+    """:func:`risk_score` from :func:`_service_weights` (the weights are whole numbers: any order sums alike)."""
+    return round(sum(w for _, w in weights.values()) + HIGH_RISK_WEIGHT * high_risk_unused, 1)
+
+
+def _service_weights(unused_actions: list[str], catalog) -> dict[str, tuple[int, float]]:
+    """Service -> (the highest :data:`_LEVEL_TIER` of its unused actions, their :data:`LEVEL_WEIGHTS` summed): what
+    :func:`risk_score` and :func:`order_services_by_risk` need of the access levels."""
+    return _weights(catalog.level_counts(list(unused_actions)))
+
+
+def _weights(levels: dict[tuple[str, str | None], int]) -> dict[str, tuple[int, float]]:
+    """:func:`_service_weights` from the unused actions counted per (service, access level) (an admin role has tens
+    of thousands: :attr:`miner.diff.DiffReport.unused_levels` counts them once per policy set)."""
+    out: dict[str, tuple[int, float]] = {}
+    for (svc, level), n in levels.items():
+        tier, weight = out.get(svc, (0, 0.0))
+        out[svc] = (max(tier, _LEVEL_TIER.get(level or "", 0)), weight + n * LEVEL_WEIGHTS.get(level or "", 1.0))
+    return out
 
 
 #: Access levels that make an unused service riskier than its action count says (ordering of unused services).
@@ -171,16 +189,14 @@ def order_services_by_risk(services: list[str], unused_actions: list[str], findi
     Returns:
         ``services`` in that order.
     """
-    wanted, named = set(services), finding_services(findings)
-    tier: dict[str, int] = {}
-    weight: dict[str, float] = {}
-    for a in unused_actions:
-        svc = a.split(":", 1)[0]
-        if svc in wanted:
-            level = catalog.access_level(a) or ""
-            tier[svc] = max(tier.get(svc, 0), _LEVEL_TIER.get(level, 0))
-            weight[svc] = weight.get(svc, 0.0) + LEVEL_WEIGHTS.get(level, 1.0)
-    return sorted(services, key=lambda s: (s not in named, -tier.get(s, 0), -weight.get(s, 0.0), s))
+    return _order_services(services, _service_weights(unused_actions, catalog), findings)
+
+
+def _order_services(services: list[str], weights: dict[str, tuple[int, float]], findings: list[dict]) -> list[str]:
+    """:func:`order_services_by_risk` from :func:`_service_weights`."""
+    named = finding_services(findings)
+    none = (0, 0.0)
+    return sorted(services, key=lambda s: (s not in named, -weights.get(s, none)[0], -weights.get(s, none)[1], s))
 
 
 def rank(principals: list[dict], grants_known: bool) -> list[dict]:
@@ -342,12 +358,11 @@ def _principal_entry(arn: str, meta: dict, inv: dict | None, iam_source: IamSour
                               catalog=catalog, cache=grants,
                               org=iam_source.org.evaluator(arn, account) if iam_source.org else None)
         cls = report.classification
-        status = dict(zip(cls["action"].tolist(), cls["status"].tolist())) if len(cls) else {}
+        status = report.statuses
         unused = sorted(a for a, st in status.items() if st == "unused")
         by_service: dict[str, dict[str, int]] = {}
-        for a, st in status.items():
-            by_service.setdefault(a.split(":", 1)[0], {}).setdefault(st, 0)
-            by_service[a.split(":", 1)[0]][st] += 1
+        for (svc, st), n in report.service_counts.items():
+            by_service.setdefault(svc, {})[st] = n
         policies = [p.label for p in attached.policies] + ([attached.boundary.label] if attached.boundary else [])
         entry["granted"] = {"known": True, "actions": report.granted_actions, "services": sorted(by_service),
                             "patterns": _patterns(attached.documents), "policies": policies,
@@ -360,8 +375,9 @@ def _principal_entry(arn: str, meta: dict, inv: dict | None, iam_source: IamSour
         entry["unused_by_service"] = {svc: c["unused"] for svc, c in sorted(by_service.items()) if c.get("unused")}
         entry["unused_sample"] = unused[:50]
         flagged = [_finding_entry(h) for h in report.high_risk]
-        entry["unused_services"] = order_services_by_risk(
-            [svc for svc, c in by_service.items() if c.get("unused") and not c.get("used")], unused, flagged, catalog)
+        weights = _weights(report.unused_levels)
+        entry["unused_services"] = _order_services(
+            [svc for svc, c in by_service.items() if c.get("unused") and not c.get("used")], weights, flagged)
         # "unused" is a claim the logs support; a high-risk grant CloudTrail could not have seen is listed apart
         for status in ("unused", "used_broadly", "unobservable"):
             entry[f"high_risk_{status}"] = [h for h in flagged if h["status"] == status]
@@ -373,8 +389,7 @@ def _principal_entry(arn: str, meta: dict, inv: dict | None, iam_source: IamSour
             entry["organizations"] = {**report.org, "blocked": [{**b, "actions": b["actions"][:ORG_ACTIONS_KEPT]}
                                                                 for b in report.org["blocked"]]}
             entry["blocked_count"] = report.count("blocked")
-        entry["score"] = risk_score(unused, len(entry["high_risk_unused"]) + len(entry["high_risk_used_broadly"]),
-                                    catalog)
+        entry["score"] = _score(weights, len(entry["high_risk_unused"]) + len(entry["high_risk_used_broadly"]))
         if witness is not None:  # IAM Access Advisor as a second witness (miner advisor): evidence per action
             from miner import evidence
 

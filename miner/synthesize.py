@@ -7,6 +7,7 @@ import os
 import re
 from collections import namedtuple
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Iterable
 
 import pandas as pd
@@ -397,6 +398,12 @@ def succeeded(outcomes) -> bool:
     """
     if not isinstance(outcomes, str) or not outcomes:
         return True
+    return _proven(outcomes)
+
+
+@lru_cache(maxsize=1 << 12)
+def _proven(outcomes: str) -> bool:
+    """:func:`succeeded` of an outcomes text (few distinct ones repeat over a principal's usage rows)."""
     return any(part.split(":", 1)[0] in PROVEN_OUTCOMES for part in outcomes.split(","))
 
 
@@ -438,12 +445,20 @@ def _place_unproven(unproven: dict[str, dict[str, int]], per_action: dict[str, s
     return out
 
 
+#: Characters of a one-statement document besides its action and resource (``{"Version":...,"Sid":"S",...}``), with
+#: room to spare; and the most JSON writes for one character (``\u0001``).
+_SMALL_STATEMENT = 200
+_JSON_GROWTH = 6
+
+
 def _drop_oversized(per_action: dict[str, set[str]], exact: dict[str, set[str]], limit: int) -> list[str]:
     """Leave out resources that alone would make a statement larger than the size limit; returns notes."""
     notes = []
     for action in sorted(per_action):
         for pool in (per_action[action], exact.get(action, set())):
             for r in sorted(pool):
+                if _SMALL_STATEMENT + _JSON_GROWTH * (len(action) + len(r)) <= limit:
+                    continue  # fits whatever JSON makes of its characters: no need to write it out
                 size = policy_size(_document([_statement("S", [action], [r], None)]))
                 if size > limit:
                     pool.discard(r)
