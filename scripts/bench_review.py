@@ -9,7 +9,9 @@ Usage:
         # synthetic stores from `scripts/bench_suggest.py build --events N --principals P --out DIR`
 
 Every run is `miner review --format json --out FILE --quiet` in a fresh process, measured by a wrapper process
-(wall time, user+system CPU, peak RSS). The configurations are interleaved round by round so that other load on
+(wall time, user+system CPU, peak RSS), after one uncounted warm-up run of each configuration, with bytecode
+written and read as after `pip install` (``PYTHONDONTWRITEBYTECODE`` is dropped for the runs). The configurations
+are interleaved round by round so that other load on
 the (shared) machine affects them alike; the tables give medians.
 
 "per-principal" is the same tree with ``miner.usage.collect_all`` replaced by one ``miner.usage.collect`` per
@@ -70,6 +72,8 @@ def compare(label: str, args: list[str], rounds: int, modes: tuple[str, ...]) ->
     """Interleave the modes for ``rounds`` rounds; Markdown rows of medians, the last column wall / set-based wall."""
     got: dict[str, list[dict]] = {m: [] for m in modes}
     with tempfile.TemporaryDirectory() as tmp:
+        for m in modes:  # a warm-up run each, not counted: bytecode written, files in the page cache
+            _review(m, args, Path(tmp) / f"{m}.json")
         for _ in range(rounds):
             for m in modes:
                 got[m].append(_review(m, args, Path(tmp) / f"{m}.json"))

@@ -225,6 +225,9 @@ def timed(cmd: list[str], pythonpath: str | None = None) -> dict:
         ``wall`` and ``cpu`` (user + system) seconds, peak ``rss`` (MB), ``rc``, and the tails of ``out``/``err``.
     """
     env = dict(os.environ, **({"PYTHONPATH": pythonpath} if pythonpath else {}))
+    # as after `pip install`, which compiles the package's bytecode: a run reads .pyc files rather than compiling
+    # every module (a development shell's PYTHONDONTWRITEBYTECODE=1 would add ~0.2 s to every run)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     res = subprocess.run([sys.executable, "-c", _TIMED, *cmd], capture_output=True, text=True, check=True, env=env)
     return json.loads(res.stdout)
 
