@@ -609,13 +609,14 @@ class OrgEvaluator:
     def _uniform(self, service: str, resources: tuple[str, ...]) -> bool:
         """Do the SCPs and RCPs say the same of every action of ``service`` on these resources (every statement
         that may apply matches the whole service, :func:`_whole_service`)? Kept per service and resources."""
-        key = ("uniform", service, resources)
+        rcps = not self.service_linked and service in rcp_services()
+        accounts = tuple(sorted({self._rcp_account(r) for r in resources})) if rcps else ()
+        key = ("uniform", service, accounts)  # (the resources matter only by the account whose RCPs apply)
         got = self._memo.get(key)
         if got is None:
             levels = [] if self.exempt else list(self._levels)
-            if not self.service_linked and service in rcp_services():
-                for r in resources:
-                    levels += self._rcp_levels(self._rcp_account(r)) or []
+            for a in accounts:
+                levels += self._rcp_levels(a) or []
             got = self._memo[key] = all(_whole_service(_for_service(st, service, self._memo), service)
                                         for _, st in levels)
         return got
