@@ -25,8 +25,9 @@ def session(profile: str | None, error: type[Exception]):
 
 
 def client_config(**kw):
-    """Client settings: adaptive retries with backoff on throttling (10 retries; the standard ``AWS_MAX_ATTEMPTS``
-    and ``AWS_RETRY_MODE`` variables override), 10 s to connect, 60 s to read.
+    """Client settings: adaptive retries with backoff on throttling (10 retries, 11 attempts in all; the standard
+    ``AWS_MAX_ATTEMPTS`` (attempts in all, the first included) and ``AWS_RETRY_MODE`` variables override), 10 s to
+    connect, 60 s to read.
 
     Args:
         kw: more ``botocore.config.Config`` settings (e.g. ``max_pool_connections``).
@@ -36,7 +37,9 @@ def client_config(**kw):
     """
     import botocore.config
 
-    retries = {"max_attempts": int(os.environ.get("AWS_MAX_ATTEMPTS") or 10),
+    # botocore's "max_attempts" counts retries; AWS_MAX_ATTEMPTS, like "total_max_attempts", counts the first too
+    total = os.environ.get("AWS_MAX_ATTEMPTS")
+    retries = {**({"total_max_attempts": int(total)} if total else {"max_attempts": 10}),
                "mode": os.environ.get("AWS_RETRY_MODE") or "adaptive"}
     return botocore.config.Config(retries=retries, connect_timeout=10, read_timeout=60, **kw)
 

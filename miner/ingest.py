@@ -1670,8 +1670,7 @@ _THROTTLE = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExcee
 
 def make_s3_client(profile: str | None = None, endpoint_url: str | None = None, region: str | None = None,
                    workers: int = 16):
-    """A boto3 S3 client with the standard credential chain and adaptive retries (10 attempts; the standard
-    ``AWS_MAX_ATTEMPTS``/``AWS_RETRY_MODE`` variables override).
+    """A boto3 S3 client with the standard credential chain and adaptive retries (:func:`miner.aws.client_config`).
 
     Args:
         profile: a named profile of the AWS config (``--profile``).

@@ -105,13 +105,14 @@ class S3Conn:
     # ------------------------------------------------------------------ clients
     @property
     def client(self):
-        """The boto3 S3 client (standard credential chain, ``profile``, endpoint; adaptive retries, 10 attempts
-        unless ``AWS_MAX_ATTEMPTS``/``AWS_RETRY_MODE`` say otherwise); the bucket is checked once."""
+        """The boto3 S3 client (standard credential chain, ``profile``, endpoint; the retries of
+        :func:`miner.aws.client_config`); the bucket is checked once."""
         with self._mutex:
             if self._client is None:
                 import boto3
-                import botocore.config
                 import botocore.exceptions as be
+
+                from miner import aws
 
                 try:
                     session = boto3.session.Session(profile_name=self.profile) if self.profile else \
@@ -119,10 +120,7 @@ class S3Conn:
                 except be.ProfileNotFound:
                     raise StoreError(f"no AWS profile named {self.profile!r} (for the store s3://{self.bucket})") \
                         from None
-                retries = {"max_attempts": int(os.environ.get("AWS_MAX_ATTEMPTS") or 10),
-                           "mode": os.environ.get("AWS_RETRY_MODE") or "adaptive"}
-                cfg = botocore.config.Config(retries=retries, max_pool_connections=16, connect_timeout=10,
-                                             read_timeout=60)
+                cfg = aws.client_config(max_pool_connections=16)
                 client = session.client("s3", endpoint_url=self.endpoint_url, config=cfg,
                                         region_name=self.region or session.region_name or "us-east-1")
                 try:

@@ -820,6 +820,24 @@ def test_cli_s3_no_credentials_exit_2(s3, tmp_path, no_aws_credentials):
     assert res.exit_code == 2 and "no AWS credentials" in res.stderr
 
 
+@pytest.mark.parametrize("env, total", [(None, 11), ("1", 1), ("4", 4)])
+def test_aws_max_attempts_counts_every_attempt(monkeypatch, env, total):
+    """AWS_MAX_ATTEMPTS counts attempts in all, as the AWS SDKs and CLI read it (botocore's own "max_attempts"
+    counts retries only); without it, 10 retries. The S3 source, the S3 store and LookupEvents share the setting."""
+    from miner import aws
+
+    if env is None:
+        monkeypatch.delenv("AWS_MAX_ATTEMPTS", raising=False)
+    else:
+        monkeypatch.setenv("AWS_MAX_ATTEMPTS", env)
+    monkeypatch.delenv("AWS_RETRY_MODE", raising=False)
+    def attempts(retries: dict) -> int:  # (botocore keeps "max_attempts" as retries, or fills in the total)
+        return retries.get("total_max_attempts", retries.get("max_attempts", 0) + 1)
+
+    assert attempts(aws.client_config().retries) == total and aws.client_config().retries["mode"] == "adaptive"
+    assert attempts(ig.make_s3_client(endpoint_url="http://127.0.0.1:9").meta.config.retries) == total
+
+
 def test_cli_s3_unreachable_endpoint_exit_2(s3, tmp_path, monkeypatch):
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
     res = cli(f"s3://{BUCKET}/", "--store", tmp_path / "s", "--endpoint-url", "http://127.0.0.1:9", "-q")

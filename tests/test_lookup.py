@@ -161,7 +161,7 @@ def test_throttled_requests_are_retried(cloudtrail, tmp_path):
 
 
 def test_throttled_past_the_retries_is_retried_by_the_next_run(cloudtrail, tmp_path, monkeypatch):
-    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # (botocore's max_attempts: one retry)
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")  # two attempts in all: one retry
     cloudtrail.throttle = 10**6  # throttled for good: every slice fails after its retry
     rep = lookup_ingest(cloudtrail, tmp_path / "s")
     assert rep.lookup_slices_failed == 7 and cloudtrail.throttled == 14 and rep.records_written == 0
