@@ -572,7 +572,8 @@ def to_frame(review: dict) -> pd.DataFrame:
         review: the review dict.
 
     Returns:
-        One row per principal in rank order.
+        One row per principal in rank order. ``blocked``: granted actions an SCP or RCP blocks (not counted as
+        unused); ``unused_proven``: those IAM Access Advisor proves unused (``None`` without its report).
     """
     rows = []
     for p in review.get("principals", []):
@@ -581,7 +582,8 @@ def to_frame(review: dict) -> pd.DataFrame:
             "rank": p.get("rank"), "name": p.get("name"), "kind": p.get("kind"), "account": p.get("account"),
             "score": p.get("score"), "events": p.get("events"), "granted": g.get("actions"),
             "used": len(p.get("used_actions") or []), "unused": p.get("unused_count"),
-            "unobservable": p.get("unobservable_count"),
+            "unobservable": p.get("unobservable_count"), "blocked": p.get("blocked_count", 0),
+            "unused_proven": ((p.get("evidence") or {}).get("counts") or {}).get("unused_proven"),
             "high_risk_unused": ", ".join(h["rule"] for h in p.get("high_risk_unused") or []),
             "high_risk_used_broadly": ", ".join(h["rule"] for h in p.get("high_risk_used_broadly") or []),
             "unused_services": len(p.get("unused_services") or []), "last_seen": p.get("last_seen"),

@@ -312,6 +312,10 @@ def test_review_with_the_sample_access_advisor_snapshot_golden(advised_store, sa
     got = json.loads(json.dumps(_evidence_golden(doc)))
     assert got == json.loads((GOLDEN / "review-advisor-evidence.json").read_text())
     etl = next(p for p in doc["principals"] if p["name"] == "unused-etl")
+    from miner import review
+
+    assert review.to_frame(doc).set_index("name").loc["unused-etl", "unused_proven"] == \
+        etl["evidence"]["counts"]["unused_proven"] > 0  # (the notebook's ranked table)
     assert [s["service"] for s in etl["evidence"]["never_accessed_services"]] == ["glue", "s3"]  # most actions first
     assert doc["summary"]["services_never_accessed"] > 0
     page, md = report.render(doc, "html"), report.render(doc, "md")

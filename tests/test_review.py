@@ -288,6 +288,17 @@ def test_notebook_quarters_reads_the_named_previous_review(tmp_path, monkeypatch
     assert previous["kind"] == review.REVIEW_KIND and len(previous["principals"]) == 4 and now is current
 
 
+def test_ranked_frame_counts_blocked_grants(sample_review):
+    """The notebook's ranked table: every principal once, in rank order, its counts as the review has them, grants
+    an SCP blocks in their own column (the sample's ProtectProdData SCP blocks 11 of orders-api-task's)."""
+    frame = review.to_frame(sample_review)
+    assert frame["rank"].tolist() == sorted(frame["rank"].tolist()) and len(frame) == len(sample_review["principals"])
+    row = frame.set_index("name").loc["orders-api-task"]
+    p = next(x for x in sample_review["principals"] if x["name"] == "orders-api-task")
+    assert (row["unused"], row["unobservable"], row["blocked"]) == (p["unused_count"], p["unobservable_count"], 11)
+    assert frame["unused_proven"].isna().all()  # no Access Advisor report in this store
+
+
 def test_changes_frame_has_one_row_per_change():
     before = synthetic_review()
     after = copy.deepcopy(before)
