@@ -423,13 +423,23 @@ def _matches_action(s: Statement, action: str) -> bool:
     return _actions_rx(s.actions).match(action.lower()) is not None
 
 
+def _names_whole(pattern: str, service: str) -> bool:
+    """Does an Action/NotAction pattern name every action of ``service`` (a lower-case IAM prefix)?"""
+    return pattern == "*" or pattern.lower() == f"{service}:*"
+
+
+def _may_name(pattern: str, service: str) -> bool:
+    """Could an Action/NotAction pattern name some action of ``service``? (By its service part; a pattern without
+    a colon, such as ``*`` or ``s3*``, may name any.)"""
+    return ":" not in pattern or fnmatch.fnmatchcase(service, pattern.lower().split(":", 1)[0])
+
+
 def _may_name_service(s: Statement, service: str) -> bool:
-    """Could the statement match some action of ``service`` (a lower-case IAM prefix)? An Action's patterns narrow
-    it by their service part; a NotAction leaves out a service only when it names the whole of it."""
+    """Could the statement match some action of ``service``? An Action's patterns narrow it by their service part;
+    a NotAction leaves out a service only when it names the whole of it."""
     if s.not_actions is not None:
-        return not any(p == "*" or p.lower() == f"{service}:*" for p in s.not_actions)
-    return any(fnmatch.fnmatchcase(service, p.lower().split(":", 1)[0]) if ":" in p else True  # "*", "s3*"
-               for p in s.actions)
+        return not any(_names_whole(p, service) for p in s.not_actions)
+    return any(_may_name(p, service) for p in s.actions)
 
 
 def _for_service(stmts: list[Statement], service: str, memo: dict) -> list[Statement]:
@@ -448,9 +458,8 @@ def _whole_service(stmts: list[Statement], service: str) -> bool:
     Condition, a NotAction that names other services ...), and one verdict serves them all."""
     def whole(s: Statement) -> bool:
         if s.not_actions is not None:  # none of its patterns may name an action of the service
-            return all(":" in p and not fnmatch.fnmatchcase(service, p.lower().split(":", 1)[0])
-                       for p in s.not_actions)
-        return any(p == "*" or p.lower() == f"{service}:*" for p in s.actions)
+            return not any(_may_name(p, service) for p in s.not_actions)
+        return any(_names_whole(p, service) for p in s.actions)
 
     return all(whole(s) for s in stmts)
 
