@@ -368,9 +368,8 @@ class SparkConnection:
             shapes.unpersist()
         order = [c for c in ORDER_OF_SHAPES if c in side.columns]
         side = side.sort_values(order, na_position="last", kind="stable").reset_index(drop=True)
-        for c in ("implicit",):
-            if c in side.columns:
-                side[c] = side[c].fillna(False).astype(bool)
+        if "implicit" in side.columns:
+            side["implicit"] = side["implicit"].fillna(False).astype(bool)
         totals = {a: int(n) for a, n in zip(counts["principal_arn"], counts["events"])}
         denied = {a: int(n) for a, n in zip(counts["principal_arn"], counts["denied"]) if n}
         if aggregated.empty:

@@ -193,7 +193,7 @@ class IngestReport(IngestSummary):
         for s in self.skipped:
             if s.records == 0 and s.reason.startswith((R_DOWNLOAD, R_READ_ERROR)):
                 counts[s.reason] = counts.get(s.reason, 0) + 1
-                slices = slices and s.source.startswith(lookup.SCHEME)
+                slices = slices and lookup.is_source(s.source)
         if not counts:
             return ""
         n = sum(counts.values())
@@ -1967,7 +1967,7 @@ def ingest(sources: Sequence[str], store: Path, *, window: Window | None = None,
     for s in sources:
         if s.startswith("s3://"):
             _split_s3(s)
-        elif s.startswith(lookup.SCHEME):
+        elif lookup.is_source(s):
             with _lookup_errors():
                 lookup.regions_of(s)
         elif not Path(s).expanduser().exists():
@@ -1997,7 +1997,7 @@ def ingest(sources: Sequence[str], store: Path, *, window: Window | None = None,
         failed = False
         try:
             for src in sources:
-                if src.startswith(lookup.SCHEME):
+                if lookup.is_source(src):
                     with _lookup_errors():
                         _run_lookup(src, store, window, now, profile, cloudtrail_endpoint_url, filt,
                                     max_object_size, tmp, run_id, report, committer, prog, progress, pool)

@@ -600,8 +600,8 @@ def suggest(store: str | Path, window: Window, *, role: str | None = None, user:
         raise JobError(f"{why}; no policy to suggest")
     used = mod.collect(con, who, window)
     coverage = window_coverage(store, window)
-    notes = ([coverage] if coverage else []) + evidence_notes(store, window,
-                                                              who.account or iam.principal_parts(who.arn)[0])
+    account = who.account or iam.principal_parts(who.arn)[0]
+    notes = ([coverage] if coverage else []) + evidence_notes(store, window, account)
     if not used.events:
         raise JobError(f"{who.arn} has no events in the window {window}: widen --since/--until"
                        + (f" ({coverage})" if coverage else ""))
@@ -618,7 +618,6 @@ def suggest(store: str | Path, window: Window, *, role: str | None = None, user:
     if source is None:
         return result
     attached = _attached(source, who.arn)
-    account = who.account or iam.principal_parts(who.arn)[0]
     data_sources = mod.data_event_sources(con, window, account=account)
     boundary = [attached.boundary.document] if attached.boundary and attached.boundary.document else None
     result.attached = attached

@@ -7,6 +7,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable, Iterator
@@ -82,15 +83,17 @@ def regions_of(src: str, *, known: Callable[[], set[str]] | None = None) -> list
     return list(dict.fromkeys(names))
 
 
-def known_regions() -> set[str]:
-    """The regions of every partition that botocore's endpoint data lists for CloudTrail."""
+@lru_cache(maxsize=1)
+def known_regions() -> frozenset[str]:
+    """The regions of every partition that botocore's endpoint data lists for CloudTrail (read once: every source
+    is checked before the run, and again when it runs)."""
     import boto3
 
     session = boto3.session.Session()
     out: set[str] = set()
     for partition in session.get_available_partitions():
         out.update(session.get_available_regions("cloudtrail", partition_name=partition))
-    return out
+    return frozenset(out)
 
 
 def rate() -> float:

@@ -520,11 +520,11 @@ def _acquire(store: Path, fd: int, lock: WriteLock) -> int:
             fd = _open_lock(lock.path)
         else:
             raise StoreError(f"cannot lock {store}: other processes keep replacing its lock file")
-        record = json.dumps({"pid": os.getpid(), "start": _process_start(os.getpid()), "host": socket.gethostname(),
-                             "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}).encode()
+        rec = {"pid": os.getpid(), "start": _process_start(os.getpid()), "host": socket.gethostname(),
+               "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         os.ftruncate(fd, 0)
-        os.pwrite(fd, record, 0)
-        lock.owner = _owner_of(json.loads(record))
+        os.pwrite(fd, json.dumps(rec).encode(), 0)
+        lock.owner = _owner_of(rec)
     except BaseException as e:
         os.close(fd)
         if isinstance(e, OSError):
