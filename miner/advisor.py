@@ -318,7 +318,7 @@ def fetch(client, arns: Iterable[str], *, source: str = "live IAM", sleep: Calla
 
 
 def iam_client(profile: str | None = None, endpoint_url: str | None = None, session=None):
-    """A boto3 IAM client with adaptive retries (``AWS_MAX_ATTEMPTS``/``AWS_RETRY_MODE`` override).
+    """A boto3 IAM client with the AWS sources' retries and timeouts (:func:`miner.aws.client_config`).
 
     Args:
         profile: an AWS CLI profile.
@@ -328,16 +328,11 @@ def iam_client(profile: str | None = None, endpoint_url: str | None = None, sess
     Returns:
         The client.
     """
-    import os
+    from miner import aws
 
-    import boto3
-    from botocore.config import Config
-
-    session = session or (boto3.Session(profile_name=profile) if profile else boto3.Session())
-    retries = {"mode": os.environ.get("AWS_RETRY_MODE", "adaptive"),
-               "total_max_attempts": int(os.environ.get("AWS_MAX_ATTEMPTS", "10"))}
+    session = session or aws.session(profile, AdvisorError)
     return session.client("iam", endpoint_url=endpoint_url, region_name=session.region_name or "us-east-1",
-                          config=Config(retries=retries))
+                          config=aws.client_config())
 
 
 def organisation_sessions(role_name: str, *, profile: str | None = None, endpoint_url: str | None = None,
@@ -360,10 +355,12 @@ def organisation_sessions(role_name: str, *, profile: str | None = None, endpoin
     import boto3
     from botocore.exceptions import BotoCoreError, ClientError
 
-    base = boto3.Session(profile_name=profile) if profile else boto3.Session()
+    from miner import aws
+
+    base = aws.session(profile, AdvisorError)
     region = base.region_name or "us-east-1"
-    org = base.client("organizations", endpoint_url=endpoint_url, region_name=region)
-    sts = base.client("sts", endpoint_url=endpoint_url, region_name=region)
+    org = base.client("organizations", endpoint_url=endpoint_url, region_name=region, config=aws.client_config())
+    sts = base.client("sts", endpoint_url=endpoint_url, region_name=region, config=aws.client_config())
     try:
         me = call(sts.get_caller_identity, sleep=sleep)["Account"]
         accounts, token = [], None
