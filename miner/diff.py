@@ -921,11 +921,10 @@ class _Marked:
         if base.levels is None:
             base.levels = catalog.level_counts([a for a, st in base.status.items() if st == "unused"])
         gone = [a for a in self.used if base.status.get(a) == "unused"]
-        if not gone:
-            return Counter(base.levels)
         out = Counter(base.levels)
-        out.subtract(catalog.level_counts(gone))
-        return +out
+        if gone:
+            out.subtract(catalog.level_counts(gone))
+        return +out  # (base.levels holds positive counts only: "+" drops just what the marked ones emptied)
 
     def by_status(self, actions: list[str]) -> tuple[list[str], list[str], list[str]]:
         """:func:`_by_status` of ``actions`` (a list that lives as long as the granted set's), from its split before
