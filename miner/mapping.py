@@ -37,7 +37,7 @@ import re
 from collections import deque
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterable
 from urllib.parse import quote, unquote
@@ -704,7 +704,6 @@ class Mapper:
         self._static: dict[tuple, MappingResult] = {}
         self._prefix_cache: dict[str, tuple[str, ...]] = {}
         self._best_cache: dict[tuple[str, str], frozenset] = {}
-        self._slot_fixed: tuple[frozenset, tuple[str, ...]] = (frozenset(), ())
         self._slot_heads: dict[tuple, tuple | bool] = {}
         self._slot_texts: dict[tuple, list[tuple[re.Pattern, tuple, tuple[dict, Any], frozenset]]] = {}
 
@@ -1018,6 +1017,12 @@ class Mapper:
             fixed = {v for v in _leaves(skeleton[0]) if not _has_slot(v)}
             patterns.append((rx, key, skeleton, frozenset(fixed)))
 
+    @cached_property
+    def _slot_fixed(self) -> tuple[frozenset, tuple[str, ...]]:
+        """The request keys whose values the rules read beyond copying, never slotted (:func:`_slot_fixed_keys`;
+        worked out once, the rules do not change)."""
+        return _slot_fixed_keys(self.rules)
+
     def _slot_head(self, event_source, event_name, event_type, account, region, partition) -> tuple | bool:
         """(event_source, event_name, event_type, account, region, partition) as :meth:`map` reads them when events
         of this kind may share structures, else False."""
@@ -1027,8 +1032,6 @@ class Mapper:
         plan = self.plan(event_source, event_name, event_type)
         if plan.status != "mapped" or any(s.strategy for s in plan.steps):
             return False  # results that do not read values are cached by map(); strategies parse values
-        if not self._slot_fixed[0]:
-            self._slot_fixed = _slot_fixed_keys(self.rules)
         if not partition:
             from miner.models import partition_of
 
