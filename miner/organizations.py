@@ -615,11 +615,16 @@ class OrgEvaluator:
         parts = resource.split(":", 5)
         return parts[4] if len(parts) == 6 and parts[4] and "*" not in parts[4] else self.org.account
 
+    def _rcp_accounts(self, service: str, resources: tuple[str, ...]) -> tuple[str, ...]:
+        """The accounts whose RCPs apply to ``service`` on these resources (none when RCPs do not apply)."""
+        if self.service_linked or service not in rcp_services():
+            return ()
+        return tuple(sorted({self._rcp_account(r) for r in resources}))
+
     def _uniform(self, service: str, resources: tuple[str, ...]) -> bool:
         """Do the SCPs and RCPs say the same of every action of ``service`` on these resources (every statement
         that may apply matches the whole service, :func:`_whole_service`)? Kept per service and resources."""
-        rcps = not self.service_linked and service in rcp_services()
-        accounts = tuple(sorted({self._rcp_account(r) for r in resources})) if rcps else ()
+        accounts = self._rcp_accounts(service, resources)
         key = ("uniform", service, accounts)  # (the resources matter only by the account whose RCPs apply)
         got = self._memo.get(key)
         if got is None:
@@ -650,8 +655,30 @@ class OrgEvaluator:
             if whole not in self._cache:
                 self._cache[whole] = self._judge_each(action, key[2])
             return self._cache[whole]
+        accounts = self._rcp_accounts(service, key[2])
+        if len(accounts) <= 1 and self._any_resource(action, service, accounts):
+            # one verdict for the action on every resource of the account (thousands of objects called)
+            each = ("judge-action", action, accounts)
+            if each not in self._cache:
+                self._cache[each] = self._judge_each(action, key[2][:1])
+            return self._cache[each]
         self._cache[key] = self._judge_each(action, key[2])
         return self._cache[key]
+
+    def _any_resource(self, action: str, service: str, accounts: tuple[str, ...]) -> bool:
+        """Is every statement that matches ``action`` (SCPs, and the RCPs of ``accounts``) written for every
+        resource (a Resource of ``*``, no NotResource)? Then :func:`_judge` says the same of the action on any
+        resource, and one verdict serves them all. Kept per action and accounts."""
+        key = ("any-resource", action, accounts)
+        got = self._memo.get(key)
+        if got is None:
+            levels = [] if self.exempt else list(self._levels)
+            for a in accounts:
+                levels += self._rcp_levels(a) or []
+            got = self._memo[key] = all(s.not_resources is None and "*" in s.resources
+                                        for _, st in levels for s in _for_service(st, service, self._memo)
+                                        if _matches_action(s, action))
+        return got
 
     def judge_grants(self, grants: dict) -> dict[str, Verdict]:
         """:meth:`judge` of every grant, each service and resource set judged once where the policies say the same

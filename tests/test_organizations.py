@@ -167,6 +167,29 @@ def test_the_per_service_statement_filter_never_changes_a_verdict(action):
                     assert org._judge(some, f"{service}:SomethingElse", resource, need_allow) == want
 
 
+@pytest.mark.parametrize("data", [
+    snapshot(ou=[doc(deny("s3:PutObject", "arn:aws:s3:::prod-*"))]),
+    snapshot(ou=[doc(deny("s3:PutObject"), deny("s3:GetObject", "arn:aws:s3:::prod-*"))]),
+    snapshot(ou=[doc({"Effect": "Deny", "Action": "s3:*", "NotResource": ["arn:aws:s3:::ok", "arn:aws:s3:::ok/*"]})]),
+    snapshot(account=[doc(allow("s3:Get*"), allow("s3:PutObject", "arn:aws:s3:::dev-*"), allow("sqs:*"))]),
+    snapshot(rcps_root=[doc(deny("sqs:SendMessage", Principal="*"))], other_rcps=[doc(deny("sqs:*", Principal="*"))]),
+    snapshot(root=[doc(deny("s3:DeleteObject", Condition={"Bool": {"aws:SecureTransport": "false"}}))],
+             rcps_account=[doc(deny("s3:GetObject", "arn:aws:s3:::secret/*", Principal="*"))]),
+])
+def test_one_verdict_per_action_on_any_resource_never_changes_a_verdict(data):
+    """An action that every matching statement grants or denies on ``*`` is judged once for all its resources (of
+    one account): the same verdict as judging each resource alone, whatever resource came first."""
+    calls = [(a, r) for a in ("s3:PutObject", "s3:GetObject", "s3:DeleteObject", "s3:ListBucket", "sqs:SendMessage",
+                              "sqs:ReceiveMessage")
+             for r in ("arn:aws:s3:::dev-a/k", "arn:aws:s3:::prod-a/k", "arn:aws:s3:::ok/k", "arn:aws:s3:::secret/k",
+                       f"arn:aws:sqs:us-east-1:{ACCT}:q", f"arn:aws:sqs:us-east-1:{OTHER}:q", "*")]
+    for order in (calls, calls[::-1]):
+        ev = evaluator(data)
+        for a, r in order:
+            alone = evaluator(data)._judge_each(a, (r,))
+            assert ev.judge(a, [r]) == alone, (a, r)
+
+
 def test_blocked_only_on_every_granted_resource():
     ev = evaluator(snapshot(ou=[doc(deny("s3:PutObject", "arn:aws:s3:::prod-*"))]))
     assert ev.judge("s3:PutObject", ["arn:aws:s3:::prod-a/*", "arn:aws:s3:::prod-b/*"]).verdict == "blocked"
