@@ -482,12 +482,13 @@ def build_review(con, window: Window, *, iam_source: IamSource | None = None, st
                                                      m.get("principal_account")) for arn, m in metas.items()
                                      if m.get("events")], window)
     grants: dict = {}  # granted sets per distinct set of attached documents
-    ds_cache: dict[str, set[str]] = {}
+    by_account: dict[str, set[str]] | None = None  # every account's data-event sources, one query when first asked
 
     def data_sources(acct: str) -> set[str]:
-        if acct not in ds_cache:
-            ds_cache[acct] = usage.data_event_sources(con, window, account=acct or None)
-        return ds_cache[acct]
+        nonlocal by_account
+        if by_account is None:
+            by_account = usage.data_event_sources_by_account(con, window)
+        return set(by_account.get(acct, ())) if acct else set().union(*by_account.values())
 
     principals = []
     witnesses = {}

@@ -414,6 +414,8 @@ def connect(root: S3Path, files: list[str], *, threads: int | None = None) -> du
     con = duckdb.connect()
     # reads wait on the network, not the CPU: more threads than cores keep more ranged GETs in flight
     con.execute(f"SET threads = {int(threads or max(IO_THREADS, os.cpu_count() or 1))}")
+    # every query of a job reads the same files' footers again: keep them parsed (parts are never rewritten in place)
+    con.execute("SET parquet_metadata_cache = true")
     conn = root.conn
     paths = [f[5:] for f in files]
     if sum(conn.sizes.get(p, READ_CACHE_BYTES) for p in paths) <= READ_CACHE_BYTES // 2:

@@ -125,6 +125,8 @@ def connect(store: Path, *, threads: int | None = None) -> duckdb.DuckDBPyConnec
     con = duckdb.connect()
     if threads:
         con.execute(f"SET threads = {int(threads)}")
+    # every query of a job reads the same files' footers again: keep them parsed (parts are never rewritten in place)
+    con.execute("SET parquet_metadata_cache = true")
     pattern = str(store / EVENTS_DIR / "account=*" / "region=*" / "date=*" / "*.parquet").replace("'", "''")
     con.execute(
         f"CREATE VIEW events AS SELECT * FROM read_parquet('{pattern}', hive_partitioning = true, "

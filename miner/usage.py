@@ -686,3 +686,21 @@ def data_event_sources(con, window: Window, account: str | None = None) -> set[s
         eventSource hosts, e.g. ``{"s3.amazonaws.com"}``.
     """
     return set(queries.run(con, "data_events", **_params(window, account=account))["event_source"].dropna())
+
+
+def data_event_sources_by_account(con, window: Window) -> dict[str, set[str]]:
+    """:func:`data_event_sources` of every recipient account, from one query.
+
+    Args:
+        con: a DuckDB connection from :func:`miner.store.connect`.
+        window: the time window.
+
+    Returns:
+        account -> eventSource hosts (accounts without data events are absent).
+    """
+    rows = queries.run(con, "data_events", **_params(window, account=None))
+    out: dict[str, set[str]] = {}
+    for acct, src in zip(rows["account"].tolist(), rows["event_source"].tolist()):
+        if isinstance(src, str):
+            out.setdefault(acct, set()).add(src)
+    return out

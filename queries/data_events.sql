@@ -3,8 +3,10 @@
 -- Params:
 --   $since, $until    TIMESTAMPTZ, the half-open window [since, until); pruned on the hive `date` partition too.
 --   $account          VARCHAR or NULL: one recipient account (hive `account` partition; NULL = all accounts).
--- Columns: event_source, events, principals (distinct principals with such events).
+-- Columns: account (the recipient account: the hive partition), event_source, events, principals (distinct
+--   principals with such events); one row per account and event source, so that one query serves every account.
 SELECT
+    account,
     event_source,
     count(*)                        AS events,
     count(DISTINCT principal_arn)   AS principals
@@ -13,5 +15,5 @@ WHERE date BETWEEN CAST($since AS DATE) AND CAST($until AS DATE)
   AND event_time >= $since AND event_time < $until
   AND ($account IS NULL OR account = $account)
   AND event_category = 'Data'
-GROUP BY event_source
-ORDER BY event_source
+GROUP BY account, event_source
+ORDER BY account, event_source

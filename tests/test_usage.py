@@ -290,6 +290,10 @@ def test_data_event_sources(store, win):
     con = connect(store)
     assert usage.data_event_sources(con, win) == {"s3.amazonaws.com"}
     assert usage.data_event_sources(con, win, account="444455556666") == set()
+    by_account = usage.data_event_sources_by_account(con, win)
+    assert by_account == {a: usage.data_event_sources(con, win, account=a) for a in by_account}
+    assert set().union(*by_account.values()) == usage.data_event_sources(con, win)
+    assert "444455556666" not in by_account and by_account
 
 
 def test_calls_on_oneself_get_the_callers_arn_or_are_invalid(tmp_path, win):
