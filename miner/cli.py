@@ -1049,6 +1049,9 @@ def review_cmd(
     max_resources: int = typer.Option(10, "--max-resources", metavar="N",
                                       help="Suggested policies: generalise more than N resources of one kind."),
     no_wildcards: bool = typer.Option(False, "--no-wildcards", help="Suggested policies: no action wildcards."),
+    processes: Optional[int] = typer.Option(None, "--processes", metavar="N",
+                                            help="Processes that judge the principals' grants (at least 1; 1: "
+                                                 "none forked) [default: the CPUs available]."),
     store: Optional[str] = StoreOpt,
     store_endpoint: Optional[str] = StoreEndpointOpt,
     engine: str = EngineOpt,
@@ -1071,12 +1074,15 @@ def review_cmd(
             fail(f"--format {fmt} does not match the extension of --out: leave out --format (the extension decides)")
     if compare is not None and not compare.is_file():
         fail(f"--compare {compare}: no such file (a previous `miner review --format json` output)")
+    if processes is not None and processes < 1:
+        fail("--processes takes a number of at least 1")
     grants = _grants(iam_snapshot, live, profile, endpoint_url)
     win = window(since, until, quiet=quiet)
     if not outputs and (fmt or "html") == "html":
         outputs = [(_default_review_path(win), "html")]
     result = jobs.review(store_path(store, store_endpoint), win, grants=grants, account=account, max_resources=max_resources,
-                         wildcards=not no_wildcards, previous=compare, **_engine(engine, spark_master))
+                         wildcards=not no_wildcards, previous=compare, processes=processes,
+                         **_engine(engine, spark_master))
     rendered: dict[str, str] = {}
     for path, f in outputs:
         if f not in rendered:

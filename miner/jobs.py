@@ -705,7 +705,7 @@ class Reviewed:
 def review(store: str | Path, window: Window, *, grants: Grants | None = None, account: str | None = None,
            max_resources: int | None = None, wildcards: bool = True,
            previous: str | Path | dict | None = None, engine: str = "duckdb",
-           spark_master: str | None = None) -> Reviewed:
+           spark_master: str | None = None, processes: int | None = None) -> Reviewed:
     """The quarterly right-sizing review of every role and user (:func:`miner.review.build_review`).
 
     Args:
@@ -716,9 +716,11 @@ def review(store: str | Path, window: Window, *, grants: Grants | None = None, a
         max_resources: the suggested policies' generalisation threshold.
         wildcards: allow action wildcards in the suggested policies.
         previous: a previous ``--format json`` review (a path or its dict): the result says what changed.
-
         engine: the query engine, ``duckdb`` (default) or ``spark`` (:mod:`miner.engine`).
         spark_master: with ``spark``, the master URL (default ``local[*]``; ``$SPARK_REMOTE``: Spark Connect).
+        processes: processes that build the principals' entries (default: the CPUs available; forked workers, with
+            the DuckDB engine and an offline grants source only: :func:`miner.review.review_processes`).
+
     Returns:
         The :class:`Reviewed`.
 
@@ -735,7 +737,8 @@ def review(store: str | Path, window: Window, *, grants: Grants | None = None, a
     source = (grants or Grants()).open(inventory=True)
     con = connect(store, engine, spark_master)
     rv = mod.build_review(con, window, iam_source=source, store=store, account=account,
-                          max_resources=max_resources, wildcards=wildcards, advisor=advisor_table(store))
+                          max_resources=max_resources, wildcards=wildcards, advisor=advisor_table(store),
+                          processes=1 if engine == "spark" else processes)
     coverage = window_coverage(store, window)
     if not rv["principals"]:
         raise JobError(f"no roles or users acted in the window {window} and no IAM source lists any: widen "

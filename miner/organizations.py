@@ -691,8 +691,16 @@ class OrgEvaluator:
             action -> :class:`Verdict`.
         """
         groups: dict[tuple, list[str]] = {}
+        every = ("*",)
         for a, g in grants.items():
-            groups.setdefault((a.split(":", 1)[0].lower(), tuple(sorted(set(g.resources))) or ("*",)), []).append(a)
+            r = g.resources  # most grants are on "*": no sort for them
+            res = every if not r or (len(r) == 1 and "*" in r) else tuple(sorted(set(r)))
+            key = (a.partition(":")[0].lower(), res)
+            got = groups.get(key)
+            if got is None:
+                groups[key] = [a]
+            else:
+                got.append(a)
         out: dict[str, Verdict] = {}
         for (service, res), acts in groups.items():
             if self._uniform(service, res):
@@ -732,9 +740,9 @@ class OrgEvaluator:
         blocked: dict[tuple, list[str]] = {}
         conditional: dict[tuple, list[str]] = {}
         keys: dict[tuple, tuple] = {}  # a verdict's JSON key, made once per verdict
-        for a, v in sorted(self.judge_grants(grants).items()):
-            if v.verdict == "allowed":
-                continue
+        verdicts = self.judge_grants(grants)
+        for a in sorted(a for a, v in verdicts.items() if v is not ALLOWED and v.verdict != "allowed"):
+            v = verdicts[a]
             k = keys.get(id(v))
             if k is None:
                 k = keys[id(v)] = tuple(v.as_dict().items())
@@ -744,7 +752,7 @@ class OrgEvaluator:
             elif v.verdict == "conditional":
                 conditional.setdefault(k, []).append(a)
         if blocked and len(classification):
-            mask = classification["action"].map(lambda a: status.get(a) == "blocked")
+            mask = classification["action"].isin([a for acts in blocked.values() for a in acts])
             classification.loc[mask, "status"] = "blocked"
             why = {a: f"blocked by {dict(k)['kind']} {dict(k)['policy']}" for k, acts in blocked.items() for a in acts}
             classification.loc[mask, "reason"] = classification.loc[mask, "action"].map(why)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -38,6 +39,7 @@ class IamSource:
     attached: Callable[[str], Any]  # principal ARN -> miner.iam.AttachedPolicies
     notes: list[str] = field(default_factory=list)
     org: Any = None  # miner.organizations.OrgSource: the SCPs and RCPs, when known
+    offline: bool = False  # reads nothing over the network once made (principals can be reviewed in forked workers)
 
 
 def _iso(v: Any) -> str | None:
@@ -80,7 +82,7 @@ def snapshot_source(path: str | Path) -> IamSource:
     accounts = {inv["account"] for inv in inventory}
     return IamSource(f"snapshot {path}", inventory, accounts - {""},
                      lambda arn: iam.from_snapshot(path, arn, snapshots=snaps),
-                     org=organizations.snapshot_source(path))
+                     org=organizations.snapshot_source(path), offline=True)
 
 
 def live_source(profile: str | None = None, endpoint_url: str | None = None, client=None) -> IamSource:
@@ -400,6 +402,71 @@ def _principal_entry(arn: str, meta: dict, inv: dict | None, iam_source: IamSour
     return entry
 
 
+#: The entry maker of the review being built, inherited by forked worker processes (:func:`_entries`).
+_WORK: Callable[[str], dict] | None = None
+
+
+def _entry_in_worker(arn: str) -> tuple[str, dict]:
+    return arn, _WORK(arn)
+
+
+def review_processes(asked: int | None, principals: int, iam_source: IamSource | None) -> int:
+    """How many processes build the review's principal entries: ``asked`` (``--processes``), else the CPUs this
+    process may use; 1 (in this process) where ``fork`` is missing (Windows, and macOS, where forking a process
+    that holds threads is unsafe), for fewer than 2 principals, and with an IAM source that reads over the network
+    (a live source's clients and lazily read state cannot be shared by forked processes).
+
+    Args:
+        asked: the number asked for, or ``None``.
+        principals: how many principals the review holds.
+        iam_source: where grants come from.
+
+    Returns:
+        The number of processes (1: no worker process).
+    """
+    if asked is None:
+        asked = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if asked <= 1 or principals < 2 or not hasattr(os, "fork") or sys.platform != "linux":
+        return 1
+    if iam_source is not None and not iam_source.offline:
+        return 1
+    return min(asked, principals)
+
+
+def _entries(arns: list[str], entry: Callable[[str], dict], progress: Callable[[str], None] | None,
+             workers: int) -> list[dict]:
+    """``entry`` of every principal, in ``arns`` order: in this process, or spread over ``workers`` forked processes
+    (each takes the next principal when it is free). The workers inherit everything gathered so far (usage, grants
+    source, catalogue) and send back each entry; when one fails, the principals not done are built here, so an
+    error is raised as the one-process review would raise it."""
+    global _WORK
+    got: dict[str, dict] = {}
+    if workers > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        _WORK = entry
+        try:
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+                for done in as_completed([pool.submit(_entry_in_worker, arn) for arn in arns]):
+                    if done.exception() is None:
+                        arn, got[arn] = done.result()
+                        if progress:
+                            progress(arn)
+        except Exception:  # noqa: BLE001 - a worker died: what is missing is built below, in this process
+            pass
+        finally:
+            _WORK = None
+    out = []
+    for arn in arns:
+        if arn not in got:
+            if progress:
+                progress(arn)
+            got[arn] = entry(arn)
+        out.append(got[arn])
+    return out
+
+
 def _org_notes(org, principals: list[dict]) -> list[str]:
     """The review's notes on SCPs and RCPs: what was read, what they block, the calls they deny (errors)."""
     notes = list(org.notes)
@@ -424,7 +491,7 @@ def _org_notes(org, principals: list[dict]) -> list[str]:
 def build_review(con, window: Window, *, iam_source: IamSource | None = None, store: str | Path | None = None,
                  account: str | None = None, max_resources: int | None = None, wildcards: bool = True,
                  catalog=None, now: datetime | None = None, progress: Callable[[str], None] | None = None,
-                 advisor: pd.DataFrame | None = None) -> dict:
+                 advisor: pd.DataFrame | None = None, processes: int | None = None) -> dict:
     """Gather the right-sizing review of every role and user.
 
     Principals are the roles and users that acted in the window plus, with an IAM source, every role and user it
@@ -445,6 +512,7 @@ def build_review(con, window: Window, *, iam_source: IamSource | None = None, st
         progress: called with a short message per principal.
         advisor: the store's IAM Access Advisor table (:func:`miner.advisor.read`): with it, each principal it
             reports on gets the evidence of each granted action (:mod:`miner.evidence`).
+        processes: processes that build the principals' entries (:func:`review_processes`; default: the CPUs).
 
     Returns:
         The review dict (JSON-ready; the input of :mod:`miner.report` and of a later :func:`compare_reviews`).
@@ -502,15 +570,18 @@ def build_review(con, window: Window, *, iam_source: IamSource | None = None, st
     # objects per admin-like role, and handed back to it afterwards (gc.unfreeze), so nothing stays uncollectable
     import gc
 
+    def entry(arn: str) -> dict:
+        return _principal_entry(
+            arn, metas.get(arn, {}), inventory.get(arn.lower()), iam_source, usages.get(arn), act.get(arn, []),
+            data_sources, max_resources=max_resources, wildcards=wildcards, catalog=catalog, grants=grants,
+            witness=witnesses.get(arn.lower()))
+
+    workers = review_processes(processes, len(arns), iam_source)
+    if workers > 1 and iam_source is not None:
+        data_sources("")  # the store is queried here, before the fork: workers never touch the connection
     gc.freeze()
     try:
-        for arn in arns:
-            if progress:
-                progress(arn)
-            principals.append(_principal_entry(
-                arn, metas.get(arn, {}), inventory.get(arn.lower()), iam_source, usages.get(arn), act.get(arn, []),
-                data_sources, max_resources=max_resources, wildcards=wildcards, catalog=catalog, grants=grants,
-                witness=witnesses.get(arn.lower())))
+        principals = _entries(arns, entry, progress, workers)
     finally:
         gc.unfreeze()
     known = iam_source is not None

@@ -6,7 +6,9 @@ import copy
 import csv
 import io
 import json
+import os
 import re
+import sys
 from datetime import date, timedelta
 
 import pytest
@@ -459,6 +461,13 @@ def test_cli_review_formats_compare_and_errors(sample_store, sample_logs, tmp_pa
     assert res.exit_code == 2 and "not a miner review" in res.output
     res = runner.invoke(app, base + ["--format", "pdf"])
     assert res.exit_code == 2 and "unknown format" in res.output
+    res = runner.invoke(app, base + ["--processes", "0"])
+    assert res.exit_code == 2 and "--processes takes a number of at least 1" in res.output
+    res = runner.invoke(app, base + ["--format", "json", "--processes", "1"])
+    one = json.loads(res.stdout)
+    res = runner.invoke(app, base + ["--format", "json", "--processes", "2"])
+    two = json.loads(res.stdout)
+    assert res.exit_code == 0 and {**one, "generated_at": None} == {**two, "generated_at": None}
 
 
 def test_review_reads_grants_live_from_iam(aws_env, sample_store):
@@ -508,3 +517,59 @@ def test_unused_services_are_ordered_by_risk_not_name():
     order = review.order_services_by_risk(["a4b", "iam", "logs", "s3", "zocalo"], unused, findings, get_catalog())
     assert order == ["s3", "iam", "a4b", "logs", "zocalo"]
     assert review.finding_services([{"rule": "cloudformation:CreateStack + iam:PassRole"}]) == {"cloudformation", "iam"}
+
+
+def _review_of(sample_store, sample_logs, **kw) -> dict:
+    from miner import store
+
+    con = store.connect(sample_store)
+    rv = review.build_review(con, review.store_window(con), iam_source=review.snapshot_source(sample_logs / "iam"),
+                             store=sample_store, **kw)
+    doc = json.loads(report.render_json(rv))
+    doc.pop("generated_at")
+    return doc
+
+
+def test_principals_judged_in_worker_processes_give_the_same_review(sample_store, sample_logs, sample_review):
+    """Forked workers build the entries (the default on a machine with more than one CPU); one process gives the same
+    review JSON, entries in the same order."""
+    alone = _review_of(sample_store, sample_logs, processes=1)
+    assert alone == _review_of(sample_store, sample_logs, processes=3)
+    assert alone == {k: v for k, v in sample_review.items() if k != "generated_at"}
+
+
+@pytest.mark.skipif(not hasattr(os, "fork") or sys.platform != "linux", reason="forked workers: Linux only")
+def test_a_worker_that_dies_or_fails_loses_no_principal(sample_store, sample_logs, monkeypatch):
+    """A worker killed mid-review costs its principal nothing (built again in the review's process); an error in a
+    worker is raised as the one-process review raises it."""
+    parent, real = os.getpid(), review._principal_entry
+    alone = _review_of(sample_store, sample_logs, processes=1, account="111122223333")
+    victim = alone["principals"][0]["arn"]
+
+    def dies(arn, *a, **kw):
+        if arn == victim and os.getpid() != parent:
+            os._exit(9)
+        return real(arn, *a, **kw)
+
+    monkeypatch.setattr(review, "_principal_entry", dies)
+    assert _review_of(sample_store, sample_logs, processes=2, account="111122223333") == alone
+
+    def fails(arn, *a, **kw):
+        if arn == victim:
+            raise RuntimeError(f"cannot judge {arn}")
+        return real(arn, *a, **kw)
+
+    monkeypatch.setattr(review, "_principal_entry", fails)
+    with pytest.raises(RuntimeError, match="cannot judge"):
+        _review_of(sample_store, sample_logs, processes=2, account="111122223333")
+
+
+def test_review_processes_fork_only_where_it_is_safe(sample_logs):
+    snap = review.snapshot_source(sample_logs / "iam")
+    live = review.IamSource("live IAM", [], set(), lambda arn: None)
+    linux = hasattr(os, "fork") and sys.platform == "linux"
+    assert review.review_processes(4, 12, snap) == (4 if linux else 1)
+    assert review.review_processes(4, 3, None) == (3 if linux else 1)  # no more workers than principals
+    assert review.review_processes(1, 12, snap) == 1
+    assert review.review_processes(4, 1, snap) == 1
+    assert review.review_processes(4, 12, live) == 1  # clients and lazily read state stay in one process
