@@ -579,6 +579,9 @@ def build_review(con, window: Window, *, iam_source: IamSource | None = None, st
     workers = review_processes(processes, len(arns), iam_source)
     if workers > 1 and iam_source is not None:
         data_sources("")  # the store is queried here, before the fork: workers never touch the connection
+        # the catalogue's every action and access level (a `*` grant's expansion, the score's weights): loaded once
+        # here rather than once per worker
+        catalog.access_levels(catalog.all_actions())
     gc.freeze()
     try:
         principals = _entries(arns, entry, progress, workers)
