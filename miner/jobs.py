@@ -156,11 +156,9 @@ def connect(store: str | Path, engine: str = "duckdb", master: str | None = None
             from miner import engine as engines
 
             return engines.connect(store, engine, master=master)
-        con = open_store(store)
+        return open_store(store)
     except StoreError as e:
         raise JobError(str(e)) from None
-    con.execute("SET parquet_metadata_cache = true")
-    return con
 
 
 def _other_kind(con, name: str, kind: str, account: str | None) -> str | None:
@@ -175,8 +173,59 @@ def _other_kind(con, name: str, kind: str, account: str | None) -> str | None:
     return None
 
 
+class _Prefetch:
+    """``suggest``'s two store reads, started early: the principal lookup of the name or ARN as given, then, when it
+    finds exactly one principal (in ``account`` when given), that principal's call shapes. They run on a cursor of
+    their own in a thread while the caller imports pandas and readies the mapper (DuckDB leaves the GIL while it
+    reads), so the command's latency is its queries more than its start-up. Whatever the caller then decides (the
+    name matches case-insensitively, the principal cannot hold a policy ...) it decides as without this; it uses a
+    result only where it would have run the same query with the same parameters."""
+
+    def __init__(self, con, window: Window, given: str | None, account: str | None, by_arn: bool = False):
+        import threading
+
+        self.lookup = self.shapes = None  # pyarrow Tables
+        self.arn: str | None = None
+        self._cur = con.cursor()
+        text = (given or "").strip()
+        self.thread = threading.Thread(target=self._run, args=(window, text, account, by_arn), name="miner-prefetch",
+                                       daemon=True)
+        if text:
+            self.thread.start()
+
+    def _run(self, window: Window, text: str, account: str | None, by_arn: bool) -> None:
+        from miner import queries
+
+        params = {"since": window.since, "until": window.until}
+        try:
+            arn = text if by_arn or text.startswith("arn:") else None
+            found = queries.run_arrow(self._cur, "principal_lookup", **params, principal_name=None if arn else text,
+                                      principal_arn=arn)
+            self.lookup = found
+            rows = [r for r in found.select(["principal_arn", "principal_account"]).to_pylist()
+                    if not account or r["principal_account"] == account or f":{account}:" in r["principal_arn"]]
+            if len(rows) == 1:
+                self.shapes = queries.run_arrow(self._cur, "usage_by_principal", **params,
+                                                principal_arn=rows[0]["principal_arn"])
+                self.arn = rows[0]["principal_arn"]
+        except Exception:  # noqa: BLE001 - an interrupted or failed read: the caller runs its queries itself
+            self.shapes = None
+
+    def join(self) -> None:
+        """Wait for the reads."""
+        if self.thread.is_alive():
+            self.thread.join()
+
+    def close(self) -> None:
+        """Stop a read still running (the job failed first) and release the cursor."""
+        if self.thread.is_alive():
+            self._cur.interrupt()
+            self.thread.join()
+        self._cur.close()
+
+
 def resolve(con, window: Window, *, role: str | None = None, user: str | None = None, principal: str | None = None,
-            account: str | None = None) -> Principal:
+            account: str | None = None, looked_up: pd.DataFrame | None = None) -> Principal:
     """The principal named by ``--role``, ``--user`` or ``--principal`` (:func:`miner.usage.resolve_principal`).
 
     Args:
@@ -186,6 +235,7 @@ def resolve(con, window: Window, *, role: str | None = None, user: str | None = 
         user: a user name or ARN.
         principal: any stored principal ARN.
         account: the account, when a name exists in several.
+        looked_up: the ``principal_lookup`` rows of the name or ARN as given, when already read.
 
     Returns:
         The principal.
@@ -197,7 +247,8 @@ def resolve(con, window: Window, *, role: str | None = None, user: str | None = 
     from miner import usage
 
     try:
-        return usage.resolve_principal(con, window, role=role, user=user, principal=principal, account=account)
+        return usage.resolve_principal(con, window, role=role, user=user, principal=principal, account=account,
+                                       looked_up=looked_up)
     except usage.PrincipalError as e:
         name, kind = (role, "role") if role else (user, "user") if user else (None, None)
         if name and not name.startswith("arn:") and str(e).startswith("unknown"):
@@ -263,6 +314,19 @@ class Grants:
         """Whether any source of grants was chosen."""
         return self.snapshot is not None or self.is_live
 
+    def check(self) -> None:
+        """The mistakes found without reading anything: a snapshot and live IAM both chosen, a snapshot path that
+        does not exist (:meth:`open` says the same; this says it before the store is opened).
+
+        Raises:
+            JobError: on either.
+        """
+        if self.snapshot is not None and self.is_live:
+            raise JobError("--iam-snapshot reads grants from a file and --live/--profile/--endpoint-url from IAM: "
+                           "give one of them")
+        if self.snapshot is not None and not Path(self.snapshot).exists():
+            raise JobError(f"no IAM snapshot at {self.snapshot}")
+
     def open(self, *, inventory: bool = True) -> IamSource | None:
         """Open the source (a snapshot is read now, so a bad path fails before any mining).
 
@@ -278,9 +342,7 @@ class Grants:
         """
         from miner import iam, organizations, review
 
-        if self.snapshot is not None and self.is_live:
-            raise JobError("--iam-snapshot reads grants from a file and --live/--profile/--endpoint-url from IAM: "
-                           "give one of them")
+        self.check()
         try:
             if self.snapshot is not None:
                 return review.snapshot_source(Path(self.snapshot))
@@ -585,20 +647,36 @@ def suggest(store: str | Path, window: Window, *, role: str | None = None, user:
         JobError: a user mistake (no store, unknown principal, one that cannot hold an identity policy, no
             authorised call to mine, an unreadable snapshot, a principal IAM does not know).
     """
-    from miner import diff, iam, synthesize as syn, usage as mod
-    from miner import __version__
-    from miner.mapping import rules_version
-
-    max_resources = syn.DEFAULT_MAX_RESOURCES if max_resources is None else max_resources
-    if max_resources < 0:
+    if max_resources is not None and max_resources < 0:
         raise JobError("--max-resources must be 0 or more")
-    source = grants.open(inventory=False) if grants is not None else None  # a bad snapshot fails before mining
+    if grants is not None:
+        grants.check()
     con = connect(store, engine, spark_master)
-    who = resolve(con, window, role=role, user=user, principal=principal, account=account)
-    why = no_identity_policy(who)
-    if why:
-        raise JobError(f"{why}; no policy to suggest")
-    used = mod.collect(con, who, window)
+    # the store is read in a thread from here on, while this one imports pandas and readies the mapper
+    ahead = _Prefetch(con, window, role or user or principal, account, by_arn=bool(principal)) \
+        if engine == "duckdb" else None
+    try:
+        from miner import diff, iam, synthesize as syn, usage as mod
+        from miner import __version__
+        from miner.mapping import get_mapper, rules_version
+
+        max_resources = syn.DEFAULT_MAX_RESOURCES if max_resources is None else max_resources
+        source = grants.open(inventory=False) if grants is not None else None  # a bad snapshot fails before mining
+        get_mapper()
+        looked_up = shapes = None
+        if ahead is not None:
+            ahead.join()
+            looked_up = ahead.lookup.to_pandas() if ahead.lookup is not None else None
+        who = resolve(con, window, role=role, user=user, principal=principal, account=account, looked_up=looked_up)
+        why = no_identity_policy(who)
+        if why:
+            raise JobError(f"{why}; no policy to suggest")
+        if ahead is not None and ahead.shapes is not None and ahead.arn == who.arn:
+            shapes = ahead.shapes.to_pandas()
+    finally:
+        if ahead is not None:
+            ahead.close()
+    used = mod.collect(con, who, window, shapes=shapes)
     coverage = window_coverage(store, window)
     account = who.account or iam.principal_parts(who.arn)[0]
     notes = ([coverage] if coverage else []) + evidence_notes(store, window, account)

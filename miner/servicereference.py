@@ -133,6 +133,10 @@ class _ModelFiles:
                                                                                                    version)
 
 
+#: What a botocore service folder is named (``s3``, ``sso-oidc``, ``lex-models``): nothing else is looked up on disk.
+_SERVICE_NAME = re.compile(r"[a-z0-9][a-z0-9.-]*")
+
+
 class BotocoreModels:
     """Lazy, read-only index of botocore's service models (loaded once per process, about 0.5 s for all)."""
 
@@ -141,6 +145,7 @@ class BotocoreModels:
         self._by_host: dict[str, list[str]] | None = None
         self._loader = None
         self._names: list[str] | None = None
+        self._has: dict[str, bool] = {}  # botocore name -> has a service-2 model (asked one by one)
 
     @property
     def version(self) -> str:
@@ -154,13 +159,27 @@ class BotocoreModels:
             # the files a botocore session's loader would read (AWS_DATA_PATH included), without importing botocore's
             # session, client or HTTP machinery, which the models do not need
             self._loader = _ModelFiles()
-            self._names = self._loader.list_available_services("service-2")
         return self._loader
 
     def service_names(self) -> list[str]:
         """Every botocore service name, sorted."""
-        self._get_loader()
-        return list(self._names or [])
+        if self._names is None:
+            self._names = self._get_loader().list_available_services("service-2")
+        return list(self._names)
+
+    def has_service(self, name: str) -> bool:
+        """Does botocore have a model of this service? (Asked of its folder alone: listing every service reads some
+        400 folders, which a command that maps a few services does not need.)"""
+        if self._names is not None:
+            return name in self._names
+        got = self._has.get(name)
+        if got is None:
+            loader = self._get_loader()
+            got = self._has[name] = bool(_SERVICE_NAME.fullmatch(name)) and any(
+                os.path.isdir(folder) and any(loader._exists(os.path.join(folder, v, "service-2"))
+                                              for v in os.listdir(folder))
+                for folder in (os.path.join(base, name) for base in loader.search_paths))
+        return got
 
     def model(self, name: str) -> ServiceModel | None:
         """One service model by botocore name (``None`` when botocore has no such service)."""
@@ -170,7 +189,7 @@ class BotocoreModels:
 
     def _load(self, name: str) -> ServiceModel | None:
         loader = self._get_loader()
-        if name not in (self._names or []):
+        if not self.has_service(name):
             return None
         try:
             version = loader.determine_latest_version(name, "service-2")
@@ -220,7 +239,7 @@ class BotocoreModels:
             Models whose endpoint prefix, signing name or botocore name is ``key``; endpoint-prefix matches first.
         """
         key = key.lower()
-        direct = self.model(key) if key in (self.service_names() or []) else None
+        direct = self.model(key) if self.has_service(key) else None
         if direct is not None and direct.endpoint_prefix.lower() == key and self._by_host is None:
             return [direct]
         names = self._host_index().get(key, [])

@@ -155,7 +155,8 @@ def _matches_name(row: pd.Series, name: str, kind: str | None) -> bool:
 
 
 def resolve_principal(con, window: Window, *, role: str | None = None, user: str | None = None,
-                      principal: str | None = None, account: str | None = None) -> Principal:
+                      principal: str | None = None, account: str | None = None,
+                      looked_up: pd.DataFrame | None = None) -> Principal:
     """Find the one principal the user means.
 
     A role or user name matches ``principal_name`` or the last path segment of a role/user ARN (case-insensitive,
@@ -168,6 +169,8 @@ def resolve_principal(con, window: Window, *, role: str | None = None, user: str
         user: a user name or user ARN.
         principal: any principal ARN as stored (role, user, root, service host, ...).
         account: restrict name matches to this account id.
+        looked_up: the ``principal_lookup`` rows of the name or ARN as given (stripped), when already read (by
+            ``miner.jobs``' early read); otherwise they are read here.
 
     Returns:
         The principal. It has events on the days the window touches (``queries/principal_lookup.sql``); whether
@@ -188,9 +191,9 @@ def resolve_principal(con, window: Window, *, role: str | None = None, user: str
         return queries.run(con, "principal_lookup", **_params(window, principal_name=name, principal_arn=arn))
 
     if is_arn:
-        found = lookup(arn=text)
+        found = lookup(arn=text) if looked_up is None else looked_up
     else:
-        found = lookup(name=text)
+        found = lookup(name=text) if looked_up is None else looked_up
         if found.empty:  # names are case-insensitive in IAM; fall back to the whole store's identities
             every = queries.run(con, "principal_names")
             hits = every[every.apply(_matches_name, axis=1, args=(text, kind))] if len(every) else every
@@ -408,18 +411,20 @@ def _with_context(frame: pd.DataFrame):
     return table
 
 
-def collect(con, principal: Principal, window: Window) -> Usage:
+def collect(con, principal: Principal, window: Window, *, shapes: pd.DataFrame | None = None) -> Usage:
     """Everything a principal did in a window, mapped to IAM actions.
 
     Args:
         con: a DuckDB connection from :func:`miner.store.connect`, or a :class:`miner.engine.SparkConnection`.
         principal: the principal (see :func:`resolve_principal`).
         window: the time window.
+        shapes: the principal's :func:`call_shapes` in the window, when already read.
 
     Returns:
         The :class:`Usage` (authorised and denied (action, resource) rows, unmapped and permission-free calls).
     """
-    return _assemble(_parts(con, principal.arn, None, window), [principal], window)[principal.arn]
+    parts = usage_parts(shapes) if shapes is not None else _parts(con, principal.arn, None, window)
+    return _assemble(parts, [principal], window)[principal.arn]
 
 
 def collect_all(con, principals: list[Principal], window: Window) -> dict[str, Usage]:

@@ -1005,3 +1005,13 @@ def test_calls_on_oneself_act_on_the_caller_every_row():
     # every user's credentials: not the caller
     assert res_of(ev("iam", "ListServiceSpecificCredentials", {"allUsers": True}),
                   "iam:ListServiceSpecificCredentials") == ["*"]
+
+
+@pytest.mark.parametrize("name", ["s3", "lambda", "sso-oidc", "monitoring", "not-a-service", "../../etc", "..", "S3",
+                                  "", "s3/../ec2", "dynamodb\x00"])
+def test_botocore_has_service_asks_one_folder_and_agrees_with_the_full_list(name):
+    from miner.servicereference import BotocoreModels
+
+    one_by_one = BotocoreModels()
+    assert one_by_one.has_service(name) == (name in BotocoreModels().service_names())
+    assert one_by_one._names is None  # the 400-folder listing was not needed

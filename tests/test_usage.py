@@ -315,3 +315,59 @@ def test_calls_on_oneself_get_the_callers_arn_or_are_invalid(tmp_path, win):
     assert list(r.actions["resource"]) == [f"arn:aws:iam::{ACCT}:root"]
     denied = usage.denied_calls(con, win)
     assert list(zip(denied["principal_arn"], denied["resource"])) == [(pathed, pathed)]
+
+
+class _NoReadAhead:
+    """``miner.jobs._Prefetch`` that reads nothing: ``suggest`` runs every query itself."""
+
+    lookup = shapes = arn = None
+
+    def __init__(self, *a, **kw):
+        pass
+
+    def join(self):
+        pass
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize("kw", [
+    dict(role="orders-api", account=ACCT), dict(role=" orders-api ", account="444455556666"), dict(role=ORDERS),
+    dict(principal=ORDERS), dict(user="alice"), dict(user=ALICE), dict(role="ORDERS-API", account=ACCT),
+    dict(role="orders-api"), dict(role="alice"), dict(role="nobody"), dict(role="old-role"),
+])
+def test_suggest_reads_ahead_and_decides_as_without(store, win, kw, monkeypatch):
+    """``suggest`` reads the principal lookup and the call shapes in a thread while it imports; what it then gets is
+    what it gets running each query itself: the same policy and summary, or the same error (ambiguous names, the
+    wrong kind, names in another case, unknown ones and ones without events in the window)."""
+    from miner import jobs
+
+    ran: list[str] = []
+    run_arrow = queries.run_arrow
+    monkeypatch.setattr(queries, "run_arrow", lambda con, name, **p: ran.append(name) or run_arrow(con, name, **p))
+
+    def outcome():
+        try:
+            got = jobs.suggest(store, win, **kw)
+        except jobs.JobError as e:
+            return str(e)
+        return got.suggestion.policies, got.summary, got.principal, got.usage.authorised.to_json(orient="records", date_format="iso")
+
+    ahead = outcome()
+    if kw in (dict(role="orders-api", account=ACCT), dict(user="alice"), dict(principal=ORDERS)):
+        assert ran.count("usage_by_principal") == 1 and not isinstance(ahead, str)  # read once, in the thread
+    monkeypatch.setattr(jobs, "_Prefetch", _NoReadAhead)
+    assert outcome() == ahead
+
+
+def test_suggest_stops_its_read_ahead_when_it_fails_first(store, win, monkeypatch):
+    """A job that fails before it needs the read (a bad --max-resources is caught before; an unreadable snapshot
+    after) interrupts it and leaves no thread behind."""
+    import threading
+
+    from miner import jobs
+
+    with pytest.raises(jobs.JobError, match="snapshot"):
+        jobs.suggest(store, win, role="orders-api", account=ACCT, grants=jobs.Grants(snapshot=store / "no-such-file"))
+    assert not [t for t in threading.enumerate() if t.name == "miner-prefetch"]
