@@ -5,6 +5,8 @@ Usage:
     python scripts/bench_ingest.py --records 500000 --data /tmp/miner-bench --repeat 3
     python scripts/bench_ingest.py --sizes 1 --repeat 5 --against ../old-checkout   # old and new alternating
     python scripts/bench_ingest.py --floor --sizes 1 --repeat 5 --processes 1,2 --base /tmp/ingest-base
+    python scripts/bench_ingest.py --readers --repeat 3                 # native JSON readers vs msgspec
+    python scripts/bench_ingest.py --stages --repeat 3                  # where miner's parse step spends CPU
 
 ``--floor``: CPU per record, side by side in one run, interleaved rounds (each round runs every command once, in a
 rotated order, so background load hits all alike), medians:
@@ -18,6 +20,16 @@ rotated order, so background load hits all alike), medians:
 
 every figure is the CPU time (user+system) of the whole process tree, interpreter start included, divided by the
 records read, beside the wall time; the table gives each one's ratio to the floor.
+
+``--readers``: CPU per record of the native JSON readers that could decode the kept fields straight into Arrow
+columns (``pyarrow.json`` with an explicit schema, the files batched as one NDJSON buffer; DuckDB ``read_json`` with
+explicit ``columns``, one thread), beside ISA-L inflate and the msgspec decode miner uses, on the same first
+``--reader-files`` files, in one process, interleaved rounds, medians (with msgspec validating only, the cost of
+a native scan); and whether DuckDB's text of ``requestParameters`` (a ``JSON`` column) is the logged text byte for
+byte, as the store keeps it.
+
+``--stages``: CPU per record of each step of miner's parse step (read, inflate, decode, ``_normalise``, freeing,
+``_chunk``, ``_write_parts``), in one process, on the same first ``--reader-files`` files in tasks of 500 files.
 
 Generates (once, cached) realistic CloudTrail in the S3 delivery layout with ``scripts/gen_sample_logs.py``
 (``generate(..., sample_extras=False)``: no corrupt/digest/insight files, ~1% duplicate deliveries), then for each
@@ -259,6 +271,233 @@ def _floor_main(args) -> int:
     return 0
 
 
+#: The kept fields, as a struct of the native readers (requestParameters/resources: raw JSON where the reader can).
+_READER_FIELDS = [
+    ("eventID", "VARCHAR"), ("eventTime", "VARCHAR"), ("eventType", "VARCHAR"),
+    ("userIdentity", "STRUCT(type VARCHAR, arn VARCHAR, accountId VARCHAR, invokedBy VARCHAR, accessKeyId VARCHAR, "
+                     "userName VARCHAR, principalId VARCHAR, sessionContext STRUCT(sessionIssuer STRUCT(arn VARCHAR, "
+                     "userName VARCHAR)))"),
+    ("recipientAccountId", "VARCHAR"), ("awsRegion", "VARCHAR"), ("eventSource", "VARCHAR"), ("eventName", "VARCHAR"),
+    ("eventCategory", "VARCHAR"), ("eventVersion", "VARCHAR"), ("readOnly", "BOOLEAN"), ("managementEvent", "BOOLEAN"),
+    ("errorCode", "VARCHAR"), ("errorMessage", "VARCHAR"), ("requestParameters", "JSON"), ("resources", "JSON"),
+    ("sourceIPAddress", "VARCHAR"), ("userAgent", "VARCHAR"), ("vpcEndpointId", "VARCHAR"),
+]
+
+
+def _arrow_type(sql: str):
+    """The pyarrow type of one of :data:`_READER_FIELDS`' DuckDB types (JSON has no Arrow reader type: skipped)."""
+    import pyarrow as pa
+
+    if sql.startswith("STRUCT("):
+        fields, depth, start = [], 0, 7
+        for i in range(7, len(sql)):
+            depth += sql[i] == "("
+            depth -= sql[i] == ")"
+            if (sql[i] == "," and depth == 0) or i == len(sql) - 1:
+                name, _, typ = sql[start:i].strip().partition(" ")
+                fields.append(pa.field(name, _arrow_type(typ)))
+                start = i + 1
+        return pa.struct(fields)
+    return {"VARCHAR": pa.string(), "BOOLEAN": pa.bool_()}[sql]
+
+
+def _readers_main(args) -> int:
+    """``--readers``: CPU per record of inflate, msgspec and the native JSON readers on the same files (docstring)."""
+    import duckdb
+    import pyarrow as pa
+    import pyarrow.json as pj
+    from isal.isal_zlib import decompress
+
+    sys.path.insert(0, str(REPO))
+    from miner import ingest
+
+    print(f"machine: {_machine()}; nproc {os.cpu_count()}; pyarrow {pa.__version__}, duckdb {duckdb.__version__}",
+          file=sys.stderr)
+    data = Path(args.data) / f"ingest-data-{args.records // 1000}k"
+    _gen(data, args.records)
+    files = _files(data)[:args.reader_files]
+    blobs = [p.read_bytes() for p in files]
+    docs = [decompress(b, 31) for b in blobs]
+    decoder = ingest._struct_decoder()[0]
+    records = sum(len(decoder.decode(d).Records) for d in docs)
+    ndjson = b"\n".join(d.replace(b"\n", b" ") for d in docs)  # (JSON strings hold no raw newline)
+    schema = pa.schema([("Records", pa.list_(pa.struct(
+        [pa.field(n, _arrow_type(t)) for n, t in _READER_FIELDS if t != "JSON"])))])
+    columns = "STRUCT(" + ", ".join(f"{n} {t}" for n, t in _READER_FIELDS) + ")[]"
+    tmp = Path(tempfile.mkdtemp(prefix="miner-bench-readers-", dir=args.data))
+    (tmp / "batch.ndjson").write_bytes(ndjson)
+    con = duckdb.connect()
+    con.execute("SET threads=1")
+    query = ("SELECT unnest(Records, recursive := true) FROM read_json($f, columns = {'Records': $c}, "
+             "format = $fmt, maximum_object_size = 16777216)")
+
+    def pyarrow_json() -> int:
+        table = pj.read_json(pa.BufferReader(ndjson), read_options=pj.ReadOptions(use_threads=False,
+                                                                                     block_size=len(ndjson) + 1),
+                             parse_options=pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore"))
+        return len(table.column("Records").combine_chunks().flatten())
+
+    def duckdb_json(paths: list[str], fmt: str) -> Callable[[], int]:
+        return lambda: con.sql(query, params={"f": paths, "c": columns, "fmt": fmt}).to_arrow_table().num_rows
+
+    import msgspec
+
+    def msgspec_decoder(fields: list[tuple]) -> Callable[[], int]:
+        rec = msgspec.defstruct("Rec", fields, gc=False)
+        dec = msgspec.json.Decoder(msgspec.defstruct("Doc", [("Records", list[rec])], gc=False))
+        return lambda: sum(len(dec.decode(d).Records) for d in docs)
+
+    cmds: list[tuple[str, Callable[[], int]]] = [
+        ("inflate (ISA-L)", lambda: len([decompress(b, 31) for b in blobs]) and records),
+        ("msgspec, validating only (no field materialised): the native scan floor", msgspec_decoder([])),
+        ("msgspec, the kept fields as Raw spans", msgspec_decoder(
+            [(n.lstrip("@"), msgspec.Raw, msgspec.field(default=None, name=n)) for n in ingest._FIELDS])),
+        ("msgspec decode of the kept fields (miner's decoder)", lambda: sum(len(decoder.decode(d).Records)
+                                                                          for d in docs)),
+        ("pyarrow.json, explicit schema, one NDJSON buffer (no requestParameters/resources)", pyarrow_json),
+        ("DuckDB read_json, explicit columns, one NDJSON file (inflated)",
+         duckdb_json([str(tmp / "batch.ndjson")], "newline_delimited")),
+        ("DuckDB read_json, explicit columns, the .json.gz files", duckdb_json([str(p) for p in files], "auto")),
+    ]
+    cpu: dict[str, list[float]] = {}
+    try:
+        for _, run in cmds:  # warm-up: extension loading, pyarrow's first-use imports
+            run()
+        for i in range(args.repeat):
+            for label, run in cmds[i % len(cmds):] + cmds[:i % len(cmds)]:
+                t0 = time.process_time()
+                n = run()
+                cpu.setdefault(label, []).append(time.process_time() - t0)
+                assert n == records, (label, n, records)
+        # the store keeps requestParameters as logged; DuckDB's JSON column is its own re-serialisation
+        check = docs
+        if args.reader_data:
+            check = []
+            for path in sorted(Path(args.reader_data).rglob("*.json*")):
+                doc = path.read_bytes()
+                doc = decompress(doc, 31) if doc[:2] == b"\x1f\x8b" else doc
+                try:
+                    decoder.decode(doc)
+                except Exception:  # not {"Records": [...]}: the fast path would not take it anyway
+                    continue
+                check.append(doc)
+        raw: list[bytes] = []
+        texts: list[str] = []
+        for doc in check:
+            (tmp / "one.json").write_bytes(doc.replace(b"\n", b" "))
+            try:
+                got = [r[0] for r in con.sql(
+                    "SELECT coalesce(CAST(r.requestParameters AS VARCHAR), 'null') FROM (SELECT unnest(Records) AS r "
+                    "FROM read_json($f, columns = {'Records': $c}, format = 'newline_delimited', "
+                    "maximum_object_size = 268435456))", params={"f": str(tmp / "one.json"), "c": columns}).fetchall()]
+            except duckdb.Error:  # DuckDB rejects the file (a type it cannot cast): the Python path would take it
+                continue
+            raw += [bytes(r.requestParameters) for r in decoder.decode(doc).Records]
+            texts += got
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    differ = sum(a != b.encode() for a, b in zip(raw, texts))
+    print()
+    print(f"{records:,} records in the first {len(files):,} files; CPU of this process, medians of {args.repeat} "
+          f"interleaved rounds")
+    print()
+    print("| step | CPU per record | vs msgspec |")
+    print("|---|---:|---:|")
+    ref = statistics.median(cpu[cmds[3][0]])
+    for label, _ in cmds:
+        m = statistics.median(cpu[label])
+        print(f"| {label} | {m / records * 1e6:.2f} us | {m / ref:.1f}x |")
+    print()
+    print(f"requestParameters: DuckDB's text differs from the logged text in {differ:,} of {len(raw):,} records of "
+          f"{args.reader_data or 'these files'} (each difference would change a stored value)")
+    return 0
+
+
+def _stages_main(args) -> int:
+    """``--stages``: CPU per record of each step of miner's parse step, in one process (see the docstring)."""
+    import gc
+
+    import pyarrow as pa
+
+    sys.path.insert(0, str(REPO))
+    from miner import ingest
+
+    print(f"machine: {_machine()}; nproc {os.cpu_count()}", file=sys.stderr)
+    data = Path(args.data) / f"ingest-data-{args.records // 1000}k"
+    _gen(data, args.records)
+    files = [str(p) for p in _files(data)[:args.reader_files]]
+    tmp = tempfile.mkdtemp(prefix="miner-bench-stages-", dir=args.data)
+    limit = ingest.MAX_OBJECT_BYTES
+    steps = ("read", "inflate", "decode", "_normalise", "free", "_chunk", "_write_parts")
+    runs: dict[str, list[float]] = {}
+    first = True
+    clock = time.process_time
+    gc.disable()  # as in a parser task
+    try:
+        for _ in range(args.repeat):
+            if first:  # pyarrow imports pandas on its first pa.array of a process: measured apart, once
+                t0 = clock()
+                pa.array(["x"], pa.string())
+                runs["(pyarrow's first pa.array imports pandas: once per process)"] = [clock() - t0]
+                first = False
+            spent = dict.fromkeys(steps, 0.0)
+            n = 0
+            for i in range(0, len(files), 500):
+                rows: list = []
+                srcs: list = []
+                chunks: list = []
+                seen: set = set()
+                uris: list[str] = []
+                codes = ingest._Codes(None)
+                for path in files[i:i + 500]:
+                    t0 = clock()
+                    payload = ingest._read_file(path, limit)
+                    t1 = clock()
+                    payload, _ = ingest._gunzip_or_reason(payload, limit)
+                    t2 = clock()
+                    recs, struct = ingest._load(payload, limit)[:2]
+                    t3 = clock()
+                    before = len(rows)
+                    n += ingest._normalise(recs, struct, rows, seen, {}, None, codes)[0]
+                    t4 = clock()
+                    recs = None
+                    t5 = clock()
+                    srcs.extend([len(uris)] * (len(rows) - before))
+                    uris.append(path)
+                    for k, a, b in zip(steps, (t0, t1, t2, t3, t4), (t1, t2, t3, t4, t5)):
+                        spent[k] += b - a
+                    if len(rows) >= ingest.CHUNK_ROWS:
+                        t0 = clock()
+                        chunks.append(ingest._chunk(rows, srcs))
+                        rows, srcs = [], []
+                        spent["_chunk"] += clock() - t0
+                t0 = clock()
+                if rows:
+                    chunks.append(ingest._chunk(rows, srcs))
+                t1 = clock()
+                parts = ingest._write_parts(chunks, codes, uris, ingest._Task(i, [], tmp, "bench", None, None))
+                spent["_chunk"] += t1 - t0
+                spent["_write_parts"] += clock() - t1
+                for part in parts:
+                    if part[3]:
+                        os.unlink(part[3])
+            for k, v in spent.items():
+                runs.setdefault(k, []).append(v / n)
+    finally:
+        gc.enable()
+        shutil.rmtree(tmp, ignore_errors=True)
+    print()
+    print(f"{n:,} records in the first {len(files):,} files; CPU of this process, medians of {args.repeat} passes")
+    print()
+    print("| step | CPU per record |")
+    print("|---|---:|")
+    for k, v in runs.items():
+        m = statistics.median(v)
+        print(f"| {k} | " + (f"{m:.3f} s |" if k.startswith("(") else f"{m * 1e6:.2f} us |"))
+    print(f"| all steps | {sum(statistics.median(v) for k, v in runs.items() if not k.startswith('(')) * 1e6:.2f} us |")
+    return 0
+
+
 def _measure_input(cmd: list[str], stdin: str) -> dict:
     """Run ``cmd`` with ``stdin`` as its input: wall and CPU time (user+system, from the kernel's rusage)."""
     t0 = time.perf_counter()
@@ -282,9 +521,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--floor", action="store_true", help="CPU per record of miner ingest vs the inflate+decode floor "
                                                          "and zcat (interleaved rounds, medians; see the docstring)")
     ap.add_argument("--processes", default="1,2", help="with --floor: the --processes values of miner ingest")
+    ap.add_argument("--readers", action="store_true", help="CPU per record of the native JSON readers (pyarrow.json, "
+                                                           "DuckDB read_json) vs inflate and msgspec (docstring)")
+    ap.add_argument("--stages", action="store_true", help="CPU per record of each step of miner's parse step "
+                                                          "(docstring)")
+    ap.add_argument("--reader-files", type=int, default=2000, help="with --readers/--stages: how many files (first "
+                                                                  "in order)")
+    ap.add_argument("--reader-data", metavar="DIR", help="with --readers: check DuckDB's requestParameters text "
+                                                         "against the logged text on these files instead")
     args = ap.parse_args(argv)
     if args.floor:
         return _floor_main(args)
+    if args.readers:
+        return _readers_main(args)
+    if args.stages:
+        return _stages_main(args)
 
     if args.orjson:
         os.environ["MINER_JSON"] = "orjson"
