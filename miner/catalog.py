@@ -320,10 +320,21 @@ class Catalog:
         Returns:
             The canonical actions it grants (empty when it matches nothing known); a new set each call.
         """
+        return set(self.expanded(pattern))
+
+    def expanded(self, pattern: str) -> frozenset[str]:
+        """:meth:`expand` without the copy (the catalogue's own frozen set: a ``*`` expands to some 20,000 actions).
+
+        Args:
+            pattern: an action or wildcard pattern as written in a policy.
+
+        Returns:
+            The canonical actions it grants, frozen.
+        """
         found = self._expanded.get(pattern)
         if found is None:
             found = self._expanded[pattern] = frozenset(self._expand(pattern))
-        return set(found)
+        return found
 
     def _expand(self, pattern: str) -> set[str]:
         pattern = pattern.strip()

@@ -660,11 +660,11 @@ def _catalog(catalog):
 
 def _expand(s: Statement, catalog) -> set[str]:
     if s.not_actions is not None:
-        excluded = set().union(*(catalog.expand(p) for p in s.not_actions)) if s.not_actions else set()
+        excluded = set().union(*(catalog.expanded(p) for p in s.not_actions)) if s.not_actions else set()
         return set(_every_action(catalog) - excluded)
     if "*" in s.actions:
         return set(_every_action(catalog))
-    return set().union(*(catalog.expand(p) for p in s.actions)) if s.actions else set()
+    return set().union(*(catalog.expanded(p) for p in s.actions)) if s.actions else set()
 
 
 def granted_set(docs: Iterable[tuple[str, dict]], boundary: list[dict] | None = None, catalog=None) -> dict[str, Grant]:
@@ -1071,7 +1071,7 @@ def _fired_rules(grants: dict[str, Grant], catalog) -> tuple[dict[Statement, dic
         if not matched:
             continue
         if rule["match"] == "all":
-            universe = catalog.expand(pattern)
+            universe = catalog.expanded(pattern)
             if not universe or not universe <= set(matched):
                 continue
         if rule["requires"] and not any(action_matches(rule["requires"], a)
