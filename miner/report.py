@@ -93,6 +93,8 @@ CSV_COLUMNS = [
     "never_used", "in_iam", "granted_actions", "used_actions", "unused_actions", "unobservable_actions",
     "unused_services", "high_risk_unused", "high_risk_used_broadly", "suggested_actions", "policies",
     "blocked_by_org", "org_blocked_calls",
+    # IAM Access Advisor's evidence (`miner advisor`), blank for a principal it has no report on
+    "advisor_used_only", "advisor_unused_proven", "advisor_never_accessed_services",
 ]
 
 
@@ -119,8 +121,19 @@ def render_csv(review: dict) -> str:
             _blank(p.get("suggested_actions")), ";".join(g.get("policies") or []),
             _blank(p.get("blocked_count")),
             ";".join(f"{c['action']} on {c['resource']} ({c['kind']} {c['policy']})" for c in _org_errors(p)),
+            *_evidence_cells(p.get("evidence")),
         ])
     return csv_text(CSV_COLUMNS, rows)
+
+
+def _evidence_cells(ev: dict | None) -> list[str]:
+    """The CSV's Access Advisor cells of one principal: granted actions used in Access Advisor's eyes only, unused
+    and proven so, and the services it saw no request to; blank without a report."""
+    if not ev:
+        return ["", "", ""]
+    counts = ev.get("counts") or {}
+    return [str(counts.get("used_advisor", 0)), str(counts.get("unused_proven", 0)),
+            ";".join(n["service"] for n in ev.get("never_accessed_services") or [])]
 
 
 def _num(x: Any) -> str:

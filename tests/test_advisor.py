@@ -321,6 +321,13 @@ def test_review_with_the_sample_access_advisor_snapshot_golden(advised_store, sa
     page, md = report.render(doc, "html"), report.render(doc, "md")
     assert 'id="removal-proven"' in page and "Removal candidates proven by IAM Access Advisor" in md
     assert "Evidence per granted action" in page
+    import csv
+    import io
+
+    rows = {r["name"]: r for r in csv.DictReader(io.StringIO(report.render(doc, "csv")))}
+    assert rows["unused-etl"]["advisor_unused_proven"] == str(etl["evidence"]["counts"]["unused_proven"])
+    assert rows["unused-etl"]["advisor_never_accessed_services"] == "glue;s3"
+    assert all(rows[p["name"]]["advisor_used_only"] == "" for p in doc["principals"] if not p.get("evidence"))
 
 
 def test_a_store_on_s3_gets_the_table_by_single_puts(aws_env, monkeypatch, sample_logs):
