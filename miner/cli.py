@@ -1238,6 +1238,61 @@ def advisor_cmd(
                  f"{run.path}")
 
 
+@command("organizations", "The organization's SCPs and RCPs into a snapshot file.")
+def organizations_cmd(
+    out: Optional[Path] = typer.Option(None, "-o", "--out", metavar="FILE",
+                                       help="Write the snapshot here (e.g. iam/organizations.json) [default: stdout]."),
+    account: list[str] = typer.Option([], "--account", metavar="ID",
+                                      help="Only this account (repeatable) [default: every account of the "
+                                           "organization]."),
+    profile: Optional[str] = typer.Option(None, "--profile", metavar="NAME",
+                                          help="AWS profile: the management account's or a delegated "
+                                               "administrator's."),
+    endpoint_url: Optional[str] = typer.Option(None, "--endpoint-url", metavar="URL",
+                                               help="Organizations endpoint, e.g. a local test server."),
+    quiet: bool = QuietOpt,
+) -> None:
+    """Read the organization's SCPs and RCPs (each account's OUs up to the root, and the policies attached on the way)
+    into the snapshot that --iam-snapshot reads beside the IAM files, so that suggest --diff and review judge grants
+    against them offline.
+
+    Example: miner organizations --profile management -o iam/organizations.json
+
+    Needs organizations:DescribeOrganization, ListAccounts, ListParents, DescribeOrganizationalUnit,
+    ListPoliciesForTarget and DescribePolicy (the management account, or a delegated administrator).
+    """
+    from miner import jobs
+
+    if out is not None:
+        output_format(out, {".json": "json"}, "--out")
+    bar = task = None
+    if not quiet:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        bar = Progress(TextColumn("[bold]organizations[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("accounts"),
+                       TimeElapsedColumn(), console=err, transient=True)
+        task = bar.add_task("organizations", total=None)
+        bar.start()
+    try:
+        snap, notes = jobs.organizations_snapshot(
+            profile=profile, endpoint_url=endpoint_url, accounts=account,
+            progress=(lambda done, total: bar.update(task, total=total, completed=done)) if bar is not None else None)
+    finally:
+        if bar is not None:
+            bar.stop()
+    text = _json(snap)
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        write_output(out, text, quiet=True)
+    if not quiet:
+        for n in notes:
+            say(err, f"note: {n}")
+        counts = {k: len(snap[k]) for k in ("Accounts", "OrganizationalUnits", "Policies")}
+        say(err, f"read {counts['Accounts']:,} accounts, {counts['OrganizationalUnits']:,} OUs and "
+                 f"{counts['Policies']:,} SCPs/RCPs" + (f" -> {out}" if out is not None else ""))
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -368,6 +368,36 @@ def _attached(source: IamSource, arn: str) -> AttachedPolicies:
         raise JobError(str(e)) from None
 
 
+def organizations_snapshot(*, profile: str | None = None, endpoint_url: str | None = None,
+                           accounts: Iterable[str] | None = None,
+                           progress: Callable[[int, int], None] | None = None) -> tuple[dict, list[str]]:
+    """The organization's SCPs and RCPs read live into the snapshot ``--iam-snapshot`` reads beside the IAM files
+    (:func:`miner.organizations.read_snapshot_live`).
+
+    Args:
+        profile: an AWS CLI profile (the management account's, or a delegated administrator's).
+        endpoint_url: an alternative Organizations endpoint.
+        accounts: only these account ids (default: every account of the organization).
+        progress: called with (accounts read, accounts in all).
+
+    Returns:
+        (the snapshot, notes).
+
+    Raises:
+        JobError: an account id that is not 12 digits, or the organization cannot be read.
+    """
+    from miner import organizations
+
+    accounts = list(accounts or [])
+    bad = [a for a in accounts if not (len(a) == 12 and a.isdigit())]
+    if bad:
+        raise JobError(f"--account takes 12-digit account ids, not {', '.join(repr(a) for a in bad)}")
+    try:
+        return organizations.read_snapshot_live(profile, endpoint_url, accounts or None, progress=progress)
+    except organizations.OrgError as e:
+        raise JobError(str(e)) from None
+
+
 # ----------------------------------------------------------------------------------------- principals and usage
 
 

@@ -252,6 +252,59 @@ def to_snapshot(orgs: Iterable[AccountOrg], organization: dict | None = None) ->
                          for p, t in (policies[k] for k in sorted(policies))]}
 
 
+def read_snapshot_live(profile: str | None = None, endpoint_url: str | None = None,
+                       accounts: Iterable[str] | None = None, client=None,
+                       progress: Callable[[int, int], None] | None = None) -> tuple[dict, list[str]]:
+    """An organizations snapshot (the file :func:`snapshot_source` reads) read live: every account of the
+    organization (``ListAccounts``) or the ones given, each with its parents up to the root and the SCPs and RCPs
+    attached on the way, as :func:`live_source` reads them.
+
+    Args:
+        profile: an AWS CLI profile (the management account's, or a delegated administrator's).
+        endpoint_url: an alternative endpoint (e.g. a moto server).
+        accounts: only these 12-digit account ids.
+        client: a ready Organizations client (tests).
+        progress: called with (accounts read, accounts in all).
+
+    Returns:
+        (the JSON-ready snapshot, notes: accounts not in the organization, policy types not enabled).
+
+    Raises:
+        OrgError: when the organization cannot be read (no organization, no access, no credentials, unreachable).
+    """
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    def failed(e: Exception) -> OrgError:
+        if isinstance(e, ClientError):
+            err = e.response.get("Error", {})
+            return OrgError(f"cannot read the organization: Organizations said {err.get('Code') or 'an error'}"
+                            f"{': ' + err['Message'] if err.get('Message') else ''} (run with the management "
+                            f"account's or a delegated administrator's credentials)")
+        return OrgError(f"cannot reach Organizations: {e}")
+
+    try:
+        c = client or org_client(profile, endpoint_url)
+        info = c.describe_organization()["Organization"]
+        ids = list(dict.fromkeys(accounts)) if accounts else \
+            sorted(a["Id"] for a in _pages(c, "list_accounts", "Accounts"))
+    except (ClientError, BotoCoreError) as e:
+        raise failed(e) from None
+    except IamError as e:  # a missing profile, no credentials (miner.iam's one-line errors)
+        raise OrgError(str(e)) from None
+    src = live_source(client=c)
+    found = []
+    for i, account in enumerate(ids, 1):
+        got = src.account(account)
+        if got is not None:
+            found.append(got)
+        if progress:
+            progress(i, len(ids))
+        if any(n.startswith("SCPs and RCPs not read") for n in src.notes):
+            raise OrgError(next(n for n in src.notes if n.startswith("SCPs and RCPs not read")))
+    snap = to_snapshot(found, {k: info[k] for k in ("Id", "MasterAccountId") if info.get(k)})
+    return snap, list(src.notes)
+
+
 # ----------------------------------------------------------------------------- live
 
 

@@ -494,3 +494,33 @@ def test_cli_live_reads_organizations_with_the_iam_credentials(store, aws_env):
     assert o["exempt"] == "the management account" and rep["blocked"] == []
     assert any("SCPs do not apply to the management account" in n for n in o["notes"])
     assert [lv["kind"] for lv in o["levels"]] == ["root", "account"]
+
+
+def test_cli_organizations_writes_the_snapshot_that_iam_snapshot_reads(aws_env, tmp_path):
+    """`miner organizations` reads the organization live into `organizations.json`; beside an IAM snapshot it judges
+    grants as the live read does."""
+    c, account, (root, parent, prod) = _moto_org(aws_env)
+    out = tmp_path / "iam" / org.SNAPSHOT_NAME
+    r = run("organizations", "--endpoint-url", aws_env, "-o", out)
+    assert r.exit_code == 0, r.output
+    assert r.stdout == "" and f"-> {out}" in r.stderr
+    snap = json.loads(out.read_text())
+    assert account in {a["Id"] for a in snap["Accounts"]} and snap["Organization"]["MasterAccountId"]
+    arn = f"arn:aws:iam::{account}:role/app"
+    offline = org.snapshot_source(out.parent).evaluator(arn, account)
+    live = org.live_source(endpoint_url=aws_env).evaluator(arn, account)
+    for action, res in (("s3:DeleteBucket", "*"), ("s3:GetObject", "arn:aws:s3:::b/k"),
+                        ("organizations:LeaveOrganization", "*"), ("ec2:RunInstances", "*")):
+        assert offline.judge(action, [res]) == live.judge(action, [res]), action
+    one = run("organizations", "--endpoint-url", aws_env, "--account", account, "-q")
+    assert one.exit_code == 0 and [a["Id"] for a in strict_json(one.stdout)["Accounts"]] == [account]
+
+
+@pytest.mark.parametrize("args, expect", [
+    (["--account", "12345"], "12-digit account ids"),
+    (["-o", "org.yaml"], "unknown extension"),
+    ([], "cannot read the organization: Organizations said"),  # moto without an organization
+])
+def test_cli_organizations_errors_are_one_line(aws_env, args, expect):
+    r = run("organizations", "--endpoint-url", aws_env, *args)
+    assert r.exit_code == 2 and expect in r.stderr and "Traceback" not in r.output
