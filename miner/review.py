@@ -684,6 +684,24 @@ def high_risk_frame(review: dict) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=cols)
 
 
+def removal_proven_frame(review: dict) -> pd.DataFrame:
+    """The removal candidates IAM Access Advisor proves (``miner advisor`` on the store): one row per (principal,
+    granted service it saw no request to in its tracking period), most granted actions first (for notebooks).
+
+    Args:
+        review: the review dict.
+
+    Returns:
+        Columns name, service, actions (granted actions of the service), tracking_start, rank, arn; empty without
+        Access Advisor's reports.
+    """
+    cols = ["name", "service", "actions", "tracking_start", "rank", "arn"]
+    rows = [{"name": c.get("name"), "service": s["service"], "actions": int(s["actions"]),
+             "tracking_start": c.get("tracking_start"), "rank": c.get("rank"), "arn": c.get("arn")}
+            for c in review.get("removal_proven") or [] for s in c.get("services") or []]
+    return pd.DataFrame(rows, columns=cols)
+
+
 def denied_frame(review: dict) -> pd.DataFrame:
     """Denied attempts of a review, one row per (principal, action, resource, error) (for notebooks).
 
@@ -773,8 +791,9 @@ _SCRATCH: list[tempfile.TemporaryDirectory] = []
 
 
 def notebook_store(env: str = "MINER_STORE") -> Path:
-    """The store a notebook should open: ``$MINER_STORE``, else the sample logs ingested into a temporary store that
-    is removed when the kernel shuts down (a killed kernel leaves it in the system's temp folder).
+    """The store a notebook should open: ``$MINER_STORE``, else the sample logs ingested into a temporary store (with
+    the sample's IAM Access Advisor reports) that is removed when the kernel shuts down (a killed kernel leaves it in
+    the system's temp folder).
 
     Args:
         env: the environment variable naming the store.
@@ -792,11 +811,13 @@ def notebook_store(env: str = "MINER_STORE") -> Path:
     if logs is None:
         raise FileNotFoundError(f"set {env} to a store (miner ingest SOURCE --store DIR), or run from a checkout "
                                 "that has sample_logs/")
-    from miner import ingest
+    from miner import advisor, ingest
 
     _SCRATCH.append(tempfile.TemporaryDirectory(prefix="miner-notebook-", ignore_cleanup_errors=True))
     target = Path(_SCRATCH[-1].name) / "store"
     ingest.ingest([str(logs)], target)
+    if (logs / "advisor").is_dir():  # the sample's IAM Access Advisor reports, as `miner advisor --snapshot` reads them
+        advisor.write(target, advisor.load_snapshot(logs / "advisor"), now=datetime.now(timezone.utc))
     return target
 
 

@@ -328,6 +328,10 @@ def test_review_with_the_sample_access_advisor_snapshot_golden(advised_store, sa
     assert rows["unused-etl"]["advisor_unused_proven"] == str(etl["evidence"]["counts"]["unused_proven"])
     assert rows["unused-etl"]["advisor_never_accessed_services"] == "glue;s3"
     assert all(rows[p["name"]]["advisor_used_only"] == "" for p in doc["principals"] if not p.get("evidence"))
+    proven = review.removal_proven_frame(doc)  # (the notebook's table)
+    assert list(proven[proven["name"] == "unused-etl"]["service"]) == ["glue", "s3"]
+    assert proven["actions"].sum() == sum(c["actions"] for c in doc["removal_proven"])
+    assert review.removal_proven_frame({"principals": []}).empty
 
 
 def test_a_store_on_s3_gets_the_table_by_single_puts(aws_env, monkeypatch, sample_logs):

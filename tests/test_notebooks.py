@@ -96,6 +96,9 @@ def test_the_temporary_sample_store_is_removed_when_the_kernel_exits(tmp_path):
     script = ("import miner.ingest, miner.review\n"
               "miner.ingest.ingest = lambda sources, target: (target.mkdir(parents=True), (target / 'x').write_text('x'))\n"
               "store = miner.review.notebook_store()\n"
+              "from miner import jobs\n"
+              "advice = jobs.advisor_table(store)\n"  # the sample's Access Advisor reports come with it
+              "assert advice is not None and 'unused-etl' in ' '.join(advice['principal_arn']), advice\n"
               "print(store, store.is_dir())\n")
     env = {k: v for k, v in os.environ.items() if k != "MINER_STORE"}
     env.update(TMPDIR=str(tmp_path), PYTHONPATH=str(REPO))
