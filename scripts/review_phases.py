@@ -8,7 +8,8 @@ Each round runs the review once per tree (interleaved, ``PYTHONPATH`` set to the
 wraps the library functions where they are called and adds up their CPU time (``time.process_time``: this process,
 DuckDB's threads included); the table gives medians. Phases nest (``build_review`` holds ``collect_all`` ...).
 "option coercion" is typer's ``process_value`` over the command's options (typer 0.29 builds a pydantic validator
-per option there unless :class:`miner.cli._Coercion` stands in).
+per option there unless :class:`miner.cli._Coercion` stands in). Trees whose review forks workers for the principals'
+entries run it with ``--processes 1`` here, so that every phase is timed in the one process.
 """
 
 from __future__ import annotations
@@ -54,6 +55,9 @@ for spec in ("miner.jobs.connect miner.review.build_review miner.usage.collect_a
 store, snapshot, out = sys.argv[1:4]
 args = ["review", "--store", store, "--since", "2026-08-01", "--until", "2026-09-14", "--iam-snapshot", snapshot,
         "--format", "json", "--out", out, "--quiet"]
+import inspect
+if "processes" in inspect.signature(cli.review_cmd).parameters:  # one process: the phases are all timed here
+    args += ["--processes", "1"]
 import typer.core
 process_value = typer.core._TyperParameter.process_value
 def coerce(self, ctx, value):
