@@ -19,6 +19,9 @@ principal (one usage query, one mapping pass and one aggregation per principal: 
 before it became set-based); it is the baseline measured in the same run. Both produce the same review JSON
 (``tests/test_review.py::test_set_based_review_equals_the_per_principal_one``), which this script checks too.
 
+"one process" is this tree's set-based review with ``--processes 1``: the principals' entries built in the review's
+own process rather than in forked workers (the default, one per CPU).
+
 "base" (``--base PATH``) is the set-based review of another tree, run through ``PYTHONPATH=PATH`` and interleaved
 with this tree's in every round: the before/after comparison of a change, measured under the same load. Its
 review JSON must equal this tree's too.
@@ -59,7 +62,8 @@ def _review(mode: str, args: list[str], out: Path) -> dict:
     head = [sys.executable, "-P", "-c", _PER_PRINCIPAL] if mode == "per-principal" \
         else [sys.executable, "-P", "-m", "miner.cli"]
     tree = BASE if mode == "base" else ROOT
-    got = timed([*head, "review", *args, "--format", "json", "--out", str(out), "--quiet"], pythonpath=str(tree))
+    one = ["--processes", "1"] if mode == "one process" else []
+    got = timed([*head, "review", *args, *one, "--format", "json", "--out", str(out), "--quiet"], pythonpath=str(tree))
     if got["rc"] != 0:
         raise RuntimeError(f"review ({mode}) failed: {got['err']}")
     doc = json.loads(out.read_text())
@@ -110,7 +114,7 @@ def sample(rounds: int, base: Path | None = None) -> str:
         first, last = store_mod.data_days(st)
         args = ["--store", str(st), "--since", first.isoformat(), "--until", last.isoformat(),
                 "--iam-snapshot", str(ROOT / "sample_logs" / "iam")]
-        modes = ("set-based", "per-principal") + (("base",) if base else ())
+        modes = ("set-based", "one process", "per-principal") + (("base",) if base else ())
         rows = compare("sample_logs", args, rounds, modes)
     return "\n".join(HEADER + rows)
 
